@@ -6,3 +6,5 @@ Subpackages (data flows left to right, never back):
 """
 
 __version__ = "0.1.0"
+
+from stockgym import envs as _envs  # noqa: E402,F401  (registers stockgym/StockTrading-v0)

@@ -56,12 +56,18 @@ def normalize_columns(raw: pd.DataFrame, *, source: str, symbol: str) -> pd.Data
     df = raw.copy()
     rename = {}
     for col in df.columns:
-        key = str(col).strip().lower().replace("-", " ")
+        key = str(col).lstrip("\ufeff").strip().lower().replace("-", " ")
         if key in _ALIASES:
             rename[col] = _ALIASES[key]
     df = df.rename(columns=rename)
     if "date" in df.columns:
         df = df.set_index("date")
+    elif not isinstance(df.index, pd.DatetimeIndex):
+        # A default RangeIndex or integer index would silently become 1970 nanoseconds.
+        raise DataError(
+            f"{where} missing column ['date']; found {list(map(str, raw.columns))}. "
+            "Expected Date/Open/High/Low/Close/Volume (any case)."
+        )
     missing = [c for c in OHLCV if c not in df.columns]
     if missing:
         raise DataError(
@@ -69,7 +75,11 @@ def normalize_columns(raw: pd.DataFrame, *, source: str, symbol: str) -> pd.Data
             "Expected Date/Open/High/Low/Close/Volume (any case)."
         )
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(df.index))
+        values = df.index
+        if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+            # Integer dates are YYYYMMDD (as KRX files write them), never epoch numbers.
+            values = pd.to_datetime(values.astype("int64").astype(str), format="%Y%m%d")
+        idx = pd.DatetimeIndex(pd.to_datetime(values))
     except (ValueError, TypeError) as exc:
         bad = next((v for v in df.index if _not_a_date(v)), df.index[0] if len(df) else None)
         raise DataError(f"{where} cannot read dates: value {bad!r} is not a date") from exc

@@ -1,0 +1,453 @@
+"""StockTradingEnv: a Gymnasium env that trades one or several stocks exactly.
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from gymnasium import spaces
+
+from stockgym.data.errors import DataError
+from stockgym.envs.costs import resolve_costs
+from stockgym.envs.execution import rebalance
+from stockgym.envs.market import build_market
+
+REWARDS = ("log_return", "return", "differential_sharpe")
+ACTION_TYPES = ("discrete", "continuous")
+FILLS = ("open", "close")
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Where things are in the flat observation vector.
+
+    ``obs[features]`` reshapes to ``(window, n_assets, n_features)`` (oldest row first,
+    the row of the decision date last); ``obs[weights]`` holds each asset's weight
+    (signed market value / portfolio value); ``obs[cash]`` the cash fraction.
+    """
+
+    window: int
+    n_assets: int
+    n_features: int
+    symbols: tuple[str, ...]
+    feature_names: tuple[str, ...]
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        return (self.window, self.n_assets, self.n_features)
+
+    @property
+    def features(self) -> slice:
+        return slice(0, self.window * self.n_assets * self.n_features)
+
+    @property
+    def weights(self) -> slice:
+        start = self.features.stop
+        return slice(start, start + self.n_assets)
+
+    @property
+    def cash(self) -> slice:
+        return slice(self.weights.stop, self.weights.stop + 1)
+
+    @property
+    def size(self) -> int:
+        return self.cash.stop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "feature_shape": self.feature_shape, "size": self.size}
+
+
+class StockTradingEnv(gym.Env):
+    """Trade one or several stocks on daily bars with next-open fills and real costs.
+
+    | | |
+    |---|---|
+    | Observation | ``Box(-inf, inf, (W*A*F + A + 1,), float32)``: the last ``W`` rows of ``F`` features for ``A`` assets (oldest first), then each asset's weight, then the cash fraction. Never raw prices. Layout: ``env.unwrapped.obs_layout``. |
+    | Action (``"discrete"``, 1 asset) | ``Discrete(k)``: index into ``positions`` (target weights; default ``(0, 1)`` flat/long, ``(-1, 0, 1)`` with ``allow_short``). |
+    | Action (``"discrete"``, A assets) | ``MultiDiscrete([k] * A)``: a target weight per asset from ``positions``; if the gross weight exceeds ``max_gross`` all weights are scaled down by one factor (all long = equal weight). |
+    | Action (``"continuous"``) | ``Box(0, 1, (A,))`` long-only, or ``Box(-1, 1, (A,))`` with ``allow_short``: target weights, the rest in cash. Over-budget actions (sum > 1, or gross > ``max_gross``) are scaled down by one factor. Values outside the Box raise ``ValueError`` unless ``clip_actions=True``. NaN always raises. |
+    | Reward | ``"log_return"``: ``log(V_{s+1} / V_s)``, after every cost (default); ``"return"``: ``V_{s+1}/V_s - 1``; ``"differential_sharpe"``: Moody & Saffell's differential Sharpe ratio of the step return (``dsr_eta`` its adaptation rate). |
+    | Start | ``reset()`` returns the observation as of the close of bar ``s``: the first bar with a full window, ``options["start"]``, or, with ``episode_length``, a random start drawn from ``self.np_random``. Cash ``initial_cash``, no position. |
+    | Step | The order fills at the OPEN of bar ``s+1`` plus slippage (``fill="close"``: at the close of bar ``s``, optimistic, as some peers do); the portfolio is marked at the close of ``s+1``; ``info["date"]`` is bar ``s+1``. |
+    | End | ``truncated=True`` on the step that reaches the last bar (end of data, ``options["end"]`` or ``episode_length``); ``terminated=True`` when V falls below ``ruin_floor`` (default 1 % of ``initial_cash``). |
+
+    Execution (see :mod:`stockgym.envs.execution`): target weights are turned into
+    shares at fill time from ``V_open = cash + sum(shares * open)``; whole shares
+    (rounded toward zero) unless ``fractional``; sells first, then buys scaled by one
+    common factor to fit in cash. Orders on non-tradable (halted) bars are not filled and
+    are reported in ``info["trades"]``; halted assets are valued at their last close.
+    Costs: ``market`` preset (``"krx"``, ``"us"``, ``"none"``; ``"auto"`` from the first
+    symbol) overridden by ``commission`` (rate), ``sell_tax`` (rate), ``slippage_bps``,
+    ``min_commission`` (currency per order), ``borrow_rate`` (annual rate on shorts).
+    Accounting is float64: ``V = cash + sum(shares * close)`` and
+    ``V_{s+1} - V_s = info["pnl"] - info["cost"]`` at every step.
+
+    ``info``: ``date``, ``portfolio_value``, ``cash``, ``position`` (shares per asset),
+    ``weights``, ``cost`` (commission + tax + slippage + borrow this step), ``pnl``,
+    ``trades`` (one dict per order: requested and filled shares, fill price, costs,
+    status), ``step``.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        prices: pd.DataFrame,
+        *,
+        features: Sequence[str] | None = None,
+        extra_features: pd.DataFrame | None = None,
+        scaler: Any = None,
+        window_size: int = 30,
+        action_type: str = "discrete",
+        positions: Sequence[float] | None = None,
+        allow_short: bool = False,
+        max_gross: float = 1.0,
+        market: str = "auto",
+        commission: float | None = None,
+        sell_tax: float | None = None,
+        slippage_bps: float | None = None,
+        min_commission: float | None = None,
+        borrow_rate: float | None = None,
+        fill: str = "open",
+        fractional: bool = False,
+        reward: str = "log_return",
+        dsr_eta: float = 0.01,
+        initial_cash: float = 10_000_000.0,
+        ruin_floor: float | None = None,
+        episode_length: int | None = None,
+        clip_actions: bool = False,
+        render_mode: str | None = None,
+        record_history: bool = False,
+    ) -> None:
+        _check_choice("action_type", action_type, ACTION_TYPES)
+        _check_choice("fill", fill, FILLS)
+        _check_choice("reward", reward, REWARDS)
+        if render_mode is not None:
+            _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+        if not (isinstance(window_size, (int, np.integer)) and window_size >= 1):
+            raise ValueError(f"window_size must be an integer >= 1, got {window_size!r}")
+        if not (initial_cash > 0 and math.isfinite(initial_cash)):
+            raise ValueError(f"initial_cash must be a positive number, got {initial_cash!r}")
+        if not max_gross > 0:
+            raise ValueError(f"max_gross must be > 0, got {max_gross!r}")
+        self.market = build_market(
+            prices, features=features, extra_features=extra_features, scaler=scaler
+        )
+        m = self.market
+        n_bars, n_assets, n_feat = m.features.shape
+        if n_bars < window_size + 1:
+            raise DataError(
+                f"[env] window_size={window_size} needs at least {window_size + 1} bars with "
+                f"every feature, but only {n_bars} remain ({m.dates[0].date()}.."
+                f"{m.dates[-1].date()}) after the features' warm-up"
+            )
+        if episode_length is not None and not 1 <= episode_length <= n_bars - window_size:
+            raise ValueError(
+                f"episode_length must be in [1, {n_bars - window_size}] for this data, "
+                f"got {episode_length}"
+            )
+        self.costs = resolve_costs(
+            market,
+            m.symbols,
+            commission=commission,
+            sell_tax=sell_tax,
+            slippage_bps=slippage_bps,
+            min_commission=min_commission,
+            borrow_rate=borrow_rate,
+        )
+        self.window_size = int(window_size)
+        self.action_type = action_type
+        self.allow_short = bool(allow_short)
+        self.max_gross = float(max_gross)
+        self.fill = fill
+        self.fractional = bool(fractional)
+        self.reward_type = reward
+        self.dsr_eta = float(dsr_eta)
+        self.initial_cash = float(initial_cash)
+        self.ruin_floor = 0.01 * self.initial_cash if ruin_floor is None else float(ruin_floor)
+        self.episode_length = episode_length
+        self.clip_actions = bool(clip_actions)
+        self.render_mode = render_mode
+        self.record_history = bool(record_history) or render_mode == "rgb_array"
+        self.symbols = list(m.symbols)
+        self.obs_layout = ObsLayout(
+            self.window_size, n_assets, n_feat, tuple(m.symbols), tuple(m.feature_names)
+        )
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(self.obs_layout.size,), dtype=np.float32
+        )
+        self._setup_actions(positions, n_assets)
+        # Python lists: scalar reads from lists are far cheaper than from numpy arrays.
+        self._ref = m.ref_open.tolist()
+        self._mark = m.mark.tolist()
+        self._trad = m.tradable.tolist()
+        self._dates = list(m.dates)
+        self._feat_flat = m.features.reshape(n_bars, -1)
+        self._n_assets = n_assets
+        self._n_feat_obs = self.obs_layout.features.stop
+        self._fast_discrete = action_type == "discrete" and n_assets == 1
+        self._started = False
+        self._done = True
+
+    # ----------------------------------------------------------------- actions
+    def _setup_actions(self, positions: Sequence[float] | None, n_assets: int) -> None:
+        lo = -1.0 if self.allow_short else 0.0
+        if self.action_type == "discrete":
+            if positions is None:
+                positions = (-1.0, 0.0, 1.0) if self.allow_short else (0.0, 1.0)
+            pos = [float(p) for p in positions]
+            if len(pos) < 2 or any(not (lo <= p <= 1.0) for p in pos):
+                raise ValueError(
+                    f"positions must be >= 2 target weights in [{lo}, 1] "
+                    f"(negative ones need allow_short=True), got {positions!r}"
+                )
+            self.positions = tuple(pos)
+            self.action_space = (
+                spaces.Discrete(len(pos))
+                if n_assets == 1
+                else spaces.MultiDiscrete([len(pos)] * n_assets)
+            )
+        else:
+            if positions is not None:
+                raise ValueError("positions only apply to action_type='discrete'")
+            self.positions = None
+            self.action_space = spaces.Box(lo, 1.0, shape=(n_assets,), dtype=np.float32)
+
+    def action_to_weights(self, action: Any) -> list[float]:
+        """Validate an action and return target weights (after budget scaling).
+
+        Raises ``ValueError`` naming the problem; never changes the env's state.
+        """
+        n = self._n_assets
+        if self._fast_discrete and isinstance(action, (int, np.integer)):
+            # Fast path for the common single-asset case (no numpy round trip).
+            if 0 <= action < len(self.positions):
+                return [self.positions[action]]
+            raise ValueError(f"action {action!r} outside the action space {self.action_space}")
+        if self.action_type == "discrete":
+            a = np.asarray(action)
+            if a.dtype.kind not in "iu" and not (
+                a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))
+            ):
+                raise ValueError(f"discrete action must be integer(s), got {action!r}")
+            a = a.astype(np.int64).reshape(-1)
+            k = len(self.positions)
+            if a.size != n or np.any(a < 0) or np.any(a >= k):
+                raise ValueError(f"action {action!r} outside the action space {self.action_space}")
+            w = [self.positions[j] for j in a.tolist()]
+        else:
+            a = np.asarray(action, dtype=np.float64).reshape(-1)
+            if a.size != n:
+                raise ValueError(f"action has {a.size} values, expected {n} (one per asset)")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"action contains NaN or inf: {action!r}")
+            lo = -1.0 if self.allow_short else 0.0
+            if not self.clip_actions and (np.any(a < lo - 1e-6) or np.any(a > 1.0 + 1e-6)):
+                raise ValueError(
+                    f"action {a.tolist()} outside [{lo}, 1]; clip it or pass clip_actions=True"
+                )
+            w = np.clip(a, lo, 1.0).tolist()
+        gross = sum(abs(x) for x in w)
+        limit = self.max_gross if self.allow_short else min(self.max_gross, 1.0)
+        if gross > limit:
+            scale = limit / gross
+            w = [x * scale for x in w]
+        return w
+
+    # ------------------------------------------------------------------- reset
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"start", "end"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; use 'start', 'end'")
+        first = self.window_size - 1
+        last = len(self._dates) - 1
+        if "start" in options or "end" in options:
+            start = self._index_of(options.get("start"), side="left", default=first)
+            end = self._index_of(options.get("end"), side="right", default=last)
+            if start < first:
+                raise DataError(
+                    f"[env] start {pd.Timestamp(options['start']).date()} leaves fewer than "
+                    f"window_size={self.window_size} feature rows; first allowed start is "
+                    f"{self._dates[first].date()}"
+                )
+            if end <= start:
+                raise DataError(
+                    f"[env] episode from {self._dates[start].date()} to "
+                    f"{self._dates[max(end, 0)].date()} has no step"
+                )
+            if self.episode_length is not None:
+                end = min(end, start + self.episode_length)
+        elif self.episode_length is not None:
+            start = int(self.np_random.integers(first, last - self.episode_length + 1))
+            end = start + self.episode_length
+        else:
+            start, end = first, last
+        self._t = start
+        self._start, self._end = start, end
+        self._shares = [0.0] * self.obs_layout.n_assets
+        self._cash = self.initial_cash
+        self._value = self.initial_cash
+        self._dsr_a = 0.0
+        self._dsr_b = 0.0
+        self._started = True
+        self._done = False
+        self._last_info = self._info(cost=0.0, pnl=0.0, orders=[])
+        self._history = [self._snapshot([])] if self.record_history else None
+        return self._obs(), dict(self._last_info)
+
+    def _index_of(self, when: Any, side: str, default: int) -> int:
+        if when is None:
+            return default
+        try:
+            ts = pd.Timestamp(when)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"[env] reset option date {when!r} is not a date") from exc
+        idx = self.market.dates.searchsorted(ts, side=side)
+        return int(idx) if side == "left" else int(idx) - 1
+
+    # -------------------------------------------------------------------- step
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
+        weights = self.action_to_weights(action)
+        s, f = self._t, self._t + 1
+        if self.fill == "open":
+            ref, trad = self._ref[f], self._trad[f]
+        else:
+            ref, trad = self._mark[s], self._trad[s]
+        before = self._shares
+        shares, cash, orders = rebalance(
+            before, self._cash, weights, ref, trad, self.costs, self.fractional
+        )
+        mark_s, mark_f = self._mark[s], self._mark[f]
+        borrow = 0.0
+        if self.costs.borrow_rate > 0.0:
+            for i, q in enumerate(shares):
+                if q < 0.0:
+                    borrow += -q * mark_f[i] * self.costs.borrow_rate / 252.0
+            cash -= borrow
+        value = cash
+        pnl = 0.0
+        for i, q in enumerate(shares):
+            value += q * mark_f[i]
+            pnl += before[i] * (ref[i] - mark_s[i]) + q * (mark_f[i] - ref[i])
+        cost = borrow
+        for o in orders:
+            cost += o.commission + o.tax + o.slippage
+        reward = self._reward(self._value, value)
+        self._shares, self._cash, self._value, self._t = shares, cash, value, f
+        terminated = value < self.ruin_floor
+        truncated = (f >= self._end) and not terminated
+        self._done = terminated or truncated
+        info = self._info(cost=cost, pnl=pnl, orders=orders)
+        self._last_info = info
+        if self._history is not None:
+            self._history.append(self._snapshot(orders))
+        return self._obs(), reward, terminated, truncated, info
+
+    def _reward(self, v0: float, v1: float) -> float:
+        # V can only reach <= 0 with shorts; the log is then taken of a tiny positive value
+        # (the episode terminates on ruin in the same step).
+        v1c = max(v1, 1e-12 * self.initial_cash)
+        if self.reward_type == "log_return":
+            return math.log(v1c / v0)
+        ret = v1 / v0 - 1.0
+        if self.reward_type == "return":
+            return ret
+        a, b = self._dsr_a, self._dsr_b
+        da, db = ret - a, ret * ret - b
+        var = b - a * a
+        dsr = (b * da - 0.5 * a * db) / var**1.5 if var > 1e-12 else 0.0
+        self._dsr_a = a + self.dsr_eta * da
+        self._dsr_b = b + self.dsr_eta * db
+        return dsr
+
+    # ------------------------------------------------------------- obs & info
+    def _obs(self) -> np.ndarray:
+        t = self._t
+        nf = self._n_feat_obs
+        obs = np.empty(nf + self._n_assets + 1, dtype=np.float32)
+        obs[:nf] = self._feat_flat[t - self.window_size + 1 : t + 1].reshape(-1)
+        mark = self._mark[t]
+        v = self._value
+        obs[nf:] = [q * p / v for q, p in zip(self._shares, mark)] + [self._cash / v]
+        return obs
+
+    def _info(self, *, cost: float, pnl: float, orders: list) -> dict[str, Any]:
+        mark = self._mark[self._t]
+        v = self._value
+        return {
+            "date": self._dates[self._t],
+            "portfolio_value": v,
+            "cash": self._cash,
+            "position": np.array(self._shares, dtype=np.float64),
+            "weights": np.array([q * p / v for q, p in zip(self._shares, mark)]),
+            "cost": cost,
+            "pnl": pnl,
+            "trades": [o.to_dict(self.symbols) for o in orders],
+            "step": self._t - self._start,
+        }
+
+    @property
+    def portfolio_value(self) -> float:
+        return self._value
+
+    def config(self) -> dict[str, Any]:
+        """Everything that defines this env's behaviour, JSON-able (for run configs)."""
+        return {
+            "symbols": self.symbols,
+            "first_date": str(self._dates[0].date()),
+            "last_date": str(self._dates[-1].date()),
+            "features": list(self.obs_layout.feature_names),
+            "window_size": self.window_size,
+            "action_type": self.action_type,
+            "positions": list(self.positions) if self.positions else None,
+            "allow_short": self.allow_short,
+            "max_gross": self.max_gross,
+            "costs": self.costs.to_dict(),
+            "fill": self.fill,
+            "fractional": self.fractional,
+            "reward": self.reward_type,
+            "initial_cash": self.initial_cash,
+            "ruin_floor": self.ruin_floor,
+            "episode_length": self.episode_length,
+        }
+
+    # ------------------------------------------------------------------ render
+    def _snapshot(self, orders: list) -> tuple:
+        return (self._t, self._value, [(o.asset, o.filled) for o in orders if o.filled])
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None or not self._started:
+            return None
+        if self.render_mode == "ansi":
+            i = self._last_info
+            pos = " ".join(
+                f"{s}:{q:g}" for s, q in zip(self.symbols, i["position"].tolist())
+            )
+            return (
+                f"{i['date'].date()} | V={i['portfolio_value']:,.2f} | "
+                f"cash={i['cash']:,.2f} | {pos} | cost={i['cost']:,.2f}"
+            )
+        from stockgym.envs.plotting import render_rgb
+
+        return render_rgb(self)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
