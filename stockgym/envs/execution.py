@@ -26,8 +26,6 @@ inside the fill price, reported as a cost so that ``dV = PnL - costs``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 from stockgym.envs.costs import CostModel
 
 # Conservative factor on the cash-fitting scale so that float rounding can never make
@@ -35,34 +33,21 @@ from stockgym.envs.costs import CostModel
 _SAFE = 1.0 - 1e-12
 
 
-@dataclass
-class Order:
-    """One asset's order in one step (``requested`` and ``filled`` in shares, signed:
-    positive buys, negative sells; ``price`` the fill price incl. slippage)."""
-
-    asset: int
-    requested: float
-    filled: float
-    price: float
-    value: float
-    commission: float
-    tax: float
-    slippage: float
-    status: str
-
-    def to_dict(self, symbols: list[str]) -> dict:
-        return {
-            "symbol": symbols[self.asset],
-            "side": "buy" if self.requested > 0 else "sell",
-            "requested": self.requested,
-            "filled": self.filled,
-            "price": self.price,
-            "value": self.value,
-            "commission": self.commission,
-            "tax": self.tax,
-            "slippage": self.slippage,
-            "status": self.status,
-        }
+def _order(symbol, requested, filled, price, value, commission, tax, slippage, status):
+    """One asset's order in one step: ``requested``/``filled`` in shares, signed
+    (positive buys); ``price`` the fill price incl. slippage; costs in currency."""
+    return {
+        "symbol": symbol,
+        "side": "buy" if requested > 0 else "sell",
+        "requested": requested,
+        "filled": filled,
+        "price": price,
+        "value": value,
+        "commission": commission,
+        "tax": tax,
+        "slippage": slippage,
+        "status": status,
+    }
 
 
 def _commission(value: float, costs: CostModel) -> float:
@@ -77,15 +62,16 @@ def rebalance(
     tradable: list[bool],
     costs: CostModel,
     fractional: bool,
-) -> tuple[list[float], float, list[Order]]:
+    symbols: list[str],
+) -> tuple[list[float], float, list[dict]]:
     """Execute target ``weights`` (fractions of portfolio value, signed) at prices
-    ``ref``. Returns new shares, new cash and the orders (filled or not)."""
+    ``ref``. Returns new shares, new cash and the orders (filled or not), as dicts."""
     n = len(shares)
     v_ref = cash
     for i in range(n):
         v_ref += shares[i] * ref[i]
     slip = costs.slippage_bps * 1e-4
-    orders: list[Order] = []
+    orders: list[dict] = []
     buys: list[tuple[int, float, float]] = []  # (asset, qty, price)
     new_shares = list(shares)
     for i in range(n):
@@ -101,61 +87,64 @@ def rebalance(
         if qty == 0.0 or (desired > shares[i]) != (qty > 0) or abs(qty * ref[i]) <= 1e-12 * abs(v_ref):
             continue
         if not tradable[i]:
-            orders.append(Order(i, qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable"))
+            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable"))
         elif qty < 0:
             value = -qty * price
             comm = _commission(value, costs)
             tax = costs.sell_tax * value
             if value - comm - tax < 0.0:
-                orders.append(Order(i, qty, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic"))
+                orders.append(_order(symbols[i], qty, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic"))
                 continue
             cash += value - comm - tax
             new_shares[i] = shares[i] + qty
-            orders.append(Order(i, qty, qty, price, value, comm, tax, -qty * (ref[i] - price), "filled"))
+            orders.append(_order(symbols[i], qty, qty, price, value, comm, tax, -qty * (ref[i] - price), "filled"))
         else:
             buys.append((i, qty, price))
     if buys:
-        cash = _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders)
+        cash = _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbols)
     return new_shares, cash, orders
 
 
-def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders) -> float:
-    def sized(k: float) -> list[float]:
-        if k >= 1.0:
-            return [q for _, q, _ in buys]
-        return [q * k if fractional else float(math.floor(q * k)) for _, q, _ in buys]
+def _buy_need(buys, qtys, costs: CostModel) -> float:
+    """Cash that buying ``qtys`` costs, commissions included."""
+    total = 0.0
+    for (_, _, price), q in zip(buys, qtys):
+        value = q * price
+        total += value + _commission(value, costs)
+    return total
 
-    def need(qtys: list[float]) -> float:
-        total = 0.0
-        for (_, _, price), q in zip(buys, qtys):
-            value = q * price
-            total += value + _commission(value, costs)
-        return total
 
+def _scaled(buys, k: float, fractional: bool) -> list[float]:
+    return [q * k if fractional else float(math.floor(q * k)) for _, q, _ in buys]
+
+
+def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbols) -> float:
     k = 1.0
-    qtys = sized(k)
-    if need(qtys) > cash:
+    qtys = [q for _, q, _ in buys]
+    if _buy_need(buys, qtys, costs) > cash:
         gross = sum(q * p for _, q, p in buys) * (1.0 + costs.commission)
         k = max(cash, 0.0) / gross * _SAFE
-        qtys = sized(k)
-        if need(qtys) > cash:  # only min_commission can get here: bisect on k
+        qtys = _scaled(buys, k, fractional)
+        if _buy_need(buys, qtys, costs) > cash:  # only min_commission gets here: bisect k
             lo, hi = 0.0, k
             for _ in range(60):
                 mid = 0.5 * (lo + hi)
-                if need(sized(mid)) <= cash:
+                if _buy_need(buys, _scaled(buys, mid, fractional), costs) <= cash:
                     lo = mid
                 else:
                     hi = mid
             k = lo
-            qtys = sized(k)
+            qtys = _scaled(buys, k, fractional)
+    status = "filled" if k >= 1.0 else "scaled"
     for (i, requested, price), q in zip(buys, qtys):
         if q <= 0.0:
-            orders.append(Order(i, requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
+            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
             continue
         value = q * price
         comm = _commission(value, costs)
         cash -= value + comm
         new_shares[i] += q
-        status = "filled" if k >= 1.0 else "scaled"
-        orders.append(Order(i, requested, q, price, value, comm, 0.0, q * (price - ref[i]), status))
+        orders.append(
+            _order(symbols[i], requested, q, price, value, comm, 0.0, q * (price - ref[i]), status)
+        )
     return cash

@@ -190,7 +190,12 @@ class StockTradingEnv(gym.Env):
         self._mark = m.mark.tolist()
         self._trad = m.tradable.tolist()
         self._dates = list(m.dates)
-        self._feat_flat = m.features.reshape(n_bars, -1)
+        # Flat features padded with A + 1 slots, so one slice copy makes a whole new obs
+        # (window rows, then slots that are overwritten with weights and cash).
+        self._feat_pad = np.concatenate(
+            [m.features.reshape(-1), np.zeros(n_assets + 1, dtype=np.float32)]
+        )
+        self._row = n_assets * n_feat
         self._n_assets = n_assets
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
@@ -331,7 +336,7 @@ class StockTradingEnv(gym.Env):
             ref, trad = self._mark[s], self._trad[s]
         before = self._shares
         shares, cash, orders = rebalance(
-            before, self._cash, weights, ref, trad, self.costs, self.fractional
+            before, self._cash, weights, ref, trad, self.costs, self.fractional, self.symbols
         )
         mark_s, mark_f = self._mark[s], self._mark[f]
         borrow = 0.0
@@ -347,7 +352,7 @@ class StockTradingEnv(gym.Env):
             pnl += before[i] * (ref[i] - mark_s[i]) + q * (mark_f[i] - ref[i])
         cost = borrow
         for o in orders:
-            cost += o.commission + o.tax + o.slippage
+            cost += o["commission"] + o["tax"] + o["slippage"]
         reward = self._reward(self._value, value)
         self._shares, self._cash, self._value, self._t = shares, cash, value, f
         terminated = value < self.ruin_floor
@@ -380,11 +385,13 @@ class StockTradingEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         t = self._t
         nf = self._n_feat_obs
-        obs = np.empty(nf + self._n_assets + 1, dtype=np.float32)
-        obs[:nf] = self._feat_flat[t - self.window_size + 1 : t + 1].reshape(-1)
+        lo = (t - self.window_size + 1) * self._row
+        obs = self._feat_pad[lo : lo + nf + self._n_assets + 1].copy()
         mark = self._mark[t]
         v = self._value
-        obs[nf:] = [q * p / v for q, p in zip(self._shares, mark)] + [self._cash / v]
+        for i, q in enumerate(self._shares):
+            obs[nf + i] = q * mark[i] / v
+        obs[-1] = self._cash / v
         return obs
 
     def _info(self, *, cost: float, pnl: float, orders: list) -> dict[str, Any]:
@@ -398,7 +405,7 @@ class StockTradingEnv(gym.Env):
             "weights": np.array([q * p / v for q, p in zip(self._shares, mark)]),
             "cost": cost,
             "pnl": pnl,
-            "trades": [o.to_dict(self.symbols) for o in orders],
+            "trades": orders,
             "step": self._t - self._start,
         }
 
@@ -429,7 +436,8 @@ class StockTradingEnv(gym.Env):
 
     # ------------------------------------------------------------------ render
     def _snapshot(self, orders: list) -> tuple:
-        return (self._t, self._value, [(o.asset, o.filled) for o in orders if o.filled])
+        idx = {s: i for i, s in enumerate(self.symbols)}
+        return (self._t, self._value, [(idx[o["symbol"]], o["filled"]) for o in orders if o["filled"]])
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None or not self._started:
