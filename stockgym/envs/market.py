@@ -84,7 +84,11 @@ def build_market(
     extra_features: pd.DataFrame | None,
     scaler=None,
 ) -> MarketArrays:
-    """Validate prices, compute features, join extras, apply a fitted scaler."""
+    """Validate prices, compute features, apply a fitted scaler, join extras.
+
+    ``scaler`` (e.g. :class:`stockgym.data.FeatureScaler`) must have been fitted by the
+    caller on ``build_features(train_prices, features)``; it is applied to the built
+    features only, never to ``extra_features`` (scale those yourself)."""
     from stockgym.data.features import DEFAULT_FEATURES, build_features
 
     per_symbol = {s: _checked(s, df) for s, df in split_symbols(prices).items()}
@@ -97,14 +101,17 @@ def build_market(
     names: list[str] = []
     if features is None or len(features) > 0:
         names_req = list(DEFAULT_FEATURES if features is None else features)
-        feat_input = (
-            per_symbol[symbols[0]]
-            if len(symbols) == 1
-            else pd.concat(per_symbol, axis=1, names=["symbol", "field"])
-        )
-        if len(symbols) == 1:
+        # Same shape as the caller's frame, so a scaler fit on build_features(prices)
+        # matches the columns built here.
+        if isinstance(prices.columns, pd.MultiIndex):
+            feat_input = pd.concat(per_symbol, axis=1, names=["symbol", "field"])
+        else:
+            feat_input = per_symbol[symbols[0]]
             feat_input.attrs["symbols"] = symbols
-        feats, f_names = _feature_block(build_features(feat_input, names_req), symbols)
+        built = build_features(feat_input, names_req)
+        if scaler is not None:  # fitted by the caller on build_features output (same shape)
+            built = scaler.transform(built)
+        feats, f_names = _feature_block(built, symbols)
         blocks.append(feats)
         names += f_names
     if extra_features is not None:
@@ -116,8 +123,6 @@ def build_market(
     if not blocks:
         raise DataError("[env] no features: pass feature names or extra_features")
     table = pd.concat(blocks, axis=1, join="inner") if len(blocks) > 1 else blocks[0]
-    if scaler is not None:
-        table = scaler.transform(table)
     table = table.dropna(how="any")
     dates = table.index.intersection(base_index)
     if len(dates) < 2:
