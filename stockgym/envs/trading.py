@@ -196,6 +196,7 @@ class StockTradingEnv(gym.Env):
             [m.features.reshape(-1), np.zeros(n_assets + 1, dtype=np.float32)]
         )
         self._row = n_assets * n_feat
+        self._borrow_daily = self.costs.borrow_rate / 252.0
         self._n_assets = n_assets
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
@@ -308,9 +309,9 @@ class StockTradingEnv(gym.Env):
         self._dsr_b = 0.0
         self._started = True
         self._done = False
-        self._last_info = self._info(cost=0.0, pnl=0.0, orders=[])
         self._history = [self._snapshot([])] if self.record_history else None
-        return self._obs(), dict(self._last_info)
+        obs, info = self._observe(0.0, 0.0, [])
+        return obs, dict(info)
 
     def _index_of(self, when: Any, side: str, default: int) -> int:
         if when is None:
@@ -324,12 +325,13 @@ class StockTradingEnv(gym.Env):
 
     # -------------------------------------------------------------------- step
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
         if self._done:
+            if not self._started:
+                raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
         weights = self.action_to_weights(action)
-        s, f = self._t, self._t + 1
+        s = self._t
+        f = s + 1
         if self.fill == "open":
             ref, trad = self._ref[f], self._trad[f]
         else:
@@ -340,10 +342,10 @@ class StockTradingEnv(gym.Env):
         )
         mark_s, mark_f = self._mark[s], self._mark[f]
         borrow = 0.0
-        if self.costs.borrow_rate > 0.0:
+        if self._borrow_daily > 0.0:
             for i, q in enumerate(shares):
                 if q < 0.0:
-                    borrow += -q * mark_f[i] * self.costs.borrow_rate / 252.0
+                    borrow -= q * mark_f[i] * self._borrow_daily
             cash -= borrow
         value = cash
         pnl = 0.0
@@ -356,13 +358,12 @@ class StockTradingEnv(gym.Env):
         reward = self._reward(self._value, value)
         self._shares, self._cash, self._value, self._t = shares, cash, value, f
         terminated = value < self.ruin_floor
-        truncated = (f >= self._end) and not terminated
+        truncated = f >= self._end and not terminated
         self._done = terminated or truncated
-        info = self._info(cost=cost, pnl=pnl, orders=orders)
-        self._last_info = info
+        obs, info = self._observe(cost, pnl, orders)
         if self._history is not None:
             self._history.append(self._snapshot(orders))
-        return self._obs(), reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def _reward(self, v0: float, v1: float) -> float:
         # V can only reach <= 0 with shorts; the log is then taken of a tiny positive value
@@ -382,32 +383,33 @@ class StockTradingEnv(gym.Env):
         return dsr
 
     # ------------------------------------------------------------- obs & info
-    def _obs(self) -> np.ndarray:
+    def _observe(self, cost: float, pnl: float, orders: list) -> tuple[np.ndarray, dict]:
+        """A new observation array and the info dict, as of the close of bar ``self._t``."""
         t = self._t
-        nf = self._n_feat_obs
-        lo = (t - self.window_size + 1) * self._row
-        obs = self._feat_pad[lo : lo + nf + self._n_assets + 1].copy()
         mark = self._mark[t]
         v = self._value
-        for i, q in enumerate(self._shares):
-            obs[nf + i] = q * mark[i] / v
+        shares = self._shares
+        weights = [q * p / v for q, p in zip(shares, mark)]
+        nf = self._n_feat_obs
+        lo = (t - self.window_size + 1) * self._row
+        # One slice copy of the padded feature array gives a fresh obs; its tail slots
+        # are then overwritten with weights and the cash fraction.
+        obs = self._feat_pad[lo : lo + nf + self._n_assets + 1].copy()
+        obs[nf:-1] = weights
         obs[-1] = self._cash / v
-        return obs
-
-    def _info(self, *, cost: float, pnl: float, orders: list) -> dict[str, Any]:
-        mark = self._mark[self._t]
-        v = self._value
-        return {
-            "date": self._dates[self._t],
+        info = {
+            "date": self._dates[t],
             "portfolio_value": v,
             "cash": self._cash,
-            "position": np.array(self._shares, dtype=np.float64),
-            "weights": np.array([q * p / v for q, p in zip(self._shares, mark)]),
+            "position": np.array(shares),
+            "weights": np.array(weights),
             "cost": cost,
             "pnl": pnl,
             "trades": orders,
-            "step": self._t - self._start,
+            "step": t - self._start,
         }
+        self._last_info = info
+        return obs, info
 
     @property
     def portfolio_value(self) -> float:
