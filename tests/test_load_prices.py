@@ -192,7 +192,7 @@ def test_multi_symbol_multiindex_and_alignment():
     }
     assert prices.attrs["symbols"] == ["AAPL", "GOOG"]
     assert prices.attrs["source"] == "sample"
-    assert prices.attrs["adjusted"] == {"AAPL": True, "GOOG": True}
+    assert prices.attrs["adjusted"] is True
 
 
 def test_multi_symbol_sub_frame_equals_single_load():

@@ -11,7 +11,9 @@ sorted, unique ``DatetimeIndex`` named ``date``):
   dropped is reported in ``prices.attrs["dropped"]`` (symbol -> number of its dates
   dropped, first and last) and in a :class:`AlignmentWarning`. No symbol is ever dropped.
 
-``frame.attrs`` also holds ``source``, ``symbols``, ``adjusted`` and ``repairs``.
+``frame.attrs`` also holds ``source``, ``symbols``, ``adjusted`` (True when every
+symbol's prices were back-adjusted) and ``repairs`` (symbol -> opt-in repairs made,
+only for symbols that had any).
 """
 
 from __future__ import annotations
@@ -199,11 +201,12 @@ def _align(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         )
     out = pd.concat({k: v.loc[common] for k, v in frames.items()}, axis=1, names=["symbol", "field"])
     first = next(iter(frames.values()))
+    # attrs stay small: pandas deep-copies them on almost every operation on the frame.
     out.attrs = {
         "source": first.attrs.get("source"),
         "symbols": list(frames),
-        "adjusted": {k: v.attrs.get("adjusted") for k, v in frames.items()},
-        "repairs": {k: v.attrs.get("repairs", []) for k, v in frames.items()},
+        "adjusted": all(v.attrs.get("adjusted") for v in frames.values()),
+        "repairs": {k: v.attrs["repairs"] for k, v in frames.items() if v.attrs.get("repairs")},
         "dropped": dropped,
     }
     return out

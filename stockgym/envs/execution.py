@@ -26,6 +26,7 @@ inside the fill price, reported as a cost so that ``dV = PnL - costs``).
 from __future__ import annotations
 
 import math
+
 from stockgym.envs.costs import CostModel
 
 # Conservative factor on the cash-fitting scale so that float rounding can never make
@@ -108,7 +109,7 @@ def rebalance(
 def _buy_need(buys, qtys, costs: CostModel) -> float:
     """Cash that buying ``qtys`` costs, commissions included."""
     total = 0.0
-    for (_, _, price), q in zip(buys, qtys):
+    for (_, _, price), q in zip(buys, qtys, strict=False):
         value = q * price
         total += value + _commission(value, costs)
     return total
@@ -136,7 +137,7 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
             k = lo
             qtys = _scaled(buys, k, fractional)
     status = "filled" if k >= 1.0 else "scaled"
-    for (i, requested, price), q in zip(buys, qtys):
+    for (i, requested, price), q in zip(buys, qtys, strict=False):
         if q <= 0.0:
             orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
             continue

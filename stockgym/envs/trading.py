@@ -389,7 +389,7 @@ class StockTradingEnv(gym.Env):
         mark = self._mark[t]
         v = self._value
         shares = self._shares
-        weights = [q * p / v for q, p in zip(shares, mark)]
+        weights = [q * p / v for q, p in zip(shares, mark, strict=False)]
         nf = self._n_feat_obs
         lo = (t - self.window_size + 1) * self._row
         # One slice copy of the padded feature array gives a fresh obs; its tail slots
@@ -447,7 +447,7 @@ class StockTradingEnv(gym.Env):
         if self.render_mode == "ansi":
             i = self._last_info
             pos = " ".join(
-                f"{s}:{q:g}" for s, q in zip(self.symbols, i["position"].tolist())
+                f"{s}:{q:g}" for s, q in zip(self.symbols, i["position"].tolist(), strict=False)
             )
             return (
                 f"{i['date'].date()} | V={i['portfolio_value']:,.2f} | "
