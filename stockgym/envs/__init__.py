@@ -12,4 +12,20 @@ ENV_ID = "stockgym/StockTrading-v0"
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="stockgym.envs.trading:StockTradingEnv")
 
-__all__ = ["ENV_ID", "PRESETS", "CostModel", "ObsLayout", "StockTradingEnv"]
+__all__ = [
+    "ENV_ID",
+    "PRESETS",
+    "CostModel",
+    "ObsLayout",
+    "StockTradingEnv",
+    "VectorStockTradingEnv",
+]
+
+
+def __getattr__(name: str):
+    # The vector env needs torch; import it only when asked for.
+    if name == "VectorStockTradingEnv":
+        from stockgym.envs.vector import VectorStockTradingEnv
+
+        return VectorStockTradingEnv
+    raise AttributeError(f"module 'stockgym.envs' has no attribute {name!r}")
