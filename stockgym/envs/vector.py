@@ -22,8 +22,9 @@ that ended the episode, so agents can bootstrap truncated episodes; SB3's
 ``info["episode"] = {"r", "l"}`` (return and length, tensors) with the
 ``info["_episode"]`` mask, as Gymnasium's ``RecordEpisodeStatistics`` reports them.
 
-Observations are new tensors each step; ``copy=False`` reuses one output buffer
-(valid until the next ``step``/``reset``), which saves an allocation per step.
+Observations are new tensors each step; with ``copy=False`` every call returns the
+same output buffer, overwritten by the next ``step``/``reset`` (for callers that copy
+the observation into their own rollout storage anyway).
 
 Per-step ``info`` (tensors): ``portfolio_value``, ``cash``, ``position`` (shares,
 ``(N, A)``), ``cost``, ``pnl``, ``filled`` (shares filled, signed, ``(N, A)``),
@@ -236,27 +237,38 @@ class VectorStockTradingEnv(VectorEnv):
         self._dsr_b = torch.where(mask, 0.0, self._dsr_b)
 
     # ---------------------------------------------------------------- actions
-    def _weights(self, actions: Any) -> torch.Tensor:
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        """Actions as an ``(N, A)`` tensor on the device; raises ``ValueError`` on actions
+        outside the space (when ``validate_actions``), never touching the state."""
         tpl = self.template
         n, a = self.num_envs, self._n_assets
         act = torch.as_tensor(actions, device=self.device)
+        if act.numel() != n * a:
+            raise ValueError(f"expected {n * a} action values ({n} envs x {a} assets), got {act.numel()}")
+        act = act.reshape(n, a)
         if tpl.action_type == "discrete":
             if act.dtype.is_floating_point or act.dtype == torch.bool:
                 raise ValueError(f"discrete actions must be integers, got dtype {act.dtype}")
-            act = act.reshape(n, a)
             k = len(tpl.positions)
             if self.validate_actions and bool(((act < 0) | (act >= k)).any()):
                 raise ValueError(f"actions outside the action space {self.single_action_space}")
+            return act
+        act = act.to(torch.float64)
+        if self.validate_actions:
+            lo = -1.0 if tpl.allow_short else 0.0
+            if not bool(torch.isfinite(act).all()):
+                raise ValueError("actions contain NaN or inf")
+            if not tpl.clip_actions and bool(((act < lo - 1e-6) | (act > 1.0 + 1e-6)).any()):
+                raise ValueError(f"actions outside [{lo}, 1]; clip them or pass clip_actions=True")
+        return act
+
+    def _to_weights(self, act: torch.Tensor) -> torch.Tensor:
+        """Target weights, as ``StockTradingEnv.action_to_weights`` makes them."""
+        tpl = self.template
+        if tpl.action_type == "discrete":
             w = self._positions[act]
         else:
-            w = act.to(torch.float64).reshape(n, a)
-            lo = -1.0 if tpl.allow_short else 0.0
-            if self.validate_actions:
-                if not bool(torch.isfinite(w).all()):
-                    raise ValueError("actions contain NaN or inf")
-                if not tpl.clip_actions and bool(((w < lo - 1e-6) | (w > 1.0 + 1e-6)).any()):
-                    raise ValueError(f"actions outside [{lo}, 1]; clip them or pass clip_actions=True")
-            w = w.clamp(lo, 1.0)
+            w = act.clamp(-1.0 if tpl.allow_short else 0.0, 1.0)
         limit = tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0)
         gross = w.abs().sum(1, keepdim=True)
         return torch.where(gross > limit, w * (limit / gross), w)
@@ -265,20 +277,20 @@ class VectorStockTradingEnv(VectorEnv):
     def step(self, actions: Any):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        w = self._weights(actions)
+        act = self._check_actions(actions)
         (
-            shares, cash, value, f, reward, terminated, truncated,
+            obs, shares, cash, value, f, reward, terminated, truncated,
             cost, pnl, filled, price, blocked, self._dsr_a, self._dsr_b,
+            self._ep_return, self._ep_length,
         ) = self._transition_fn(
-            w, self._t, self._shares, self._cash, self._value, self._end, self._dsr_a, self._dsr_b
+            act, self._t, self._shares, self._cash, self._value, self._end,
+            self._dsr_a, self._dsr_b, self._ep_return, self._ep_length,
         )
         self._shares, self._cash, self._value, self._t = shares, cash, value, f
         done = terminated | truncated
-        self._ep_return = self._ep_return + reward
-        self._ep_length = self._ep_length + 1
         info = self._info(cost, pnl, filled, price, blocked)
         if bool(done.any()):
-            info["final_obs"] = self._obs_fn(self._t, self._shares, self._cash, self._value)
+            info["final_obs"] = obs
             info["_final_obs"] = done
             info["final_info"] = {k: v for k, v in info.items() if not k.startswith(("final", "_final"))}
             info["episode"] = {
@@ -289,12 +301,18 @@ class VectorStockTradingEnv(VectorEnv):
             self._ep_return = torch.where(done, 0.0, self._ep_return)
             self._ep_length = torch.where(done, 0, self._ep_length)
             self._state_reset(done)
-        return self._observe(), reward, terminated, truncated, info
+            obs = self._observe()
+        elif not self.copy:
+            if self._out is None:
+                self._out = torch.empty_like(obs)
+            obs = self._out.copy_(obs)
+        return obs, reward, terminated, truncated, info
 
-    def _transition(self, w, s, before, cash, v0, end, dsr_a, dsr_b):
+    def _transition(self, act, s, before, cash, v0, end, dsr_a, dsr_b, ep_ret, ep_len):
         """One step of every env as a pure function of tensors (``torch.compile``-able):
         fills at bar s+1 (or the close of s), marks at the close of s+1, rewards."""
         tpl = self.template
+        w = self._to_weights(act)
         f = s + 1
         if tpl.fill == "open":
             ref, trad = self._ref[f], self._trad[f]
@@ -314,9 +332,10 @@ class VectorStockTradingEnv(VectorEnv):
         reward, dsr_a, dsr_b = self._reward(v0, value, dsr_a, dsr_b)
         terminated = value < tpl.ruin_floor
         truncated = (f >= end) & ~terminated
+        obs = self._obs_of(f, shares, cash, value)
         return (
-            shares, cash, value, f, reward, terminated, truncated,
-            cost, pnl, filled, price, blocked, dsr_a, dsr_b,
+            obs, shares, cash, value, f, reward, terminated, truncated,
+            cost, pnl, filled, price, blocked, dsr_a, dsr_b, ep_ret + reward, ep_len + 1,
         )
 
     def _rebalance(self, shares, cash, w, ref, trad):
