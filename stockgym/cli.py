@@ -7,10 +7,19 @@ exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from stockgym.data.errors import DataError
+
+# Each module adds its subcommand group with ``register(subparsers)`` and binds handlers
+# with ``parser.set_defaults(func=handler)``; handlers import heavy libraries lazily.
+SUBCOMMAND_MODULES: list[str] = []
+
+
+class UsageError(Exception):
+    """A bad flag, value or file on the command line (printed without a traceback)."""
 
 DATA_EXAMPLES = """examples:
   stockgym data show AAPL --source sample
@@ -82,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     _add_cache(lst)
+    show.set_defaults(func=_cmd_data_show)
+    fetch.set_defaults(func=_cmd_data_fetch)
+    lst.set_defaults(func=_cmd_data_list)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -149,20 +163,12 @@ def _cmd_data_list(args: argparse.Namespace) -> None:
         )
 
 
-COMMANDS = {
-    ("data", "show"): _cmd_data_show,
-    ("data", "fetch"): _cmd_data_fetch,
-    ("data", "list"): _cmd_data_list,
-}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    key = (args.command, getattr(args, f"{args.command}_command", None))
     try:
-        COMMANDS[key](args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+        args.func(args)
+    except (DataError, UsageError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
