@@ -15,7 +15,9 @@ from stockgym.data.errors import DataError
 
 # Each module adds its subcommand group with ``register(subparsers)`` and binds handlers
 # with ``parser.set_defaults(func=handler)``; handlers import heavy libraries lazily.
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "stockgym.backtest.cli",
+]
 
 
 class UsageError(Exception):
