@@ -19,8 +19,13 @@ returns the first observation of its next episode, and ``info["final_obs"]`` (an
 ``(N, D)`` tensor, rows valid where ``info["_final_obs"]``) holds the observation
 that ended the episode, so agents can bootstrap truncated episodes; SB3's
 ``terminal_observation`` comes from it (see :mod:`stockgym.envs.sb3`).
-``info["episode"] = {"r", "l"}`` (return and length, tensors) with the
-``info["_episode"]`` mask, as Gymnasium's ``RecordEpisodeStatistics`` reports them.
+``info["final_info"]`` holds the per-step info of that last step (the top-level
+``info`` rows of ended envs already describe their new episode, as in Gymnasium's
+same-step mode). Autoresets start episodes as a single env's ``reset()`` without
+options does (a random start with ``episode_length``), also after an explicit
+``reset(options={"start": ...})``. ``info["episode"] = {"r", "l"}`` (return and length,
+tensors) with the ``info["_episode"]`` mask, as Gymnasium's ``RecordEpisodeStatistics``
+reports them.
 
 Observations are new tensors each step; with ``copy=False`` every call returns the
 same output buffer, overwritten by the next ``step``/``reset`` (for callers that copy
@@ -165,11 +170,11 @@ class VectorStockTradingEnv(VectorEnv):
             self._starts_buf = None  # draws from the old generators are void
         tpl = self.template
         options = options or {}
-        self._fixed = None
+        fixed = None
         if options:
             tpl.reset(options=options)  # validates the dates exactly as the single env does
-            self._fixed = (tpl._start, tpl._end)
-        self._state_reset(torch.ones(n, dtype=torch.bool, device=self.device))
+            fixed = (tpl._start, tpl._end)
+        self._state_reset(torch.ones(n, dtype=torch.bool, device=self.device), fixed)
         self._ep_return = self._zeros(n)
         self._ep_length = torch.zeros(n, dtype=torch.int64, device=self.device)
         self._started = True
@@ -201,13 +206,15 @@ class VectorStockTradingEnv(VectorEnv):
         self._starts_buf = torch.as_tensor(buf, device=self.device)
         self._starts_ptr = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
-    def _state_reset(self, mask: torch.Tensor) -> None:
-        """Start a new episode in the envs where ``mask`` is True."""
+    def _state_reset(self, mask: torch.Tensor, fixed: tuple[int, int] | None = None) -> None:
+        """Start a new episode in the envs where ``mask`` is True: from ``fixed``
+        (start, end) bar indices when given (an explicit ``reset(options=...)``), else
+        like a single env's ``reset()`` without options (autoresets)."""
         n, a = self.num_envs, self._n_assets
         length = self.template.episode_length
-        if self._fixed is not None:
-            start = torch.full((n,), self._fixed[0], dtype=torch.int64, device=self.device)
-            end = torch.full((n,), self._fixed[1], dtype=torch.int64, device=self.device)
+        if fixed is not None:
+            start = torch.full((n,), fixed[0], dtype=torch.int64, device=self.device)
+            end = torch.full((n,), fixed[1], dtype=torch.int64, device=self.device)
         elif length is not None:
             rows = torch.arange(n, device=self.device)
             if self._starts_buf is None or bool((self._next_start(rows) < 0).any()):
@@ -302,6 +309,13 @@ class VectorStockTradingEnv(VectorEnv):
             self._ep_length = torch.where(done, 0, self._ep_length)
             self._state_reset(done)
             obs = self._observe()
+            # Same-step convention: rows of ended envs describe their new episode; the
+            # step that ended them is in info["final_info"].
+            info = self._info(
+                torch.where(done, 0.0, cost), torch.where(done, 0.0, pnl),
+                torch.where(done[:, None], 0.0, filled), torch.where(done[:, None], 0.0, price),
+                blocked & ~done[:, None], info,
+            )
         elif not self.copy:
             if self._out is None:
                 self._out = torch.empty_like(obs)
@@ -446,8 +460,9 @@ class VectorStockTradingEnv(VectorEnv):
         obs[:, nf + a] = cash / value
         return obs
 
-    def _info(self, cost, pnl, filled, price, blocked) -> dict[str, Any]:
-        info = {
+    def _info(self, cost, pnl, filled, price, blocked, info=None) -> dict[str, Any]:
+        info = {} if info is None else info
+        info |= {
             "portfolio_value": self._value,
             "cash": self._cash,
             "position": self._shares,
