@@ -17,6 +17,7 @@ from stockgym.data.errors import DataError
 # with ``parser.set_defaults(func=handler)``; handlers import heavy libraries lazily.
 SUBCOMMAND_MODULES: list[str] = [
     "stockgym.backtest.cli",
+    "stockgym.forecasters.cli",
 ]
 
 
