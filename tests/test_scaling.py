@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockgym.data import DataError, FeatureScaler, build_features, load_prices, split
-from stockgym.data import scaling as scaling_mod
+from stockgym.data import atomic as atomic_mod
 
 
 def features(n_days=200, seed=0, symbols=("A", "B")):
@@ -85,7 +85,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(scaling_mod.os, "replace", boom)
+    monkeypatch.setattr(atomic_mod.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         FeatureScaler().fit(f).save(path)
     assert path.read_bytes() == before

@@ -34,7 +34,6 @@ import gzip
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stockgym.data.atomic import write_bytes
 from stockgym.data.errors import DataError
 from stockgym.data.validate import OHLCV, normalize_columns
 
@@ -279,18 +279,8 @@ def _write_entry(path: Path, entry: _Entry) -> None:
     # repr-precision floats (no float_format) round-trip float64 exactly.
     body = df.to_csv(index_label="date", date_format="%Y-%m-%d", lineterminator="\n")
     data = gzip.compress((_MAGIC + json.dumps(meta) + "\n" + body).encode("utf-8"), mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The ".tmp" suffix keeps a leftover from a crash out of the "*.csv.gz" listing.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The ".tmp" suffix of the temp file keeps a crash's leftover out of "*.csv.gz".
+    write_bytes(path, data)
     _fsync_dir(path.parent)
 
 

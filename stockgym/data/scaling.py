@@ -13,13 +13,12 @@ never pickle - written atomically, and a loaded scaler transforms bit-identicall
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stockgym.data.atomic import write_text
 from stockgym.data.errors import DataError
 
 KINDS = ("standard", "minmax", "robust")
@@ -186,18 +185,7 @@ class FeatureScaler:
         """Write the scaler as JSON to ``path`` atomically (temp file + ``os.replace``)."""
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text(path, text)
         return path
 
     @classmethod

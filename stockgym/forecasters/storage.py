@@ -21,33 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data`` (temp file, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Atomically write UTF-8 text."""
-    return write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (NaN/inf rejected: written as null by
-    the caller if meant)."""
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+from stockgym.data.atomic import write_bytes, write_json, write_text  # noqa: F401 (re-exported)
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
