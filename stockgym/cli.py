@@ -18,6 +18,7 @@ from stockgym.data.errors import DataError
 SUBCOMMAND_MODULES: list[str] = [
     "stockgym.backtest.cli",
     "stockgym.forecasters.cli",
+    "stockgym.agents.cli",
 ]
 
 

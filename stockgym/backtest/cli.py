@@ -90,8 +90,11 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
     from stockgym.backtest.strategies import STRATEGIES
 
     g = p.add_argument_group("strategy")
-    g.add_argument("--strategy", required=True, metavar="NAME",
-                   help=f"one of: {', '.join(STRATEGIES)}")
+    g.add_argument("--strategy", metavar="NAME",
+                   help=f"one of: {', '.join(STRATEGIES)} (or --model)")
+    g.add_argument("--model", metavar="RUN_DIR",
+                   help="backtest a trained agent (a `stockgym train` run dir) on its test "
+                   "period, with its env and costs (see `stockgym train --help`)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of --strategy random and of --source synthetic (default 0)")
     g.add_argument("--fast", type=int, help="sma_cross: fast SMA window in days (default 20)")
@@ -109,15 +112,16 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
 
     d = p.add_argument_group("data")
     d.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", action="extend",
-                   required=True, metavar="SYMBOL", help="symbol(s), or CSV path(s) for --source csv")
+                   metavar="SYMBOL", help="symbol(s), or CSV path(s) for --source csv")
     d.add_argument("--source", default="auto",
                    choices=["auto", "fdr", "csv", "sample", "synthetic"],
                    help="where prices come from (default auto: cache, then finance-datareader)")
     d.add_argument("--start", help="first decision date, YYYY-MM-DD (default: first possible)")
     d.add_argument("--end", help="last date, YYYY-MM-DD (default: last date of the data)")
-    d.add_argument("--period", choices=PERIODS, default="all",
+    d.add_argument("--period", choices=PERIODS,
                    help="backtest one part of the default 64/16/20 train/valid/test split of "
-                   "the --start..--end data (default all)")
+                   "the --start..--end data (default all; with --model: the run's split, "
+                   "default test)")
     d.add_argument("--raw", action="store_true", help="raw prices (no split/dividend adjustment)")
     d.add_argument("--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)")
 
@@ -281,6 +285,13 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     """Handler of ``stockgym backtest``."""
     from stockgym.backtest.report import OutputDirError, check_out_dir
 
+    if args.model is not None:  # a trained agent: stockgym.agents builds its env
+        from stockgym.agents.cli import backtest_model
+
+        return backtest_model(args)
+    if args.strategy is None or not args.symbols:
+        raise _usage_error("give --strategy NAME and --symbol SYMBOL (or --model RUN_DIR)")
+    args.period = args.period or "all"
     strategy = _check_strategy(args)
     start = _check_date("--start", args.start)
     end = _check_date("--end", args.end)

@@ -1,0 +1,58 @@
+"""Reinforcement-learning agents in PyTorch: :class:`DQN`, :class:`PPO`, :class:`REINFORCE`.
+
+The shape stable-baselines3 users know::
+
+    agent = PPO(env, config)          # config: PPOConfig, a dict or None; or keyword overrides
+    agent.learn(total_timesteps)
+    action, _ = agent.predict(obs, deterministic=True)
+    agent.save(dir)
+    agent = PPO.load(dir, env=None)
+
+``env``: a :class:`~stockgym.envs.VectorStockTradingEnv` (trained natively on its torch
+device), any Gymnasium env or vector env with a Box observation, or an env id such as
+``"CartPole-v1"``. Backbones ``mlp | cnn | lstm`` come from :mod:`stockgym.forecasters`.
+:func:`train` runs a whole experiment into a run directory (see :mod:`stockgym.agents.run`).
+
+Names are imported lazily, so ``import stockgym.agents`` costs nothing until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "Agent": "base",
+    "load_agent": "base",
+    "CommonConfig": "common",
+    "evaluate_policy": "common",
+    "DQN": "dqn",
+    "DQNConfig": "dqn",
+    "PPO": "ppo",
+    "PPOConfig": "ppo",
+    "REINFORCE": "reinforce",
+    "REINFORCEConfig": "reinforce",
+    "TrainConfig": "run",
+    "TrainResult": "run",
+    "train": "run",
+    "load_run": "run",
+}
+
+__all__ = sorted([*_NAMES, "ALGOS"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ALGOS":
+        value: Any = {"dqn": __getattr__("DQN"), "ppo": __getattr__("PPO"),
+                      "reinforce": __getattr__("REINFORCE")}
+    else:
+        module = _NAMES.get(name)
+        if module is None:
+            raise AttributeError(f"module 'stockgym.agents' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"stockgym.agents.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,321 @@
+"""``stockgym train`` and ``stockgym signal`` (registered by :func:`register`), and the
+handler of ``stockgym backtest --model RUN_DIR`` (:func:`backtest_model`).
+
+Thin: parse and check the flags, call :mod:`stockgym.agents.run`, print. Heavy imports
+(torch) happen in the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+TRAIN_EXAMPLES = """examples:
+  stockgym train --algo ppo --symbol AAPL --source sample --total-timesteps 200000
+  stockgym train --algo dqn --symbol 005930 --source fdr --start 2015-01-01 --backbone lstm
+  stockgym train --algo ppo --symbol X --source synthetic --set data.options.kind=\\"edge\\" \\
+      --set data.options.edge=0.3 --window-size 10 --run-dir runs/ppo-edge
+  stockgym train --config experiment.toml --seed 3            (flags override the file)
+  stockgym train --algo ppo --symbol AAPL --source sample \\
+      --pretrained runs/forecast/lstm-aapl                   (start from a forecaster)
+
+The run dir (default runs/agents/<time>-<algo>-<symbols>) holds config.json, config.toml
+(re-run with --config), scaler.json, tensorboard/ (tensorboard --logdir runs), model/
+and summary.json. Then: stockgym backtest --model RUN_DIR (the test period).
+"""
+
+SIGNAL_EXAMPLES = """examples:
+  stockgym signal --model runs/agents/20260101-120000-ppo-AAPL
+  stockgym signal --model RUN_DIR --cash 5000000 --shares 10      (current holdings)
+  stockgym signal --model RUN_DIR --json
+
+The observation is built from data through the latest bar the source has (the run's
+symbols and source; --source/--cache-dir to change where it comes from). The action is
+the agent's deterministic choice for the next trading day: orders fill at the next open.
+"""
+
+
+def _usage_error(msg: str) -> Exception:
+    from stockgym.cli import UsageError
+
+    return UsageError(msg)
+
+
+# ---------------------------------------------------------------- parser
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``signal`` subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    tr = subparsers.add_parser(
+        "train", help="train a DQN / PPO / REINFORCE agent into a run dir",
+        description="Train an agent on the training period (validation backtests while it "
+        "learns; the test period is left for `stockgym backtest --model`).",
+        epilog=TRAIN_EXAMPLES, formatter_class=fmt,
+    )
+    tr.add_argument("--config", metavar="FILE", help="TOML config (flags override it)")
+    tr.add_argument("--algo", choices=["dqn", "ppo", "reinforce"], help="algorithm (default ppo)")
+    tr.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", metavar="SYMBOL",
+                    help="symbol(s) to trade (or CSV paths for --source csv)")
+    tr.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
+                    help="where prices come from (default auto)")
+    tr.add_argument("--start", help="first date of data to load (YYYY-MM-DD)")
+    tr.add_argument("--end", help="last date of data to load")
+    tr.add_argument("--backbone", choices=["mlp", "cnn", "lstm"], help="network body (default mlp)")
+    tr.add_argument("--pretrained", metavar="DIR",
+                    help="forecaster checkpoint / run dir whose encoder starts the backbone")
+    tr.add_argument("--freeze-pretrained", action="store_true", default=None,
+                    help="keep the pretrained encoder's weights fixed")
+    tr.add_argument("--total-timesteps", type=int, help="env steps to train (all envs counted)")
+    tr.add_argument("--num-envs", type=int,
+                    help="training envs stepped together (default 32; reinforce 8)")
+    tr.add_argument("--window-size", type=int, help="observation window (default 30)")
+    tr.add_argument("--episode-length", type=int, help="training episode length in bars (default 100)")
+    tr.add_argument("--market", choices=["auto", "krx", "us", "none"], help="cost preset")
+    tr.add_argument("--eval-freq", type=int, help="env steps between validation backtests")
+    tr.add_argument("--seed", type=int, help="seed (default 0)")
+    tr.add_argument("--device", help="auto (default), cpu, cuda")
+    tr.add_argument("--run-dir", metavar="DIR", help="output dir (new or empty)")
+    tr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="any config key, TOML value: --set agent.learning_rate=1e-3 "
+                    "--set env.fractional=true --set data.options.edge=0.3 (repeatable)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
+    tr.set_defaults(func=cmd_train)
+
+    sg = subparsers.add_parser(
+        "signal", help="the trained agent's action for the next trading day",
+        description="Load a `stockgym train` run, observe the latest bar and print the "
+        "action, its target weights and the orders they imply.",
+        epilog=SIGNAL_EXAMPLES, formatter_class=fmt,
+    )
+    sg.add_argument("--model", required=True, metavar="RUN_DIR", help="a `stockgym train` run dir")
+    sg.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", metavar="SYMBOL",
+                    help="the run's symbol(s) (default; other symbols must match the model's count)")
+    sg.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
+                    help="data source (default: the run's)")
+    sg.add_argument("--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)")
+    sg.add_argument("--cash", type=float, help="cash now (default: the run's initial cash)")
+    sg.add_argument("--shares", type=float, nargs="+", metavar="N",
+                    help="shares held now, one per symbol (default none)")
+    sg.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    sg.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sg.set_defaults(func=cmd_signal)
+
+
+# ---------------------------------------------------------------- train
+_FLAG_KEYS = {
+    "algo": "algo", "total_timesteps": "total_timesteps", "seed": "seed", "device": "device",
+    "eval_freq": "eval_freq", "run_dir": "run_dir",
+    "symbols": "data.symbols", "source": "data.source", "start": "data.start", "end": "data.end",
+    "num_envs": "env.num_envs", "window_size": "env.window_size",
+    "episode_length": "env.episode_length", "market": "env.market",
+    "backbone": "agent.backbone", "pretrained": "agent.pretrained",
+    "freeze_pretrained": "agent.freeze_pretrained",
+}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The :class:`~stockgym.agents.run.TrainConfig` of ``stockgym train``'s flags:
+    the TOML file, then ``--set`` keys, then the named flags."""
+    from stockgym.agents.run import TrainConfig, parse_value, read_toml, set_key
+
+    tree: dict[str, Any] = read_toml(args.config) if args.config else {}
+    for item in args.sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _usage_error(f"--set takes KEY=VALUE (e.g. agent.learning_rate=1e-3), got {item!r}")
+        set_key(tree, key.strip(), parse_value(value.strip()))
+    for dest, key in _FLAG_KEYS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            set_key(tree, key, value)
+    tree.setdefault("progress", not args.no_progress)
+    if args.no_tensorboard:
+        tree["tensorboard"] = False
+    try:
+        config = TrainConfig.from_dict(tree)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise _usage_error(f"train: {exc}") from exc
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Handler of ``stockgym train``."""
+    from stockgym.agents.run import train
+
+    config = build_config(args)
+    result = train(config)
+    print_summary(result)
+
+
+def print_summary(result: Any) -> None:
+    s, rec = result.summary, result.record
+    v = s["valid"]
+    cfg = rec["config"]
+    print(f"trained    {s['algo'].upper()} ({rec['agent']['backbone']}) on "
+          f"{', '.join(rec['env']['symbols'])} [source={rec['data']['source']}], "
+          f"{s['timesteps']:,} steps in {s['seconds']:.1f} s ({s['sps'] or 0:,.0f} steps/s), "
+          f"device {rec['device']}")
+    t = rec["splits"]["train"]
+    print(f"train      {t['first']} .. {t['last']}; episodes of "
+          f"{cfg['env']['episode_length'] or 'the whole period'} bars x {cfg['env']['num_envs']} envs")
+    print(f"validation {v['period']['first']} .. {v['period']['last']}: log return "
+          f"{v['agent']['return']:+.4f} (buy-and-hold {v['buy_and_hold']['return']:+.4f}), "
+          f"Sharpe {_num(v['agent']['sharpe'])} (buy-and-hold {_num(v['buy_and_hold']['sharpe'])})")
+    print(f"wrote      {result.run_dir}/ (config.json config.toml model/ summary.json"
+          f"{' tensorboard/' if cfg['tensorboard'] else ''})")
+    print(f"next       stockgym backtest --model {result.run_dir}")
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.2f}"
+
+
+# ---------------------------------------------------------------- backtest --model
+def backtest_model(args: argparse.Namespace) -> None:
+    """``stockgym backtest --model RUN_DIR``: the trained agent through the backtest
+    runner on the run's test period (``--period`` another part, or ``all``; ``--start``
+    / ``--end`` dates), with the run's env (costs, features, scaler); the same output
+    files and report as a strategy backtest."""
+    import pandas as pd
+
+    from stockgym.agents.run import load_data
+    from stockgym.backtest.cli import _check_date, _default_out, _print_report
+    from stockgym.backtest.report import OutputDirError, atomic_dir, check_out_dir, write_backtest
+    from stockgym.backtest.runner import run_policy
+
+    for flag in ("strategy", "forecast", "benchmark", "commission", "sell_tax",
+                 "slippage_bps", "min_commission", "fast", "slow", "rebalance", "p_long",
+                 "forecast_column", "threshold"):
+        if getattr(args, flag, None) is not None:
+            raise _usage_error(f"--{flag.replace('_', '-')} does not apply with --model (the "
+                               "run's env, costs and policy are used)")
+    record, agent = _load(args.model, "cpu")
+    start = _check_date("--start", args.start)
+    end = _check_date("--end", args.end)
+    period_name = args.period or ("test" if start is None and end is None else "all")
+    spec = _data_spec(record, args)
+    out = Path(args.out) if args.out else _default_out(f"{record['config']['algo']}-agent", spec.symbols)
+    try:
+        check_out_dir(out, args.force)
+    except OutputDirError as exc:
+        raise _usage_error(str(exc)) from exc
+    prices = load_data(spec)
+    env = _env(args.model, record, prices, agent)
+    if period_name == "all":
+        first = env.market.dates[env.window_size - 1]
+        period = (max(start, first) if start is not None else first, end)
+    else:
+        part = record["splits"][period_name]
+        period = (pd.Timestamp(part["first"]), pd.Timestamp(part["last"]))
+    result = run_policy(agent, env, period, benchmark=True, progress=True)
+    name = f"{record['config']['algo']}_agent"
+    config = {
+        "command": f"stockgym backtest --model {args.model} --out {out}",
+        "strategy": {"name": name, "params": {"run_dir": str(Path(args.model).resolve())},
+                     "description": f"{record['config']['algo'].upper()} agent "
+                                    f"({record['agent']['backbone']}, run {Path(args.model).name})"},
+        "seed": record["config"]["seed"],
+        "data": {"source": spec.source, "symbols": list(spec.symbols), "period": period_name,
+                 "loaded": {"first": str(prices.index[0].date()),
+                            "last": str(prices.index[-1].date()), "rows": len(prices)}},
+        "splits": record["splits"],
+        "backtest": {**result.period, "note": None},
+        "market": _market(record["config"]["env"]["market"], env.symbols),
+        "env": env.config(),
+        "benchmark": {"kind": "buy_and_hold", "symbols": list(env.symbols), "source": spec.source,
+                      "same_costs": True},
+        "model": {"run_dir": str(Path(args.model).resolve()), "algo": record["config"]["algo"],
+                  "trained_steps": agent.num_timesteps},
+        "risk_free": args.risk_free,
+        "out": str(out),
+    }
+    with atomic_dir(out, args.force) as tmp:
+        metrics = write_backtest(result, tmp, config, risk_free=args.risk_free,
+                                 plots=not args.no_plots)
+    if period_name != "test":
+        print(f"note: backtesting the {period_name} period (the run's test period is "
+              f"{record['splits']['test']['first']} .. {record['splits']['test']['last']})")
+    _print_report(config, metrics, out)
+
+
+def _market(market: str, symbols: list[str]) -> str:
+    from stockgym.envs.costs import market_of
+
+    return market_of(symbols[0]) if market == "auto" else market
+
+
+def _load(run_dir: str, device: str) -> tuple[dict[str, Any], Any]:
+    from stockgym.agents.run import load_run
+
+    try:
+        return load_run(run_dir, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _usage_error(f"--model: {exc}") from exc
+
+
+def _data_spec(record: dict[str, Any], args: argparse.Namespace, **changes: Any) -> Any:
+    """The run's data spec with the command's --symbol / --source / --cache-dir."""
+    from stockgym.agents.run import run_data_spec
+
+    trained_on = record["config"]["data"]["symbols"]
+    if args.symbols:
+        if len(args.symbols) != len(trained_on):
+            raise _usage_error(
+                f"--symbol: the model trades {len(trained_on)} symbol(s) ({' '.join(trained_on)}), "
+                f"got {len(args.symbols)} ({' '.join(args.symbols)})")
+        changes["symbols"] = list(args.symbols)
+    if args.source and args.source != "auto":
+        changes["source"] = args.source
+    if args.cache_dir:
+        changes["cache_dir"] = args.cache_dir
+    return run_data_spec(record, **changes)
+
+
+def _env(run_dir: str, record: dict[str, Any], prices: Any, agent: Any) -> Any:
+    from stockgym.agents.run import run_env
+
+    env = run_env(run_dir, record, prices)
+    try:
+        agent.check_env(env)
+    except ValueError as exc:
+        raise _usage_error(f"--model: {exc}") from exc
+    return env
+
+
+# ---------------------------------------------------------------- signal
+def cmd_signal(args: argparse.Namespace) -> None:
+    """Handler of ``stockgym signal``."""
+    from stockgym.agents.run import load_data
+    from stockgym.agents.signals import next_signal
+
+    record, agent = _load(args.model, args.device)
+    spec = _data_spec(record, args, end=None)
+    prices = load_data(spec)
+    env = _env(args.model, record, prices, agent)
+    if args.shares is not None and len(args.shares) != len(env.symbols):
+        raise _usage_error(f"--shares needs one number per symbol ({len(env.symbols)}: "
+                           f"{' '.join(env.symbols)}), got {len(args.shares)}")
+    if args.cash is not None and not (math.isfinite(args.cash) and args.cash >= 0):
+        raise _usage_error(f"--cash must be a number >= 0, got {args.cash}")
+    sig = next_signal(agent, env, cash=args.cash, shares=args.shares)
+    if args.json:
+        json.dump(sig, sys.stdout, indent=2)
+        print()
+        return
+    print(f"signal     {record['config']['algo'].upper()} agent {args.model} "
+          f"[source={spec.source}]")
+    print(f"as of      close of {sig['date']} (latest bar); orders fill at the next open")
+    print(f"portfolio  value {sig['portfolio_value']:,.2f} = cash {sig['cash']:,.2f} + positions")
+    print(f"action     {sig['action']}")
+    print(f"{'symbol':<10}{'close':>12}{'weight now':>12}{'target':>10}{'order':>14}")
+    for o in sig["orders"]:
+        side = "hold" if o["shares"] == 0 else ("buy" if o["shares"] > 0 else "sell")
+        qty = f"{side} {abs(o['shares']):g}" if o["shares"] else side
+        print(f"{o['symbol']:<10}{o['close']:>12,.2f}{o['weight_now']:>12.2%}"
+              f"{o['target_weight']:>10.2%}{qty:>14}")
+    print("(share counts are sized at the latest close; the env sizes them at the fill price)")

@@ -1,0 +1,232 @@
+"""DQN (Mnih et al. 2015) with the usual improvements, CleanRL-style: a replay buffer on
+the agent's device, a target network (hard copies or Polyak averaging), the Double-DQN
+target (van Hasselt et al. 2016), Huber loss, a linear epsilon schedule, gradient
+clipping, learning starts and a train frequency. ``Discrete`` actions only.
+
+Every vector step (one transition per env):
+
+1. act epsilon-greedily: with probability ``epsilon`` a uniform random action, else
+   ``argmax_a Q(obs, a)``; ``epsilon`` falls linearly from ``start_e`` to ``end_e`` over
+   ``exploration_fraction * total_timesteps`` steps;
+2. store ``(obs, a, r, next_obs, terminated)`` - ``next_obs`` is the observation that
+   ended the episode where one ended (truncated episodes are bootstrapped; only a real
+   termination stops the bootstrap);
+3. after ``learning_starts`` steps, every ``train_frequency`` steps do
+   ``gradient_steps`` updates on minibatches of ``batch_size``:
+   ``y = r + gamma * (1 - terminated) * Q_target(next_obs, a*)`` with
+   ``a* = argmax_a Q_online(next_obs, a)`` (Double DQN) or ``argmax_a Q_target`` (plain),
+   loss ``Huber(Q_online(obs, a), y)``; after each update the target moves
+   ``theta_target <- tau * theta + (1 - tau) * theta_target`` (``tau < 1``: Polyak) or, with
+   ``tau = 1``, is copied every ``target_update_interval`` updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+
+from stockgym.agents.base import Agent, Callback
+from stockgym.agents.buffers import ReplayBuffer
+from stockgym.agents.common import (
+    CommonConfig,
+    EpisodeStats,
+    SPSMeter,
+    _check_int,
+    _check_number,
+    linear_schedule,
+)
+from stockgym.agents.networks import Net
+
+
+@dataclass
+class DQNConfig(CommonConfig):
+    """DQN hyperparameters (plus :class:`~stockgym.agents.common.CommonConfig`'s).
+
+    ``buffer_size`` (transitions), ``batch_size``, ``gamma``; ``learning_starts``
+    (env steps of pure exploration before the first update); ``train_frequency`` (env
+    steps between training rounds, all envs counted) and ``gradient_steps`` per round;
+    ``tau`` (1: hard target copies every ``target_update_interval`` gradient steps;
+    < 1: Polyak averaging after every gradient step); ``double_dqn``; ``huber_delta``;
+    ``start_e``, ``end_e``, ``exploration_fraction`` (of each ``learn`` call's steps).
+    """
+
+    learning_rate: float = 2.5e-4
+    max_grad_norm: float | None = 10.0
+    buffer_size: int = 100_000
+    batch_size: int = 128
+    gamma: float = 0.99
+    learning_starts: int = 1_000
+    train_frequency: int = 4
+    gradient_steps: int = 1
+    tau: float = 1.0
+    target_update_interval: int = 500
+    double_dqn: bool = True
+    huber_delta: float = 1.0
+    start_e: float = 1.0
+    end_e: float = 0.05
+    exploration_fraction: float = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps",
+                     "target_update_interval"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("learning_starts", self.learning_starts, 0)
+        for name in ("gamma", "start_e", "end_e", "exploration_fraction"):
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        _check_number("tau", self.tau, 0.0, 1.0, lo_open=True)
+        _check_number("huber_delta", self.huber_delta, 0.0, lo_open=True)
+
+
+# ------------------------------------------------------------------ the maths
+def dqn_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor,
+               gamma: float, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
+    """TD targets ``(B,)``. ``next_q_target`` / ``next_q_online``: ``(B, n_actions)``
+    Q-values of the next observations under the target / online network.
+
+    With ``next_q_online`` (Double DQN) the online network picks the next action and the
+    target network values it: ``r + gamma * (1 - term) * Q_target(s', argmax_a Q_online(s', a))``;
+    without it, ``r + gamma * (1 - term) * max_a Q_target(s', a)``.
+    """
+    if next_q_online is not None:
+        best = next_q_online.argmax(dim=1, keepdim=True)
+        next_value = next_q_target.gather(1, best).squeeze(1)
+    else:
+        next_value = next_q_target.max(dim=1).values
+    return rewards + gamma * (1.0 - terminated.float()) * next_value
+
+
+def polyak_update(online: nn.Module, target: nn.Module, tau: float) -> None:
+    """``target <- tau * online + (1 - tau) * target`` (``tau=1``: a copy)."""
+    with torch.no_grad():
+        for p, tp in zip(online.parameters(), target.parameters(), strict=True):
+            tp.lerp_(p, tau)
+
+
+# ------------------------------------------------------------------ the agent
+class DQN(Agent):
+    """Deep Q-Network (see the module docstring and :class:`DQNConfig`)."""
+
+    algo = "dqn"
+    Config = DQNConfig
+    config: DQNConfig
+
+    def _check_action_space(self, space: spaces.Space) -> None:
+        if not isinstance(space, spaces.Discrete):
+            raise ValueError(f"DQN needs a Discrete action space, the env has {space}; use PPO "
+                             "or REINFORCE for MultiDiscrete and Box actions")
+
+    def _build(self) -> nn.ModuleDict:
+        n = int(self.action_space.n)
+        c = self.config
+        return nn.ModuleDict({
+            "q": Net(self.encoder_spec, n, c.hidden_size, gain=1.0),
+            "q_target": Net(self.encoder_spec, n, c.hidden_size, gain=1.0),
+        })
+
+    def _after_build(self) -> None:
+        self.nets["q_target"].load_state_dict(self.nets["q"].state_dict())
+        self.nets["q_target"].requires_grad_(False)
+        self.gradient_updates = 0
+        self.epsilon = self.config.end_e
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.nets["q"].parameters() if p.requires_grad]
+
+    def _extra_state(self) -> dict:
+        return {"gradient_updates": self.gradient_updates}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        self.gradient_updates = int(extra.get("gradient_updates", 0))
+
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.nets["q"](obs).argmax(dim=1)
+
+    def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """Epsilon-greedy actions (random draws from the agent's generator)."""
+        n = int(self.action_space.n)
+        b = obs.shape[0]
+        random_a = torch.randint(0, n, (b,), generator=self.generator, device=self.device)
+        coin = torch.rand(b, generator=self.generator, device=self.device)
+        return torch.where(coin < epsilon, random_a, self._greedy(obs))
+
+    def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        a = self._greedy(obs) if deterministic else self._explore(obs, self.epsilon)
+        return a + int(self.action_space.start)
+
+    def _gradient_step(self, rb: ReplayBuffer) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update of the online network on a replay minibatch, then the target
+        network's update; returns (TD loss, mean Q of the actions taken)."""
+        c, q, q_target = self.config, self.nets["q"], self.nets["q_target"]
+        b_obs, b_act, b_rew, b_next, b_term = rb.sample(c.batch_size, self.generator)
+        q_now, q_next = q(torch.cat([b_obs, b_next])).split(len(b_obs))
+        with torch.no_grad():
+            next_online = q_next if c.double_dqn else None
+            y = dqn_target(b_rew, b_term, q_target(b_next), c.gamma, next_online)
+        q_taken = q_now.gather(1, b_act.unsqueeze(1)).squeeze(1)
+        loss = F.huber_loss(q_taken, y, delta=c.huber_delta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.gradient_updates += 1
+        if c.tau < 1.0:
+            polyak_update(q, q_target, c.tau)
+        elif self.gradient_updates % c.target_update_interval == 0:
+            polyak_update(q, q_target, 1.0)
+        return loss.detach(), q_taken.detach().mean()
+
+    def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
+        c, env, log = self.config, self.env, self.logger
+        N = env.num_envs
+        if not hasattr(self, "replay") or self.replay.obs.shape[1] != env.obs_dim:
+            self.replay = ReplayBuffer(c.buffer_size, env.obs_dim, self.device)
+        rb = self.replay
+        stats = EpisodeStats(N, self.device)
+        sps = SPSMeter(self.num_timesteps)
+        obs = self._reset_env()
+        start = self.num_timesteps
+        explore_steps = int(c.exploration_fraction * total_timesteps)
+        pending = 0  # env steps since the last training round
+        next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
+        last = None
+
+        while self.num_timesteps - start < total_timesteps:
+            # 1. act
+            self.epsilon = linear_schedule(c.start_e, c.end_e, explore_steps,
+                                           self.num_timesteps - start)
+            with torch.no_grad():
+                actions = self._explore(obs, self.epsilon)
+            step = env.step(actions + int(self.action_space.start))
+            # 2. store (the final observation where an episode ended)
+            real_next = step.obs if step.final_obs is None else torch.where(
+                step.done.unsqueeze(1), step.final_obs, step.obs)
+            rb.add(obs, actions, step.reward * c.reward_scale, real_next, step.terminated)
+            obs = step.obs
+            self.num_timesteps += N
+            log.episodes(stats, stats.update(step), self.num_timesteps)
+
+            # 3. learn: every train_frequency steps once learning has started
+            if self.num_timesteps - start >= c.learning_starts and rb.size >= c.batch_size:
+                pending += N
+                while pending >= c.train_frequency:
+                    pending -= c.train_frequency
+                    for _ in range(c.gradient_steps):
+                        last = self._gradient_step(rb)
+
+            n = self.num_timesteps
+            if n >= next_log:
+                next_log = n + 1000
+                if last is not None:
+                    log.scalar("losses/td_loss", last[0].item(), n)
+                    log.scalar("losses/q_values", last[1].item(), n)
+                log.scalar("charts/epsilon", self.epsilon, n)
+                log.progress(n, sps(n), stats)
+            if callback is not None and callback(self, n) is False:
+                break
+        self._last_obs = obs

@@ -1,0 +1,267 @@
+"""PPO (Schulman et al. 2017), CleanRL-style: rollouts from a vector env, GAE(lambda)
+with truncated episodes bootstrapped, clipped surrogate, optional value clipping,
+entropy bonus, advantage normalisation, minibatch epochs, target-KL stop, LR annealing.
+
+Actions: ``Discrete``, ``MultiDiscrete`` and ``Box`` (diagonal Gaussian; how samples are
+squashed into the Box is described in :mod:`stockgym.agents.networks`). Actor and
+critic are separate networks, each with its own backbone.
+
+One update, as the code below does it:
+
+1. Collect ``num_steps`` steps from each of ``num_envs`` envs with the current policy,
+   storing observations, actions, log-probs, values, rewards and episode ends.
+2. ``next_values[t]``: the value of what follows step t in the same episode -
+   ``V(obs[t+1])`` if the episode goes on, ``V(final_obs[t])`` if it was truncated
+   (time limit / end of data: the future is cut off, not zero), ``0`` if it terminated.
+   Then (:func:`compute_gae`)
+   ``delta_t = r_t + gamma * next_values[t] - V(obs[t])`` and
+   ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``; returns ``A_t + V(obs[t])``.
+3. ``update_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches,
+   minimising (:func:`ppo_losses`)
+   ``L = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + vf_coef * L_V - ent_coef * H``
+   with ``ratio = pi(a|s) / pi_old(a|s)``; stops early when the approximate KL exceeds
+   ``target_kl``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from stockgym.agents.base import Agent, Callback
+from stockgym.agents.buffers import RolloutBuffer
+from stockgym.agents.common import (
+    CommonConfig,
+    EpisodeStats,
+    SPSMeter,
+    _check_int,
+    _check_number,
+)
+from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy
+
+
+@dataclass
+class PPOConfig(CommonConfig):
+    """PPO hyperparameters (plus :class:`~stockgym.agents.common.CommonConfig`'s).
+
+    ``num_steps``: steps per env per rollout (batch = ``num_steps * num_envs``);
+    ``anneal_lr``: learning rate falls linearly to 0 over each ``learn`` call;
+    ``gamma``, ``gae_lambda``; ``num_minibatches``, ``update_epochs``; ``norm_adv``:
+    normalise advantages per minibatch; ``clip_coef``: surrogate clip epsilon;
+    ``clip_vloss``: clip the value update to ``clip_coef`` around the old value;
+    ``ent_coef``, ``vf_coef``; ``target_kl``: stop the epochs when the approximate KL
+    exceeds it (``None``: never); ``squash`` (``clip | tanh``) and ``log_std_init``
+    for Box actions.
+    """
+
+    learning_rate: float = 3e-4
+    num_steps: int = 128
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    norm_adv: bool = True
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    target_kl: float | None = None
+    squash: str = "clip"
+    log_std_init: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("num_steps", "num_minibatches", "update_epochs"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("gamma", "gae_lambda"):
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        for name in ("ent_coef", "vf_coef"):
+            _check_number(name, getattr(self, name), 0.0)
+        _check_number("clip_coef", self.clip_coef, 0.0, lo_open=True)
+        if self.target_kl is not None:
+            _check_number("target_kl", self.target_kl, 0.0, lo_open=True)
+        if self.squash not in SQUASH:
+            raise ValueError(f"squash must be one of {SQUASH}, got {self.squash!r}")
+        _check_number("log_std_init", self.log_std_init)
+        if self.num_steps * self.num_envs < self.num_minibatches:
+            raise ValueError(f"num_steps * num_envs = {self.num_steps * self.num_envs} is "
+                             f"smaller than num_minibatches = {self.num_minibatches}")
+
+
+# ------------------------------------------------------------------ the maths
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
+                dones: torch.Tensor, gamma: float, gae_lambda: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates and returns, all ``(T, N)``.
+
+    ``next_values[t]``: value of the state after step t *within its episode* (0 after
+    termination, ``V(final_obs)`` after truncation, ``V(obs[t+1])`` otherwise);
+    ``dones[t]``: the episode ended at step t (no advantage flows back across it).
+    """
+    dones = dones.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    last = torch.zeros_like(values[0])
+    for t in reversed(range(values.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] - values[t]
+        last = delta + gamma * gae_lambda * (1.0 - dones[t]) * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def bootstrap_values(values: torch.Tensor, last_value: torch.Tensor, terminated: torch.Tensor,
+                     truncated: torch.Tensor, final_values: torch.Tensor) -> torch.Tensor:
+    """``next_values`` for :func:`compute_gae` (all ``(T, N)``; ``last_value`` ``(N,)``:
+    the value of the observation after the rollout; ``final_values[t]``: ``V(final_obs[t])``
+    where ``truncated[t]``)."""
+    nxt = torch.cat([values[1:], last_value.unsqueeze(0)])
+    nxt = torch.where(truncated, final_values, nxt)
+    return torch.where(terminated, torch.zeros_like(nxt), nxt)
+
+
+class PPOLosses(NamedTuple):
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+               new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
+               entropy: torch.Tensor, clip_coef: float, clip_vloss: bool = True,
+               norm_adv: bool = True) -> PPOLosses:
+    """The clipped-surrogate policy loss, the (optionally clipped) value loss, the mean
+    entropy, and diagnostics (approximate KL ``E[(r - 1) - log r]``, clip fraction)."""
+    logratio = new_logprob - old_logprob
+    ratio = logratio.exp()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    if norm_adv and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    policy_loss = torch.max(pg1, pg2).mean()
+    if clip_vloss:
+        v_clipped = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+        value_loss = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * ((new_value - returns) ** 2).mean()
+    return PPOLosses(policy_loss, value_loss, entropy.mean(), approx_kl, clipfrac)
+
+
+# ------------------------------------------------------------------ the agent
+class PPO(Agent):
+    """Proximal Policy Optimization (see the module docstring and :class:`PPOConfig`)."""
+
+    algo = "ppo"
+    Config = PPOConfig
+    config: PPOConfig
+
+    def _build(self) -> nn.ModuleDict:
+        c = self.config
+        self.dist = ActionDist(self.action_space, self.device, c.squash, c.log_std_init)
+        return nn.ModuleDict({
+            "actor": Policy(self.encoder_spec, self.dist, c.hidden_size),
+            "critic": Net(self.encoder_spec, 1, c.hidden_size, gain=1.0),
+        })
+
+    def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        raw, _ = self.nets["actor"].act(obs, self.generator, deterministic)
+        return self.dist.to_env(raw)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.nets["critic"](obs).squeeze(-1)
+
+    def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
+        c, env, log = self.config, self.env, self.logger
+        actor, opt = self.nets["actor"], self.optimizer
+        N, T = env.num_envs, c.num_steps
+        batch = N * T
+        num_updates = max(1, math.ceil(total_timesteps / batch))  # whole rollouts
+        minibatch = batch // c.num_minibatches
+        buf = RolloutBuffer(T, N, env.obs_dim, self.dist.raw_shape(), self.dist.raw_dtype(),
+                            self.device)
+        stats = EpisodeStats(N, self.device)
+        sps = SPSMeter(self.num_timesteps)
+        obs = self._reset_env()
+
+        for update in range(1, num_updates + 1):
+            lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+            # 1. rollout
+            for t in range(T):
+                buf.obs[t] = obs
+                with torch.no_grad():
+                    raw, logprob = actor.act(obs, self.generator)
+                    buf.values[t] = self.value(obs)
+                step = env.step(self.dist.to_env(raw))
+                buf.actions[t] = raw
+                buf.logprobs[t] = logprob
+                buf.rewards[t] = step.reward * c.reward_scale
+                buf.terminated[t] = step.terminated
+                buf.truncated[t] = step.truncated
+                if step.final_obs is not None:
+                    buf.final_obs[t] = step.final_obs
+                self.num_timesteps += N
+                log.episodes(stats, stats.update(step), self.num_timesteps)
+                obs = step.obs
+            self._last_obs = obs
+
+            # 2. advantages (truncated episodes bootstrapped from their final observation)
+            with torch.no_grad():
+                final_values = torch.zeros_like(buf.values)
+                trunc = buf.truncated & ~buf.terminated
+                if bool(trunc.any()):
+                    final_values[trunc] = self.value(buf.final_obs[trunc])
+                next_values = bootstrap_values(buf.values, self.value(obs), buf.terminated,
+                                               trunc, final_values)
+                advantages, returns = compute_gae(buf.rewards, buf.values, next_values,
+                                                  buf.dones, c.gamma, c.gae_lambda)
+
+            # 3. minibatch epochs
+            b_obs = buf.obs.reshape(batch, -1)
+            b_actions = buf.actions.reshape(batch, *self.dist.raw_shape())
+            b_logprobs, b_adv = buf.logprobs.reshape(-1), advantages.reshape(-1)
+            b_values, b_returns = buf.values.reshape(-1), returns.reshape(-1)
+            stop = False
+            for _epoch in range(c.update_epochs):
+                perm = torch.randperm(batch, generator=self.generator, device=self.device)
+                for start in range(0, batch - minibatch + 1, minibatch):
+                    idx = perm[start : start + minibatch]
+                    new_logprob, entropy = actor.evaluate(b_obs[idx], b_actions[idx])
+                    losses = ppo_losses(new_logprob, b_logprobs[idx], b_adv[idx],
+                                        self.value(b_obs[idx]), b_values[idx], b_returns[idx],
+                                        entropy, c.clip_coef, c.clip_vloss, c.norm_adv)
+                    loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if c.max_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
+                    opt.step()
+                    if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
+                        stop = True
+                        break
+                if stop:
+                    break
+
+            step_n = self.num_timesteps
+            var_y = b_returns.var()
+            explained = 1.0 - (b_returns - b_values).var() / var_y if var_y > 0 else torch.nan
+            log.scalar("charts/learning_rate", lr, step_n)
+            log.scalar("losses/value_loss", losses.value.item(), step_n)
+            log.scalar("losses/policy_loss", losses.policy.item(), step_n)
+            log.scalar("losses/entropy", losses.entropy.item(), step_n)
+            log.scalar("losses/approx_kl", losses.approx_kl.item(), step_n)
+            log.scalar("losses/clipfrac", losses.clipfrac.item(), step_n)
+            log.scalar("losses/explained_variance", float(explained), step_n)
+            log.progress(step_n, sps(step_n), stats)
+            if callback is not None and callback(self, step_n) is False:
+                break

@@ -1,0 +1,733 @@
+"""``train(config)``: one reproducible experiment from data to a run directory.
+
+Steps: load the data the config names; split it by date (default: test = last 20 %,
+validation = last 20 % of the rest); fit the feature scaler on the training period only
+(or take a pretrained forecaster's features, window and scaler); train the agent on a
+:class:`~stockgym.envs.VectorStockTradingEnv` over the training period; evaluate it
+periodically on the validation period with :func:`stockgym.backtest.run_policy`
+(deterministic actions, the run's costs); save the final model. The test period is
+never touched here (``stockgym backtest --model RUN_DIR`` does that, once).
+
+Run directory (created when training starts, so TensorBoard can follow it live):
+
+``config.json``
+    ``config`` (the resolved :class:`TrainConfig`), ``agent`` (the algorithm's resolved
+    hyperparameters), ``splits`` (dates), ``data`` (source, symbols, first/last date,
+    rows, SHA-256 of the prices), ``env`` (the resolved env: costs, features...),
+    ``env_kwargs`` (what rebuilds it), ``forecaster`` (pretrained dir, or null),
+    ``device``, ``versions``, ``git`` (commit of the source tree, if any), ``created``.
+``config.toml``
+    the resolved config as TOML: ``stockgym train --config RUN/config.toml`` re-runs it.
+``scaler.json``
+    the feature scaler (fitted on the training period).
+``tensorboard/``
+    scalars (see ``docs/agents.md``); ``eval/return``, ``eval/sharpe``,
+    ``eval/excess_return`` on the validation period.
+``model/``
+    the final agent (``agent.pt``, ``agent.json``).
+``summary.json``
+    steps, seconds, steps per second, recent training returns, every validation result.
+
+A run that fails before training starts leaves nothing behind; one that fails during
+training removes its directory; an interrupted one (Ctrl-C) keeps it, with the model so
+far and ``"interrupted": true`` in the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stockgym.agents.common import _check_int
+
+ALGO_NAMES = ("dqn", "ppo", "reinforce")
+
+#: Hyperparameters a stock-trading run starts from (``[agent]`` values win). Daily log
+#: returns are ~0.01, so rewards are scaled to percent; an action mostly pays off on the
+#: next bar, so a short horizon (gamma 0.9) learns faster. These are the settings the
+#: synthetic-edge learning tests (tests/test_agents_edge.py) run with.
+STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "num_steps": 16},
+    "dqn": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "learning_starts": 2000,
+            "train_frequency": 8, "batch_size": 128, "target_update_interval": 250,
+            "exploration_fraction": 0.3},
+    "reinforce": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 3e-3},
+}
+#: Training envs per algorithm when ``env.num_envs`` is not given (REINFORCE updates once
+#: per batch of one episode per env, so fewer envs mean more updates per step).
+DEFAULT_NUM_ENVS = {"ppo": 32, "dqn": 32, "reinforce": 8}
+#: ``StockTradingEnv`` keywords a run's ``[env]`` table may set (besides ``features``,
+#: ``scaler``, ``num_envs`` and ``episode_length``).
+ENV_KEYS = ("window_size", "action_type", "positions", "allow_short", "max_gross", "market",
+            "commission", "sell_tax", "slippage_bps", "min_commission", "borrow_rate", "fill",
+            "fractional", "reward", "initial_cash")
+
+
+@dataclass
+class DataSpec:
+    """Which prices (``load_prices``) and how to split them.
+
+    ``symbols`` (one or more), ``source`` (``auto | fdr | csv | sample | synthetic``),
+    ``start`` / ``end`` (inclusive dates), ``options`` (the synthetic source's options:
+    ``kind``, ``edge``, ``seed``, ``n_days``...), ``cache_dir`` (finance-datareader),
+    ``train_end`` / ``valid_end`` (inclusive; neither: the default 64/16/20 split).
+    """
+
+    symbols: list[str] = field(default_factory=list)
+    source: str = "auto"
+    start: str | None = None
+    end: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    train_end: str | None = None
+    valid_end: str | None = None
+
+
+@dataclass
+class EnvSpec:
+    """The trading env: ``features`` (``None``: ``stockgym.data.DEFAULT_FEATURES``),
+    ``scaler`` (``standard | minmax | robust | none``, fitted on the training period),
+    ``num_envs`` (training envs stepped together; ``None``: :data:`DEFAULT_NUM_ENVS` of
+    the algorithm), ``episode_length`` (training episode length in bars, random starts;
+    ``None``: the whole training period), and any
+    ``StockTradingEnv`` keyword in :data:`ENV_KEYS` (``window_size``, ``market``...)."""
+
+    features: list[str] | None = None
+    scaler: str = "standard"
+    num_envs: int | None = None
+    episode_length: int | None = 100
+    window_size: int = 30
+    action_type: str = "discrete"
+    positions: list[float] | None = None
+    allow_short: bool = False
+    max_gross: float = 1.0
+    market: str = "auto"
+    commission: float | None = None
+    sell_tax: float | None = None
+    slippage_bps: float | None = None
+    min_commission: float | None = None
+    borrow_rate: float | None = None
+    fill: str = "open"
+    fractional: bool = False
+    reward: str = "log_return"
+    initial_cash: float = 10_000_000.0
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """``StockTradingEnv`` keywords (JSON-able; ``features`` resolved by the caller)."""
+        return {k: getattr(self, k) for k in ENV_KEYS}
+
+
+@dataclass
+class TrainConfig:
+    """One training run. TOML layout (``--config``)::
+
+        algo = "ppo"              # dqn | ppo | reinforce
+        total_timesteps = 200000
+        seed = 0
+        device = "auto"
+        eval_freq = 20000         # env steps between validation backtests (0: only at the end)
+        run_dir = "runs/ppo-aapl" # default: a new runs/agents/<time>-<algo>-<symbols>
+
+        [data]                    # DataSpec
+        symbols = ["AAPL"]
+        source = "sample"
+
+        [env]                     # EnvSpec
+        window_size = 30
+        market = "us"
+
+        [agent]                   # the algorithm's config (PPOConfig, DQNConfig, ...)
+        backbone = "lstm"
+        learning_rate = 3e-4
+
+    ``seed`` and ``device`` are the agent's; ``env.num_envs`` is its number of envs;
+    ``[agent]`` starts from :data:`STOCK_DEFAULTS`.
+    """
+
+    algo: str = "ppo"
+    total_timesteps: int = 100_000
+    seed: int = 0
+    device: str = "auto"
+    eval_freq: int = 20_000
+    run_dir: str | None = None
+    progress: bool = False
+    tensorboard: bool = True
+    data: DataSpec = field(default_factory=DataSpec)
+    env: EnvSpec = field(default_factory=EnvSpec)
+    agent: dict[str, Any] = field(default_factory=dict)
+
+    # -------------------------------------------------------------- conversion
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from nested dicts (as TOML gives them); unknown keys raise ``ValueError``."""
+        data = dict(data)
+        _no_unknown("config", data, cls)
+        data["data"] = _sub(DataSpec, data.get("data"), "data")
+        data["env"] = _sub(EnvSpec, data.get("env"), "env")
+        agent = data.get("agent") or {}
+        if not isinstance(agent, dict):
+            raise ValueError(f"[agent] must be a table of hyperparameters, got {agent!r}")
+        data["agent"] = dict(agent)
+        config = cls(**data)
+        return config
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # -------------------------------------------------------------- checks
+    def agent_config(self) -> Any:
+        """The algorithm's config object (``ValueError`` naming a bad field)."""
+        from stockgym.agents import ALGOS
+
+        cls = ALGOS[self.algo].Config
+        for key in ("seed", "device", "num_envs"):
+            if key in self.agent:
+                raise ValueError(f"set {key} at the top level of the config (or [env] for "
+                                 f"num_envs), not in [agent]")
+        return cls.from_dict({**STOCK_DEFAULTS[self.algo], **self.agent, "seed": self.seed,
+                              "device": self.device, "num_envs": self.num_envs})
+
+    @property
+    def num_envs(self) -> int:
+        """``env.num_envs``, or the algorithm's default."""
+        return self.env.num_envs or DEFAULT_NUM_ENVS.get(self.algo, 32)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field (before anything is loaded)."""
+        if self.algo not in ALGO_NAMES:
+            raise ValueError(f"algo must be one of {ALGO_NAMES}, got {self.algo!r}")
+        _check_int("total_timesteps", self.total_timesteps, 1)
+        _check_int("eval_freq", self.eval_freq, 0)
+        _check_int("seed", self.seed, None)
+        d, e = self.data, self.env
+        if isinstance(d.symbols, str):
+            d.symbols = [d.symbols]
+        if not d.symbols or not all(isinstance(s, str) and s for s in d.symbols):
+            raise ValueError(f"data.symbols must name at least one symbol, got {d.symbols!r}")
+        from stockgym.data.sources import SOURCES
+
+        if d.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES}, got {d.source!r}")
+        if d.options and d.source != "synthetic":
+            raise ValueError(f"data.options {sorted(d.options)} only apply to source 'synthetic'")
+        if (d.train_end is None) != (d.valid_end is None):
+            raise ValueError("give both data.train_end and data.valid_end, or neither")
+        from stockgym.data.scaling import KINDS
+
+        if e.scaler not in (*KINDS, "none"):
+            raise ValueError(f"env.scaler must be one of {(*KINDS, 'none')}, got {e.scaler!r}")
+        if e.num_envs is not None:
+            _check_int("env.num_envs", e.num_envs, 1)
+        if e.episode_length is not None:
+            _check_int("env.episode_length", e.episode_length, 1)
+        self.agent_config()
+
+
+def _no_unknown(name: str, data: dict[str, Any], cls: type) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} key(s) {unknown}; known: {', '.join(sorted(known))}")
+
+
+def _sub(cls: type, value: Any, name: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise ValueError(f"[{name}] must be a table, got {value!r}")
+    _no_unknown(f"[{name}]", value, cls)
+    return cls(**value)
+
+
+# ------------------------------------------------------------------ TOML
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file (``ValueError`` naming the file and the problem)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read TOML config {path}: {exc}") from exc
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A :class:`TrainConfig` from a TOML file."""
+    try:
+        return TrainConfig.from_dict(read_toml(path))
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (``1e-3``, ``true``, ``["a", "b"]``), else the string."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """``tree["a"]["b"] = value`` for ``dotted = "a.b"`` (tables created as needed)."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ValueError(f"bad key {dotted!r}; use e.g. agent.learning_rate or env.window_size")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{dotted}: {p} is not a table")
+    node[parts[-1]] = value
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Write a config dict (values: str, numbers, bools, lists, nested tables) as TOML;
+    ``None`` values are left out (TOML has no null: absent means the default)."""
+    lines: list[str] = []
+    tables = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in tables:
+        _toml_table(lines, key, value)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(lines: list[str], name: str, table: dict[str, Any]) -> None:
+    lines.append("")
+    lines.append(f"[{name}]")
+    subs = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            subs.append((key, value))
+        elif value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in subs:
+        _toml_table(lines, f"{name}.{key}", value)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {value} to TOML")
+        return repr(float(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {type(value).__name__} {value!r} to TOML")
+
+
+# ------------------------------------------------------------------ data and envs
+def load_data(spec: DataSpec) -> pd.DataFrame:
+    """The prices a :class:`DataSpec` names (one symbol: a flat frame, several: the
+    ``(symbol, field)`` column MultiIndex), as ``load_prices`` returns them."""
+    from stockgym.data import load_prices
+
+    extra: dict[str, Any] = dict(spec.options) if spec.source == "synthetic" else {}
+    if spec.source in ("auto", "fdr"):
+        extra["cache_dir"] = spec.cache_dir
+    target = spec.symbols[0] if len(spec.symbols) == 1 else list(spec.symbols)
+    return load_prices(target, spec.start, spec.end, source=spec.source, **extra)
+
+
+def split_dates(prices: pd.DataFrame, spec: DataSpec) -> dict[str, dict]:
+    from stockgym.data import split
+
+    if spec.train_end is None:
+        return split(prices).dates
+    return split(prices, train=spec.train_end, valid=spec.valid_end).dates
+
+
+def fit_scaler(prices_train: pd.DataFrame, features: list[str], kind: str):
+    """A FeatureScaler fitted on the training prices' features (``None`` for ``"none"``)."""
+    if kind == "none":
+        return None
+    from stockgym.data import FeatureScaler, build_features
+
+    return FeatureScaler(kind).fit(build_features(prices_train, features))
+
+
+def _until(prices: pd.DataFrame, last: str) -> pd.DataFrame:
+    out = prices.loc[: pd.Timestamp(last)]
+    out.attrs = dict(prices.attrs)
+    return out
+
+
+def data_record(prices: pd.DataFrame, spec: DataSpec) -> dict[str, Any]:
+    from stockgym.forecasters.storage import data_hash
+
+    return {"source": spec.source, "symbols": list(spec.symbols),
+            "options": dict(spec.options), "start": spec.start, "end": spec.end,
+            "first": str(prices.index[0].date()), "last": str(prices.index[-1].date()),
+            "rows": len(prices), "sha256": data_hash(prices),
+            "adjusted": prices.attrs.get("adjusted")}
+
+
+def _check_forecaster(fc: Any, path: str, dates: dict[str, dict]) -> dict[str, Any]:
+    """A pretrained forecaster may only have seen data before our test period."""
+    used = fc.config.get("valid_end") or fc.scaler.fit_end
+    if used is not None and pd.Timestamp(used) > pd.Timestamp(dates["valid"]["last"]):
+        raise ValueError(
+            f"pretrained forecaster {path} was trained / selected on data through {used}, "
+            f"after this run's validation period ends ({dates['valid']['last']}): its "
+            "encoder has seen the test period. Train the forecaster on an earlier split"
+        )
+    return {"dir": str(Path(path).resolve()), "model": fc.model_name, "window": fc.window,
+            "features": list(fc.features), "trained_through": used}
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_on(agent: Any, env: Any, period: tuple[str, str], benchmark: bool = False
+                ) -> tuple[dict[str, float], Any]:
+    """Backtest ``agent`` deterministically on ``period`` of ``env`` (a StockTradingEnv):
+    ``({"return": log(V_end / V_0), "sharpe", "final_value"}, BacktestResult)``; with
+    ``benchmark`` the result holds buy-and-hold over the same dates and costs."""
+    from stockgym.backtest import run_policy
+
+    res = run_policy(agent, env, period, benchmark=True if benchmark else None)
+    return _summary(res), res
+
+
+def buy_and_hold(env: Any, period: tuple[str, str]) -> dict[str, float]:
+    """Buy-and-hold of ``env``'s symbols over ``period`` with its costs, fill rule and
+    cash (the benchmark every backtest report shows), summarised like :func:`evaluate_on`."""
+    from stockgym.backtest import hold_env, run_policy
+    from stockgym.backtest.strategies import BuyAndHold
+
+    return _summary(run_policy(BuyAndHold(), hold_env(env), period, benchmark=None))
+
+
+def _summary(res: Any) -> dict[str, float]:
+    from stockgym.backtest.metrics import sharpe
+
+    v = res.record["value"]
+    sr = float(sharpe(res.returns))
+    # a policy that never holds anything has no Sharpe ratio (zero variance): report 0
+    return {"return": float(np.log(v.iloc[-1] / v.iloc[0])),
+            "sharpe": sr if math.isfinite(sr) else 0.0, "final_value": float(v.iloc[-1])}
+
+
+def random_policy_return(env: Any, period: tuple[str, str], seed: int) -> float:
+    """Log return of a policy drawing uniformly random actions from ``env``'s action
+    space every day (seeded), through ``env`` with its costs."""
+    from stockgym.backtest import run_policy
+
+    space = env.action_space
+    space.seed(seed)
+    return _summary(run_policy(lambda obs: space.sample(), env, period, benchmark=None))["return"]
+
+
+def holdout_returns(run_dir: str | Path, period: str = "test", n_random: int = 5,
+                    prices: pd.DataFrame | None = None) -> dict[str, float]:
+    """After-cost log returns over one part of a run's split (default the held-out test
+    period) of the trained agent (deterministic), buy-and-hold and the mean of
+    ``n_random`` random policies (seeds 0..n_random-1), all through the run's env."""
+    record, agent = load_run(run_dir)
+    if prices is None:
+        prices = load_data(run_data_spec(record))
+    env = run_env(run_dir, record, prices)
+    part = record["splits"][period]
+    dates = (part["first"], part["last"])
+    out = {"agent": evaluate_on(agent, env, dates)[0]["return"],
+           "buy_and_hold": buy_and_hold(env, dates)["return"]}
+    if n_random:
+        out["random"] = float(np.mean([random_policy_return(env, dates, k) for k in range(n_random)]))
+    return out
+
+
+# ------------------------------------------------------------------ train
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the agent, the run dir, the config.json record and the
+    summary (also in ``summary.json``)."""
+
+    agent: Any
+    run_dir: Path
+    record: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def _default_run_dir(config: TrainConfig) -> Path:
+    from stockgym.forecasters.storage import default_run_dir
+
+    return default_run_dir("agents", config.algo, "-".join(config.data.symbols)[:40])
+
+
+def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Load and split the data, fit the scaler, build the envs and the agent config:
+    everything :func:`train` needs, checked, before anything is written."""
+    from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
+
+    config.validate()
+    agent_cfg = config.agent_config()
+    if prices is None:
+        prices = load_data(config.data)
+    dates = split_dates(prices, config.data)
+    for part in ("train", "valid"):
+        if dates[part]["rows"] == 0:
+            raise ValueError(f"the {part} period is empty: {dates}")
+    train_prices = _until(prices, dates["train"]["last"])
+    env_kwargs = config.env.env_kwargs()
+    forecaster = None
+    if agent_cfg.pretrained:
+        from stockgym.forecasters.forecaster import Forecaster
+
+        fc = Forecaster.load(agent_cfg.pretrained, device="cpu")
+        forecaster = _check_forecaster(fc, agent_cfg.pretrained, dates)
+        features, scaler = list(fc.features), fc.scaler
+        env_kwargs["window_size"] = fc.window
+    else:
+        from stockgym.data import DEFAULT_FEATURES
+
+        features = list(config.env.features or DEFAULT_FEATURES)
+        scaler = fit_scaler(train_prices, features, config.env.scaler)
+    env_kwargs["features"] = features
+    venv = VectorStockTradingEnv(train_prices, config.num_envs,
+                                 device=_env_device(config.device),
+                                 episode_length=config.env.episode_length, scaler=scaler,
+                                 **env_kwargs)
+    valid_env = StockTradingEnv(_until(prices, dates["valid"]["last"]), scaler=scaler, **env_kwargs)
+    return {"prices": prices, "dates": dates, "env_kwargs": env_kwargs, "scaler": scaler,
+            "venv": venv, "valid_env": valid_env, "forecaster": forecaster,
+            "agent_config": agent_cfg}
+
+
+def _env_device(device: str) -> str:
+    from stockgym.agents.common import resolve_device
+
+    return str(resolve_device(device))
+
+
+def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainResult:
+    """Run ``config`` (see the module docstring); ``prices`` replaces loading
+    ``config.data`` (its spec is still recorded). Returns a :class:`TrainResult`."""
+    from stockgym.agents import ALGOS
+    from stockgym.forecasters import storage
+
+    prep = prepare(config, prices)
+    run_dir = Path(config.run_dir) if config.run_dir else _default_run_dir(config)
+    storage.check_new_dir(run_dir)
+    config = config.replace(run_dir=str(run_dir),
+                            env=dataclasses.replace(config.env, num_envs=config.num_envs))
+    venv, valid_env, dates = prep["venv"], prep["valid_env"], prep["dates"]
+    agent_cls = ALGOS[config.algo]
+    valid_period = (dates["valid"]["first"], dates["valid"]["last"])
+
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        agent = agent_cls(venv, prep["agent_config"],
+                          log_dir=run_dir / "tensorboard" if config.tensorboard else None,
+                          progress=config.progress)
+        record = run_record(config, prep, agent)
+        storage.write_json(run_dir / "config.json", record)
+        storage.write_text(run_dir / "config.toml", to_toml(_toml_ready(config)))
+        if prep["scaler"] is not None:
+            prep["scaler"].save(run_dir / "scaler.json")
+        bench = buy_and_hold(valid_env, valid_period)
+    except BaseException:
+        _remove(run_dir, created)
+        raise
+
+    history: list[dict[str, Any]] = []
+    next_eval = [config.eval_freq] if config.eval_freq else [math.inf]
+
+    def on_update(a: Any, step: int) -> None:
+        if step >= next_eval[0]:
+            while next_eval[0] <= step:
+                next_eval[0] += config.eval_freq
+            _evaluate(a, step)
+
+    def _evaluate(a: Any, step: int) -> None:
+        ev = evaluate_on(a, valid_env, valid_period)[0]
+        ev["excess_return"] = ev["return"] - bench["return"]
+        history.append({"step": int(step), **ev})
+        for key in ("return", "sharpe", "excess_return"):
+            a.logger.scalar(f"eval/{key}", ev[key], step)
+
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        agent.learn(config.total_timesteps, callback=on_update)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        _remove(run_dir, created)
+        raise
+    seconds = time.perf_counter() - t0
+    final = evaluate_on(agent, valid_env, valid_period)[0]
+    final["excess_return"] = final["return"] - bench["return"]
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as w:
+            for key in ("return", "sharpe", "excess_return"):
+                w.add_scalar(f"eval/{key}", final[key], agent.num_timesteps)
+    agent.save(run_dir / "model")
+    last = agent.logger.last if agent.logger else {}
+    summary = {
+        "algo": config.algo, "timesteps": int(agent.num_timesteps),
+        "seconds": round(seconds, 2),
+        "sps": round(agent.num_timesteps / seconds, 1) if seconds > 0 else None,
+        "interrupted": interrupted,
+        "train_recent_return": _finite(last.get("charts/episodic_return")),
+        "valid": {"period": dates["valid"], "agent": final, "buy_and_hold": bench},
+        "eval_history": history,
+    }
+    storage.write_json(run_dir / "summary.json", _json_ready(summary))
+    if interrupted:
+        raise KeyboardInterrupt
+    return TrainResult(agent, run_dir, record, summary)
+
+
+def _remove(run_dir: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:  # it existed empty: empty it again
+        for p in run_dir.iterdir():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _json_ready(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _toml_ready(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    d.pop("progress", None)
+    return d
+
+
+def git_commit() -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git checkout holding this package, or ``None``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=5)
+        return {"commit": out.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_record(config: TrainConfig, prep: dict[str, Any], agent: Any) -> dict[str, Any]:
+    """The ``config.json`` of a run (see the module docstring)."""
+    import gymnasium
+    import sklearn
+    import torch
+
+    import stockgym
+
+    return _json_ready({
+        "format": "stockgym.agents.run", "version": 1,
+        "config": config.to_dict(),
+        "agent": agent.config.to_dict(),
+        "splits": prep["dates"],
+        "data": data_record(prep["prices"], config.data),
+        "env": prep["venv"].template.config(),  # the training env (its period, costs...)
+        "env_kwargs": prep["env_kwargs"],
+        "scaler": "scaler.json" if prep["scaler"] is not None else None,
+        "forecaster": prep["forecaster"],
+        "device": str(agent.device),
+        "versions": {"stockgym": stockgym.__version__, "torch": str(torch.__version__),
+                     "gymnasium": gymnasium.__version__, "numpy": np.__version__,
+                     "pandas": pd.__version__, "scikit-learn": sklearn.__version__},
+        "git": git_commit(),
+        "created": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+    })
+
+
+# ------------------------------------------------------------------ reading runs back
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a ``stockgym train`` run dir (clear errors otherwise)."""
+    from stockgym.forecasters import storage
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run dir {run_dir} does not exist (or is not a directory)")
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a `stockgym train` run dir (no config.json)")
+    record = storage.read_json(run_dir / "config.json", "run config (config.json)")
+    if not isinstance(record, dict) or record.get("format") != "stockgym.agents.run":
+        raise ValueError(f"{run_dir} is not a `stockgym train` run dir (its config.json is not one)")
+    if not (run_dir / "model" / "agent.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} has no trained model (model/agent.pt is missing)")
+    return record
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[dict[str, Any], Any]:
+    """``(config.json record, agent)`` of a run dir."""
+    from stockgym.agents.base import load_agent
+
+    record = read_record(run_dir)
+    return record, load_agent(Path(run_dir) / "model", device=device)
+
+
+def run_scaler(run_dir: str | Path, record: dict[str, Any]) -> Any:
+    """The run's fitted feature scaler (or ``None``)."""
+    if record.get("scaler") is None:
+        return None
+    from stockgym.data import FeatureScaler
+
+    return FeatureScaler.load(Path(run_dir) / record["scaler"])
+
+
+def run_env(run_dir: str | Path, record: dict[str, Any], prices: pd.DataFrame) -> Any:
+    """A ``StockTradingEnv`` over ``prices`` built exactly as the run's envs were (same
+    features, window, costs, fitted scaler)."""
+    from stockgym.envs import StockTradingEnv
+
+    kwargs = dict(record["env_kwargs"])
+    return StockTradingEnv(prices, scaler=run_scaler(run_dir, record), **kwargs)
+
+
+def run_data_spec(record: dict[str, Any], **changes: Any) -> DataSpec:
+    """The run's :class:`DataSpec`, with ``changes`` (e.g. ``end=None`` for live data)."""
+    spec = _sub(DataSpec, record["config"]["data"], "data")
+    return dataclasses.replace(spec, **changes)

@@ -1,0 +1,301 @@
+"""Agents' API: construction on every kind of env, predict, save / load (weights_only),
+checks that a model fits an env, backbones, pretrained encoders, seeding, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+from stockgym.agents import DQN, PPO, REINFORCE, load_agent
+from stockgym.agents.base import CHECKPOINT
+from stockgym.data import load_prices
+from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
+
+ALGOS = {"dqn": DQN, "ppo": PPO, "reinforce": REINFORCE}
+SMALL = {"dqn": dict(learning_starts=32, batch_size=16, buffer_size=500, train_frequency=8),
+         "ppo": dict(num_steps=8, num_minibatches=2, update_epochs=1),
+         "reinforce": dict()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def prices():
+    return load_prices("X", source="synthetic", kind="edge", edge=0.3, n_days=300, seed=0)
+
+
+def venv(prices, n=4, window=5, **kw):
+    kw.setdefault("episode_length", 20)
+    return VectorStockTradingEnv(prices, n, device="cpu", window_size=window, market="us", **kw)
+
+
+def make(algo, env, **kw):
+    return ALGOS[algo](env, **{**SMALL[algo], "seed": 0, "device": "cpu", "hidden_size": 16, **kw})
+
+
+# ------------------------------------------------------------------ envs
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_learns_natively_on_the_vector_env(algo, prices):
+    env = venv(prices)
+    agent = make(algo, env)
+    assert agent.env.native and agent.env.env is env
+    agent.learn(200)
+    assert agent.num_timesteps >= 200
+    obs = env.reset(seed=1)[0]
+    action, state = agent.predict(obs)
+    assert state is None and isinstance(action, torch.Tensor) and action.shape == (4,)
+    assert set(action.tolist()) <= {0, 1}
+    assert all(p.device.type == "cpu" for p in agent.nets.parameters())
+
+
+def test_rollout_never_copies_to_numpy(prices, monkeypatch):
+    """On the agent's device the PPO rollout hands the env tensors, never numpy arrays."""
+    env = venv(prices)
+    seen = []
+    step = env.step
+    monkeypatch.setattr(env, "step", lambda a: seen.append(type(a)) or step(a))
+    monkeypatch.setattr(torch.Tensor, "numpy", lambda *a, **k: pytest.fail("host copy"))
+    agent = make("ppo", env)
+    agent.learn(64)
+    assert seen and all(t is torch.Tensor for t in seen)
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_any_gymnasium_env(algo):
+    single = gym.make("CartPole-v1")
+    vec = gym.make_vec("CartPole-v1", 3, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    for env, n in ((single, 1), (vec, 3), ("CartPole-v1", 2)):
+        agent = make(algo, env, num_envs=2)
+        assert agent.env.num_envs == n and not agent.env.native
+        agent.learn(64)
+        action, _ = agent.predict(np.zeros(4, dtype=np.float32))
+        assert isinstance(action, np.integer) and single.action_space.contains(action)
+        assert agent.predict(np.zeros((5, 4)))[0].shape == (5,)
+
+
+def test_next_step_autoreset_is_refused_with_a_hint():
+    env = gym.make_vec("CartPole-v1", 2)  # Gymnasium's default: next-step autoreset
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        PPO(env)
+
+
+def test_observation_must_be_a_box():
+    with pytest.raises(ValueError, match="Box observation"):
+        PPO("FrozenLake-v1")
+
+
+def test_dqn_needs_discrete_actions(prices):
+    with pytest.raises(ValueError, match="DQN needs a Discrete action space.*PPO"):
+        DQN(venv(prices, action_type="continuous"))
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+@pytest.mark.parametrize("squash", ["clip", "tanh"])
+def test_box_actions_stay_in_the_box(algo, squash, prices):
+    env = venv(prices, action_type="continuous")
+    agent = make(algo, env, squash=squash, log_std_init=1.0)
+    agent.learn(160)
+    obs = env.reset(seed=0)[0]
+    for det in (True, False):
+        a, _ = agent.predict(obs, deterministic=det)
+        assert a.shape == (4, 1) and bool(((a >= 0) & (a <= 1)).all())
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_multidiscrete_actions(algo):
+    two = load_prices(["A", "B"], source="synthetic", n_days=200, seed=1)
+    env = venv(two)
+    assert isinstance(env.single_action_space, gym.spaces.MultiDiscrete)
+    agent = make(algo, env)
+    agent.learn(100)
+    a, _ = agent.predict(env.reset(seed=0)[0][0].numpy())
+    assert a.shape == (2,) and a.dtype == np.int64
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "cnn", "lstm"])
+def test_backbones_read_the_observation_layout(backbone, prices):
+    env = venv(prices, window=6)
+    agent = make("ppo", env, backbone=backbone, num_layers=1)
+    enc = agent.nets["actor"].net.encoder
+    assert type(enc.body).__name__.lower() == backbone
+    assert (enc.window, enc.row) == (6, 5)  # window x (1 asset * 5 features)
+    assert enc.out_dim == enc.body.embed_dim + 2  # + weight + cash fraction
+    agent.learn(64)
+
+
+def test_cnn_lstm_need_a_layout():
+    with pytest.raises(ValueError, match="backbone 'lstm' needs a stockgym env"):
+        PPO("CartPole-v1", backbone="lstm")
+
+
+def test_single_stock_env_is_wrapped_with_its_layout(prices):
+    env = StockTradingEnv(prices, window_size=5)
+    agent = make("ppo", env, backbone="cnn", num_layers=1, kernel_size=2)
+    assert agent.encoder_spec["layout"]["window"] == 5
+    agent.learn(32)
+    a, _ = agent.predict(env.reset(seed=0)[0])
+    assert isinstance(a, np.integer)
+
+
+# ------------------------------------------------------------------ seeding
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_same_seed_same_training(algo, prices):
+    runs = []
+    for _ in range(2):
+        agent = make(algo, venv(prices))
+        agent.learn(200)
+        runs.append(torch.cat([p.detach().flatten() for p in agent.nets.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    other = make(algo, venv(prices), seed=1)
+    other.learn(200)
+    assert not torch.equal(runs[0], torch.cat([p.detach().flatten() for p in other.nets.parameters()]))
+
+
+# ------------------------------------------------------------------ save / load
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_save_load_round_trip(algo, prices, tmp_path):
+    env = venv(prices)
+    agent = make(algo, env, backbone="cnn", num_layers=1)
+    agent.learn(200)
+    agent.save(tmp_path / "m")
+    ckpt = torch.load(tmp_path / "m" / CHECKPOINT, weights_only=True)  # safe load works
+    assert {"model", "optimizer", "config", "rng", "num_timesteps", "encoder"} <= set(ckpt)
+    assert ckpt["config"]["backbone"] == "cnn" and ckpt["algo"] == algo
+    assert (tmp_path / "m" / "agent.json").is_file()
+
+    obs = env.reset(seed=3)[0]
+    for loaded in (ALGOS[algo].load(tmp_path / "m"), load_agent(tmp_path / "m")):
+        assert type(loaded) is ALGOS[algo] and loaded.num_timesteps == agent.num_timesteps
+        assert torch.equal(loaded.predict(obs)[0], agent.predict(obs)[0])
+        np.testing.assert_array_equal(loaded.predict(obs.numpy())[0], agent.predict(obs.numpy())[0])
+    with pytest.raises(ValueError, match="no env to learn in"):
+        ALGOS[algo].load(tmp_path / "m").learn(10)
+    resumed = ALGOS[algo].load(tmp_path / "m", env=venv(prices), device="cpu")
+    resumed.learn(100)
+    assert resumed.num_timesteps > agent.num_timesteps
+
+
+def test_load_checks_the_env_and_names_both(prices, tmp_path):
+    make("ppo", venv(prices, window=5)).save(tmp_path / "m")
+    with pytest.raises(ValueError) as exc:
+        PPO.load(tmp_path / "m", env=venv(prices, window=10))
+    msg = str(exc.value)
+    assert "observation space" in msg and "model: observation Box(27,)" in msg
+    assert "env:   observation Box(52,)" in msg and "window=5" in msg and "window=10" in msg
+    with pytest.raises(ValueError, match=r"(?s)its action space differs.*Discrete\(2\).*Box"):
+        PPO.load(tmp_path / "m", env=venv(prices, action_type="continuous"))
+    other = venv(prices, window=5, features=["log_return", "rsi", "volume_z", "macd", "sma_ratio"])
+    with pytest.raises(ValueError, match="(?s)observation layout differs.*volatility_20.*macd"):
+        PPO.load(tmp_path / "m", env=other)
+    with pytest.raises(ValueError, match="holds a PPO model, not DQN"):
+        DQN.load(tmp_path / "m")
+
+
+def test_load_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved agent"):
+        PPO.load(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read agent checkpoint"):
+        PPO.load(tmp_path / "bad")
+    torch.save({"format": "something else"}, tmp_path / "bad" / CHECKPOINT)
+    with pytest.raises(ValueError, match="not a stockgym agent checkpoint"):
+        PPO.load(tmp_path / "bad")
+
+
+# ------------------------------------------------------------------ config
+def test_config_validation():
+    with pytest.raises(ValueError, match=r"unknown PPOConfig field\(s\) \['learning_rte'\]"):
+        PPO("CartPole-v1", learning_rte=1e-3)
+    with pytest.raises(ValueError, match="clip_coef must be a number"):
+        PPO("CartPole-v1", clip_coef=-1)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        REINFORCE("CartPole-v1", baseline="median")
+    with pytest.raises(ValueError, match="total_timesteps must be an integer >= 1"):
+        PPO("CartPole-v1").learn(0)
+    with pytest.raises(ValueError, match="no CUDA GPU") if not torch.cuda.is_available() else \
+            pytest.raises(ValueError, match="unknown device"):
+        PPO("CartPole-v1", device="cuda" if not torch.cuda.is_available() else "gpu9")
+
+
+@pytest.mark.parametrize("baseline", ["mean", "none"])
+def test_reinforce_baselines(baseline, prices):
+    agent = make("reinforce", venv(prices), baseline=baseline)
+    assert "critic" not in agent.nets
+    agent.learn(100)
+    assert np.isfinite(agent.logger.last["losses/policy_loss"])
+
+
+# ------------------------------------------------------------------ pretrained
+@pytest.fixture(scope="module")
+def forecaster_dir(tmp_path_factory):
+    from stockgym.forecasters import ForecastConfig
+    from stockgym.forecasters import train as train_forecaster
+
+    out = tmp_path_factory.mktemp("fc") / "run"
+    train_forecaster(ForecastConfig(
+        symbol="X", source="synthetic", data_options=dict(kind="edge", edge=0.3, n_days=300, seed=0),
+        model="lstm", window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=2,
+        batch_size=64, plots=False, tensorboard=False, device="cpu", run_dir=str(out)))
+    return out
+
+
+def test_pretrained_encoder_is_loaded_and_can_be_frozen(prices, forecaster_dir):
+    from stockgym.forecasters import Forecaster
+
+    fc = Forecaster.load(forecaster_dir)
+    env = VectorStockTradingEnv(prices, 4, window_size=5, features=fc.features,
+                                scaler=fc.scaler, episode_length=20)
+    agent = make("ppo", env, pretrained=str(forecaster_dir), freeze_pretrained=True)
+    body = agent.nets["actor"].net.encoder.body
+    for k, v in fc.model.state_dict().items():
+        torch.testing.assert_close(body.state_dict()[k], v)
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    agent.learn(64)
+    for k, v in body.state_dict().items():
+        torch.testing.assert_close(v, before[k])  # frozen
+    critic_body = agent.nets["critic"].encoder.body
+    assert not any(p.requires_grad for p in critic_body.parameters())
+
+
+def test_pretrained_must_read_what_the_env_observes(prices, forecaster_dir):
+    with pytest.raises(ValueError, match=r"reads window=5 x 5 features.*env observes window=8"):
+        make("ppo", venv(prices, window=8), pretrained=str(forecaster_dir))
+
+
+# ------------------------------------------------------------------ imports
+def test_importing_agents_package_is_lazy():
+    code = "import sys, stockgym.agents; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_cuda_end_to_end(algo, prices, tmp_path):
+    env = VectorStockTradingEnv(prices, 8, device="cuda", window_size=5, episode_length=20)
+    agent = ALGOS[algo](env, **SMALL[algo], hidden_size=16)  # "auto": the env's device
+    assert agent.device.type == "cuda"
+    agent.learn(300)
+    assert all(p.is_cuda for p in agent.nets.parameters())
+    obs = env.reset(seed=0)[0]
+    action, _ = agent.predict(obs)
+    assert action.is_cuda
+    agent.save(tmp_path / "m")
+    cpu = ALGOS[algo].load(tmp_path / "m", device="cpu")
+    assert torch.equal(cpu.predict(obs.cpu())[0], action.cpu())

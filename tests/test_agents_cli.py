@@ -1,0 +1,167 @@
+"""`stockgym train`, `stockgym backtest --model` and `stockgym signal` end to end through
+stockgym.cli.main: tiny runs, TOML + flag overrides, the test period backtested with
+the run's costs, the next-day signal, and bad input (exit 2, a clear message, nothing
+left behind)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stockgym.cli import main
+
+SYNTH = ["--symbol", "X", "--source", "synthetic", "--set", 'data.options.kind="edge"',
+         "--set", "data.options.n_days=400"]
+TINY = ["--window-size", "5", "--num-envs", "8", "--episode-length", "20",
+        "--total-timesteps", "600", "--eval-freq", "300", "--set", "agent.hidden_size=16",
+        "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.setenv("STOCKGYM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def trained(tmp_path, capsys) -> Path:
+    out = tmp_path / "ppo"
+    code, stdout, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--set",
+                             "agent.num_steps=16", "--market", "us", "--run-dir", out], capsys)
+    assert code == 0, err
+    assert "validation" in stdout and f"stockgym backtest --model {out}" in stdout
+    return out
+
+
+def test_train_writes_a_run(trained):
+    record = json.loads((trained / "config.json").read_text())
+    cfg = record["config"]
+    assert cfg["algo"] == "ppo" and cfg["data"]["options"] == {"kind": "edge", "n_days": 400}
+    assert cfg["env"]["window_size"] == 5 and cfg["env"]["market"] == "us"
+    assert record["agent"]["num_steps"] == 16 and record["agent"]["hidden_size"] == 16
+    assert (trained / "model" / "agent.pt").is_file()
+    assert any((trained / "tensorboard").iterdir())
+
+
+def test_config_file_and_flags_override_it(tmp_path, capsys):
+    (tmp_path / "exp.toml").write_text(
+        'algo = "reinforce"\ntotal_timesteps = 400\neval_freq = 0\ndevice = "cpu"\n'
+        '[data]\nsymbols = ["X"]\nsource = "synthetic"\n'
+        '[data.options]\nkind = "edge"\nn_days = 400\n'
+        '[env]\nwindow_size = 5\nnum_envs = 8\nepisode_length = 20\n'
+        '[agent]\nhidden_size = 8\nlearning_rate = 0.01\n')
+    code, _, err = run(["train", "--config", "exp.toml", "--seed", "3", "--algo", "dqn",
+                        "--set", "agent.learning_starts=50", "--no-progress",
+                        "--no-tensorboard", "--run-dir", "r"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["config"]["algo"] == "dqn" and record["config"]["seed"] == 3
+    assert record["agent"]["learning_rate"] == 0.01 and record["agent"]["learning_starts"] == 50
+    assert not (tmp_path / "r" / "tensorboard").exists()
+    # the run's config.toml re-runs it
+    code, _, err = run(["train", "--config", tmp_path / "r" / "config.toml", "--run-dir", "r2",
+                        "--no-progress"], capsys)
+    assert code == 0, err
+    again = json.loads((tmp_path / "r2" / "config.json").read_text())
+    assert again["agent"] == record["agent"] and again["splits"] == record["splits"]
+
+
+def test_backtest_model_on_the_test_period(trained, tmp_path, capsys):
+    out = tmp_path / "bt"
+    code, stdout, err = run(["backtest", "--model", trained, "--out", out, "--no-plots"], capsys)
+    assert code == 0, err
+    record = json.loads((trained / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    test = record["splits"]["test"]
+    assert (config["backtest"]["first"], config["backtest"]["last"]) == (test["first"], test["last"])
+    assert config["env"]["costs"] == record["env"]["costs"]  # the run's costs
+    assert config["strategy"]["name"] == "ppo_agent" and config["data"]["period"] == "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "benchmark" in metrics and "sharpe" in metrics
+    assert "PPO agent" in stdout and "benchmark  buy-and-hold X" in stdout
+    # other parts of the run's split on request
+    code, stdout, err = run(["backtest", "--model", trained, "--period", "valid", "--out",
+                             tmp_path / "bv", "--no-plots"], capsys)
+    assert code == 0, err
+    assert "note: backtesting the valid period" in stdout
+
+
+def test_signal(trained, capsys):
+    code, stdout, err = run(["signal", "--model", trained], capsys)
+    assert code == 0, err
+    assert "as of      close of" in stdout and "X" in stdout
+    code, stdout, err = run(["signal", "--model", trained, "--json", "--cash", "1000",
+                             "--shares", "5"], capsys)
+    assert code == 0, err
+    sig = json.loads(stdout)
+    assert sig["cash"] == 1000 and sig["orders"][0]["shares_now"] == 5
+    assert sig["action"] in (0, 1) and sig["orders"][0]["target_weight"] == float(sig["action"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--algo", "ppo", "--no-progress"], "data.symbols must name at least one symbol"),
+    (["train", *SYNTH, "--set", "agent.learning_rte=1"], "unknown PPOConfig field"),
+    (["train", *SYNTH, "--set", "nonsense"], "--set takes KEY=VALUE"),
+    (["train", *SYNTH, "--set", "env.window=3"], "unknown [env] key(s) ['window']"),
+    (["train", *SYNTH, "--total-timesteps", "0"], "total_timesteps must be >= 1"),
+    (["train", *SYNTH, "--config", "missing.toml"], "config file not found: missing.toml"),
+    (["train", "--symbol", "NOPE", "--source", "sample", "--no-progress"], "unknown sample symbol"),
+    (["signal", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
+    (["backtest", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
+    (["backtest", "--symbol", "X"], "give --strategy NAME and --symbol SYMBOL"),
+])
+def test_bad_input(argv, message, tmp_path, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not Path("runs").exists()  # nothing half-written
+
+
+def test_bad_input_with_a_model(trained, tmp_path, capsys):
+    code, _, err = run(["backtest", "--model", trained, "--strategy", "sma_cross"], capsys)
+    assert code == 2 and "--strategy does not apply with --model" in err
+    code, _, err = run(["signal", "--model", trained, "--shares", "1", "2"], capsys)
+    assert code == 2 and "--shares needs one number per symbol (1: X), got 2" in err
+    code, _, err = run(["signal", "--model", tmp_path], capsys)
+    assert code == 2 and "is not a `stockgym train` run dir" in err
+    code, _, err = run(["signal", "--model", trained, "--symbol", "X", "Y"], capsys)
+    assert code == 2 and "the model trades 1 symbol(s) (X), got 2 (X Y)" in err
+    # a model whose spaces differ from the run's env: both named
+    record = json.loads((trained / "config.json").read_text())
+    record["env_kwargs"]["window_size"] = 7
+    (trained / "config.json").write_text(json.dumps(record))
+    code, _, err = run(["backtest", "--model", trained, "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "does not fit this env" in err
+    assert "model: observation Box(27,)" in err and "env:   observation Box(37,)" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_agent_script(tmp_path, capsys):
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_agent.py"
+    (tmp_path / "exp.toml").write_text(
+        'total_timesteps = 300\neval_freq = 0\ndevice = "cpu"\n'
+        '[data]\nsymbols = ["X"]\nsource = "synthetic"\n[data.options]\nn_days = 300\n'
+        '[env]\nwindow_size = 5\nnum_envs = 4\nepisode_length = 20\n[agent]\nhidden_size = 8\n')
+    module = runpy.run_path(str(script))
+    module["main"](["--config", "exp.toml", "--algo", "reinforce", "--run-dir", "s"])
+    assert "trained    REINFORCE (mlp) on X" in capsys.readouterr().out
+    record = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert record["config"]["algo"] == "reinforce" and record["config"]["env"]["num_envs"] == 4
+    default = module["default_config"]()
+    assert default.data.symbols == ["AAPL"] and default.data.source == "sample"

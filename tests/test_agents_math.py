@@ -1,0 +1,216 @@
+"""The agents' update maths against numbers worked out by hand: GAE with termination and
+truncation, Monte-Carlo returns, the (Double-)DQN target, the PPO losses, the action
+distributions (log-probs, entropies, sampling) and the replay buffer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from stockgym.agents.buffers import ReplayBuffer
+from stockgym.agents.dqn import dqn_target, polyak_update
+from stockgym.agents.networks import ActionDist
+from stockgym.agents.ppo import bootstrap_values, compute_gae, ppo_losses
+from stockgym.agents.reinforce import discounted_returns
+
+
+def col(*xs: float) -> torch.Tensor:
+    """A (T, 1) tensor: T steps of one env."""
+    return torch.tensor(xs, dtype=torch.float32).unsqueeze(1)
+
+
+def flags(*xs: int) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.bool).unsqueeze(1)
+
+
+# ------------------------------------------------------------------ GAE
+# rewards 1, 2, 3; V(s0..s2) = 0.5, 1.0, 1.5; V(s3) = 2.0; gamma 0.9, lambda 0.8
+# (gamma * lambda = 0.72)
+R, V, LAST = col(1, 2, 3), col(0.5, 1.0, 1.5), torch.tensor([2.0])
+G, L = 0.9, 0.8
+
+
+def gae(terminated, truncated, final=0.0):
+    final_values = col(0.0, final, 0.0)
+    nv = bootstrap_values(V, LAST, terminated, truncated, final_values)
+    return nv, *compute_gae(R, V, nv, terminated | truncated, G, L)
+
+
+def test_gae_no_episode_end():
+    nv, adv, ret = gae(flags(0, 0, 0), flags(0, 0, 0))
+    # next values 1.0, 1.5, 2.0; deltas 1 + .9 - .5 = 1.4, 2 + 1.35 - 1 = 2.35, 3 + 1.8 - 1.5 = 3.3
+    # A2 = 3.3; A1 = 2.35 + .72 * 3.3 = 4.726; A0 = 1.4 + .72 * 4.726 = 4.80272
+    torch.testing.assert_close(nv, col(1.0, 1.5, 2.0))
+    torch.testing.assert_close(adv, col(4.80272, 4.726, 3.3))
+    torch.testing.assert_close(ret, col(5.30272, 5.726, 4.8))
+
+
+def test_gae_termination_cuts_value_and_advantage():
+    nv, adv, _ = gae(flags(0, 1, 0), flags(0, 0, 0))
+    # step 1 terminates: next value 0, delta1 = 2 - 1 = 1, nothing flows back from step 2
+    # (which belongs to the next episode): A1 = 1; A0 = 1.4 + .72 * 1 = 2.12; A2 = 3.3
+    torch.testing.assert_close(nv, col(1.0, 0.0, 2.0))
+    torch.testing.assert_close(adv, col(2.12, 1.0, 3.3))
+
+
+def test_gae_truncation_bootstraps_from_final_observation():
+    nv, adv, _ = gae(flags(0, 0, 0), flags(0, 1, 0), final=4.0)
+    # step 1 is cut by a time limit; V(final_obs) = 4: delta1 = 2 + .9 * 4 - 1 = 4.6 = A1;
+    # A0 = 1.4 + .72 * 4.6 = 4.712
+    torch.testing.assert_close(nv, col(1.0, 4.0, 2.0))
+    torch.testing.assert_close(adv, col(4.712, 4.6, 3.3))
+
+
+def test_gae_lambda_one_is_discounted_return_minus_value():
+    r = torch.rand(6, 3)
+    v = torch.rand(6, 3)
+    dones = torch.zeros(6, 3, dtype=torch.bool)
+    dones[2, 0] = dones[4, 1] = True
+    nv = bootstrap_values(v, torch.zeros(3), dones, torch.zeros_like(dones), torch.zeros_like(v))
+    adv, ret = compute_gae(r, v, nv, dones, 0.95, 1.0)
+    mc = discounted_returns(r, dones, 0.95)
+    torch.testing.assert_close(ret, mc)
+    torch.testing.assert_close(adv, mc - v)
+
+
+# ------------------------------------------------------------------ Monte-Carlo returns
+def test_discounted_returns_by_hand():
+    r = col(1, 1, 1, 1)
+    d = flags(0, 1, 0, 1)
+    # two episodes of two steps, gamma .5: G = 1 + .5 * 1 = 1.5, then 1
+    torch.testing.assert_close(discounted_returns(r, d, 0.5), col(1.5, 1.0, 1.5, 1.0))
+    # the second episode truncated with V(final) = 2: G3 = 1 + .5 * 2 = 2, G2 = 1 + .5 * 2 = 2
+    tail = col(0, 0, 0, 2)
+    torch.testing.assert_close(discounted_returns(r, d, 0.5, tail), col(1.5, 1.0, 2.0, 2.0))
+
+
+def test_discounted_returns_several_envs():
+    r = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    d = torch.tensor([[False, True], [False, False], [True, True]])
+    out = discounted_returns(r, d, 0.9)
+    expected = torch.tensor([[1 + .9 * 3 + .81 * 5, 2.0], [3 + .9 * 5, 4 + .9 * 6], [5.0, 6.0]])
+    torch.testing.assert_close(out, expected)
+
+
+# ------------------------------------------------------------------ DQN
+def test_double_dqn_target_by_hand():
+    rewards = torch.tensor([1.0, 0.5, -1.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    online = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 5.0]])   # picks 0, 0, 1
+    target = torch.tensor([[10.0, 20.0], [30.0, 40.0], [7.0, -2.0]])
+    # Double DQN: the online net picks, the target net values: 10, (terminated), -2
+    y = dqn_target(rewards, terminated, target, 0.9, next_q_online=online)
+    torch.testing.assert_close(y, torch.tensor([1 + .9 * 10, 0.5, -1 + .9 * -2]))
+    # plain DQN: max of the target net: 20, (terminated), 7
+    y = dqn_target(rewards, terminated, target, 0.9)
+    torch.testing.assert_close(y, torch.tensor([1 + .9 * 20, 0.5, -1 + .9 * 7]))
+
+
+def test_polyak_update():
+    a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    wa, wb = a.weight.detach().clone(), b.weight.detach().clone()
+    polyak_update(a, b, 0.25)
+    torch.testing.assert_close(b.weight.detach(), 0.25 * wa + 0.75 * wb)
+    polyak_update(a, b, 1.0)
+    torch.testing.assert_close(b.weight.detach(), wa)
+
+
+def test_replay_buffer_wraps_and_samples_with_the_generator():
+    rb = ReplayBuffer(5, 2, torch.device("cpu"))
+    for k in range(3):  # 3 batches of 2 transitions: the 6th overwrites the 1st
+        obs = torch.full((2, 2), float(k))
+        rb.add(obs, torch.tensor([k, k]), torch.tensor([1.0 * k, 1.0 * k]), obs + 1,
+               torch.tensor([False, True]))
+    assert rb.size == 5 and rb.pos == 1
+    assert rb.obs[0, 0] == 2.0 and rb.next_obs[0, 0] == 3.0 and rb.terminated[0] == 1.0
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    a, b = rb.sample(8, g1), rb.sample(8, g2)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+# ------------------------------------------------------------------ PPO losses
+def test_ppo_clipped_surrogate_by_hand():
+    new = torch.log(torch.tensor([1.5, 1.5, 0.5]))
+    old = torch.zeros(3)
+    adv = torch.tensor([1.0, -1.0, 1.0])
+    v = torch.zeros(3)
+    out = ppo_losses(new, old, adv, v, v, v, torch.zeros(3), clip_coef=0.2, norm_adv=False)
+    # ratio 1.5, A=+1: min(1.5, 1.2) = 1.2; ratio 1.5, A=-1: min(-1.5, -1.2) = -1.5;
+    # ratio 0.5, A=+1: min(0.5, 0.8) = 0.5. Loss = -mean(1.2, -1.5, 0.5) = -0.0667
+    assert out.policy.item() == pytest.approx(-(1.2 - 1.5 + 0.5) / 3)
+    assert out.clipfrac.item() == pytest.approx(1.0)
+    r = torch.tensor([1.5, 1.5, 0.5])
+    assert out.approx_kl.item() == pytest.approx(float(((r - 1) - r.log()).mean()), rel=1e-6)
+
+
+def test_ppo_value_clipping_by_hand():
+    z = torch.zeros(1)
+    new_v, old_v, ret = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0])
+    out = ppo_losses(z, z, torch.ones(1), new_v, old_v, ret, z, 0.2, clip_vloss=True)
+    # clipped value 0.2: max((1-2)^2, (0.2-2)^2) = 3.24, times 0.5
+    assert out.value.item() == pytest.approx(1.62)
+    out = ppo_losses(z, z, torch.ones(1), new_v, old_v, ret, z, 0.2, clip_vloss=False)
+    assert out.value.item() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ distributions
+DEV = torch.device("cpu")
+
+
+def test_categorical_log_prob_entropy_and_sampling():
+    d = ActionDist(spaces.Discrete(3), DEV)
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).repeat(20_000, 1)
+    ref = torch.distributions.Categorical(logits=logits[:1])
+    a = torch.tensor([2])
+    torch.testing.assert_close(d.log_prob(logits[:1], None, a), ref.log_prob(a))
+    torch.testing.assert_close(d.entropy(logits[:1], None), ref.entropy())
+    g = torch.Generator().manual_seed(0)
+    s = d.sample(logits, None, g)
+    freq = torch.bincount(s, minlength=3).float() / len(s)
+    np.testing.assert_allclose(freq.numpy(), ref.probs[0].numpy(), atol=0.015)
+    assert d.mode(logits[:1]).item() == 2
+
+
+def test_multidiscrete_sums_independent_parts():
+    d = ActionDist(spaces.MultiDiscrete([2, 3]), DEV)
+    params = torch.tensor([[0.3, -0.2, 1.0, 0.0, -1.0]])
+    a = torch.tensor([[1, 0]])
+    c1 = torch.distributions.Categorical(logits=params[:, :2])
+    c2 = torch.distributions.Categorical(logits=params[:, 2:])
+    expected = c1.log_prob(a[:, 0]) + c2.log_prob(a[:, 1])
+    torch.testing.assert_close(d.log_prob(params, None, a), expected)
+    torch.testing.assert_close(d.entropy(params, None), c1.entropy() + c2.entropy())
+    assert d.sample(params, None, torch.Generator()).shape == (1, 2)
+
+
+def test_gaussian_box_log_prob_entropy_and_squashing():
+    box = spaces.Box(0.0, 1.0, (2,), np.float32)
+    d = ActionDist(box, DEV)
+    mean = torch.tensor([[0.2, 1.5]])
+    log_std = torch.tensor([-1.0, 0.5])
+    u = torch.tensor([[0.0, 3.0]])
+    ref = torch.distributions.Normal(mean, log_std.exp())
+    torch.testing.assert_close(d.log_prob(mean, log_std, u), ref.log_prob(u).sum(-1))
+    torch.testing.assert_close(d.entropy(mean, log_std), ref.entropy().sum(-1))
+    # clip: samples outside the Box are clipped for the env; learning uses u itself
+    torch.testing.assert_close(d.to_env(u), torch.tensor([[0.0, 1.0]]))
+    t = ActionDist(box, DEV, squash="tanh")
+    torch.testing.assert_close(t.to_env(torch.tensor([[0.0, -50.0]])), torch.tensor([[0.5, 0.0]]))
+    with pytest.raises(ValueError, match="bounded Box"):
+        ActionDist(spaces.Box(-np.inf, np.inf, (1,)), DEV, squash="tanh")
+
+
+def test_discrete_with_start_offsets_env_actions():
+    d = ActionDist(spaces.Discrete(3, start=-1), DEV)
+    assert d.to_env(torch.tensor([0, 2])).tolist() == [-1, 1]
+
+
+def test_gumbel_max_sampling_ignores_impossible_actions():
+    d = ActionDist(spaces.Discrete(2), DEV)
+    logits = torch.tensor([[0.0, -math.inf]]).repeat(1000, 1)
+    assert (d.sample(logits, None, torch.Generator().manual_seed(1)) == 0).all()
