@@ -36,7 +36,7 @@ def default_config() -> TrainConfig:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train a stockgym agent (see the module docstring).")
     p.add_argument("--config", help="TOML config (default: default_config() in this script)")
-    p.add_argument("--algo", choices=["dqn", "ppo", "reinforce"])
+    p.add_argument("--algo", choices=["dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c"])
     p.add_argument("--symbol", nargs="+", dest="symbols")
     p.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"])
     p.add_argument("--backbone", choices=["mlp", "cnn", "lstm"])

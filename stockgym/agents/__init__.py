@@ -12,6 +12,8 @@ The shape stable-baselines3 users know::
 device), any Gymnasium env or vector env with a Box observation, or an env id such as
 ``"CartPole-v1"``. Backbones ``mlp | cnn | lstm`` come from :mod:`stockgym.forecasters`.
 :func:`train` runs a whole experiment into a run directory (see :mod:`stockgym.agents.run`).
+:mod:`stockgym.agents.sb3` puts our backbones into stable-baselines3 (:class:`StockFeatures`)
+and trains SB3's PPO / DQN / A2C into the same run directories (``algo = "sb3-ppo"``...).
 
 Names are imported lazily, so ``import stockgym.agents`` costs nothing until one is used.
 """
@@ -36,6 +38,14 @@ _NAMES = {
     "TrainResult": "run",
     "train": "run",
     "load_run": "run",
+    # stable-baselines3 (the [sb3] extra): extractors over our backbones, sb3-* runs
+    "StockFeatures": "sb3",
+    "MLPFeatures": "sb3",
+    "CNNFeatures": "sb3",
+    "LSTMFeatures": "sb3",
+    "SB3Agent": "sb3",
+    "load_sb3": "sb3",
+    "stock_policy_kwargs": "sb3",
 }
 
 __all__ = sorted([*_NAMES, "ALGOS"])

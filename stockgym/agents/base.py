@@ -7,8 +7,10 @@ Checkpoint (``agent.save(dir)``): one dict saved with ``torch.save`` as
 of arbitrary objects): ``format``, ``version``, ``algo``, ``config`` (plain dict),
 ``observation_space`` / ``action_space`` (plain dicts), ``encoder`` (the backbone's
 spec: kind, module arguments, observation layout), ``model`` (state dict of every
-network), ``optimizer`` (state dict), ``num_timesteps``, ``rng`` (the agent's generator
-and torch's global RNG state), ``versions``. ``dir/agent.json`` repeats everything but
+network), ``optimizer`` (state dict), ``num_timesteps``, ``schedule`` (the ``learn`` call the
+checkpoint belongs to: its first step and length, so a resumed call keeps the same
+learning-rate / exploration schedule), ``rng`` (the agent's generator and torch's global
+RNG state), ``extra`` (algorithm state, e.g. DQN's replay buffer when asked), ``versions``. ``dir/agent.json`` repeats everything but
 the tensors, for people.
 """
 
@@ -87,6 +89,8 @@ class Agent:
         self.logger: Logger | None = None
         self._last_obs: torch.Tensor | None = None
         self._env_seeded = False
+        #: the current (or last) ``learn`` call: ``{"start": step, "total": steps}``
+        self.schedule: dict[str, int] | None = None
         if saved is None:
             venv = as_torch_vec_env(env, self.device, config.num_envs)
             self.observation_space = venv.single_observation_space
@@ -210,29 +214,48 @@ class Agent:
 
     # ------------------------------------------------------------ learning
     def learn(self, total_timesteps: int, *, callback: Callback | None = None,
-              log_dir: str | Path | None = None, progress: bool | None = None) -> Agent:
+              log_dir: str | Path | None = None, progress: bool | None = None,
+              resume: bool = False, purge_step: int | None = None) -> Agent:
         """Train for ``total_timesteps`` more env steps (all envs counted); returns self.
 
         ``callback(agent, step)`` runs after every update (PPO, REINFORCE) or vector step
         (DQN); ``agent.logger.scalar(tag, value, step)`` logs from it; returning ``False``
-        stops training."""
+        stops training.
+
+        ``resume=True`` finishes the ``learn(total_timesteps)`` call a loaded checkpoint
+        was taken in (same schedules, stops at the same step as an uninterrupted call);
+        ``purge_step`` makes TensorBoard drop events at or after that step left by an
+        earlier, interrupted writer."""
         if self.env is None:
             raise ValueError(f"no env to learn in: {type(self).__name__}.load(dir, env=...) "
                              "or agent.set_env(env)")
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)) \
                 or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        total_timesteps = int(total_timesteps)
+        if resume:
+            if self.schedule is None:
+                raise ValueError("resume=True needs an agent loaded from a checkpoint taken "
+                                 "during learn()")
+            if self.schedule["total"] != total_timesteps:
+                raise ValueError(f"the checkpoint was taken in learn({self.schedule['total']}), "
+                                 f"not learn({total_timesteps})")
+        else:
+            self.schedule = {"start": int(self.num_timesteps), "total": total_timesteps}
         log_dir = log_dir if log_dir is not None else self.log_dir
         progress = self.progress if progress is None else progress
-        self.logger = Logger(log_dir, progress, int(total_timesteps), desc=self.algo)
+        self.logger = Logger(log_dir, progress, total_timesteps, desc=self.algo,
+                             purge_step=purge_step, start_step=self.schedule["start"],
+                             initial=self.num_timesteps - self.schedule["start"])
         try:
             with torch_threads(self.config.threads):
-                self._learn(int(total_timesteps), callback)
+                self._learn(total_timesteps, callback)
         finally:
             self.logger.close()
         return self
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
+        """Train until ``num_timesteps - schedule["start"] >= total_timesteps``."""
         raise NotImplementedError
 
     def _reset_env(self) -> torch.Tensor:
@@ -266,14 +289,13 @@ class Agent:
             "action_space": describe_space(self.action_space),
             "encoder": self.encoder_spec,
             "num_timesteps": int(self.num_timesteps),
+            "schedule": self.schedule,
             "versions": {"stockgym": stockgym.__version__, "torch": str(torch.__version__)},
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path/agent.pt`` (and ``agent.json``); ``path`` is created if needed."""
-        from stockgym.forecasters import storage
-
-        path = Path(path)
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict (see the module docstring): tensors on the CPU and plain
+        Python values only, so ``torch.load(..., weights_only=True)`` reads it."""
         ckpt = self.meta()
         ckpt.update(
             model={k: v.detach().cpu() for k, v in self.nets.state_dict().items()},
@@ -281,9 +303,15 @@ class Agent:
             rng={"generator": self.generator.get_state().cpu(), "torch": torch.get_rng_state()},
             extra=self._extra_state(),
         )
-        buf = io.BytesIO()
-        torch.save(ckpt, buf)
-        storage.write_bytes(path / CHECKPOINT, buf.getvalue())
+        return ckpt
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/agent.pt`` (and ``agent.json``) atomically; ``path`` is created
+        if needed."""
+        from stockgym.forecasters import storage
+
+        path = Path(path)
+        storage.write_bytes(path / CHECKPOINT, to_bytes(self.checkpoint()))
         storage.write_json(path / "agent.json", self.meta())
         return path
 
@@ -294,7 +322,14 @@ class Agent:
         train`` run dir). With ``env`` the model is checked against it and can keep
         learning; without, it can ``predict``. ``config_overrides`` change config fields
         (e.g. ``learning_rate`` to fine-tune)."""
-        ckpt = read_checkpoint(path)
+        return cls.from_checkpoint(read_checkpoint(path), env, device, str(path),
+                                   **config_overrides)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], env: Any = None, device: str = "auto",
+                        path: str = "checkpoint", **config_overrides: Any) -> Agent:
+        """The agent of a checkpoint dict (:meth:`checkpoint`, as :meth:`load` reads it);
+        ``path`` names it in errors."""
         if cls.algo and ckpt["algo"] != cls.algo:
             raise ValueError(f"{path} holds a {ckpt['algo'].upper()} model, not {cls.algo.upper()} "
                              f"(use {ckpt['algo'].upper()}.load or stockgym.agents.load_agent)")
@@ -309,6 +344,7 @@ class Agent:
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: weights do not fit the {target.__name__} networks: {exc}") from exc
         agent.num_timesteps = int(ckpt["num_timesteps"])
+        agent.schedule = ckpt.get("schedule")
         try:
             agent.generator.set_state(ckpt["rng"]["generator"])
         except RuntimeError:  # saved on another device type: keep the fresh seeded generator
@@ -317,6 +353,13 @@ class Agent:
             group["lr"] = config.learning_rate
         agent._load_extra_state(ckpt.get("extra", {}))
         return agent
+
+
+def to_bytes(obj: Any) -> bytes:
+    """``torch.save(obj)`` into bytes (for an atomic write)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -328,15 +371,16 @@ def checkpoint_file(path: str | Path) -> Path:
     raise FileNotFoundError(f"no saved agent at {path} (looked for {CHECKPOINT} and model/{CHECKPOINT})")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded safely (``weights_only=True``) and checked."""
-    file = checkpoint_file(path)
+def read_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
+    """The checkpoint dict, loaded safely (``weights_only=True``) and checked (``fmt``:
+    the expected ``format`` field; a run's training checkpoint has its own)."""
+    file = checkpoint_file(path) if fmt == FORMAT else Path(path)
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"cannot read agent checkpoint {file}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{file} is not a stockgym agent checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ValueError(f"{file} is not a stockgym {'agent' if fmt == FORMAT else 'run'} checkpoint")
     if ckpt.get("version") != VERSION:
         raise ValueError(f"{file} has checkpoint version {ckpt.get('version')}, this stockgym "
                          f"reads version {VERSION}")
@@ -352,7 +396,13 @@ def _algo_class(name: str) -> type[Agent]:
 
 
 def load_agent(path: str | Path, env: Any = None, device: str = "auto") -> Agent:
-    """Load whichever agent ``path`` holds (DQN, PPO or REINFORCE)."""
+    """Load whichever agent ``path`` holds (DQN, PPO or REINFORCE; or a stable-baselines3
+    ``sb3.zip`` from an ``sb3-*`` run, through SB3's loader: only load trusted files)."""
+    p = Path(path)
+    if any(c.suffix == ".zip" and c.is_file() for c in (p, p / "sb3.zip", p / "model" / "sb3.zip")):
+        from stockgym.agents.sb3 import load_sb3
+
+        return load_sb3(path, env=env, device=device)
     return Agent.load(path, env=env, device=device)
 
 

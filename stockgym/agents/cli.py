@@ -20,12 +20,17 @@ TRAIN_EXAMPLES = """examples:
   stockgym train --algo ppo --symbol X --source synthetic --set data.options.kind=\\"edge\\" \\
       --set data.options.edge=0.3 --window-size 10 --run-dir runs/ppo-edge
   stockgym train --config experiment.toml --seed 3            (flags override the file)
+  stockgym train --algo sb3-ppo --symbol AAPL --source sample --backbone lstm \
+      --set agent.n_steps=128 --set agent.ent_coef=0.01      (stable-baselines3's PPO)
+  stockgym train --resume runs/agents/20260101-120000-ppo-AAPL  (after a crash or a kill)
   stockgym train --algo ppo --symbol AAPL --source sample \\
       --pretrained runs/forecast/lstm-aapl                   (start from a forecaster)
 
 The run dir (default runs/agents/<time>-<algo>-<symbols>) holds config.json, config.toml
 (re-run with --config), scaler.json, tensorboard/ (tensorboard --logdir runs), model/
-and summary.json. Then: stockgym backtest --model RUN_DIR (the test period).
+and summary.json, and checkpoint.pt (every --checkpoint-freq steps, written atomically:
+--resume RUN_DIR continues from it). Then: stockgym backtest --model RUN_DIR (the test
+period).
 """
 
 SIGNAL_EXAMPLES = """examples:
@@ -56,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAIN_EXAMPLES, formatter_class=fmt,
     )
     tr.add_argument("--config", metavar="FILE", help="TOML config (flags override it)")
-    tr.add_argument("--algo", choices=["dqn", "ppo", "reinforce"], help="algorithm (default ppo)")
+    tr.add_argument("--algo", choices=["dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c"],
+                    help="algorithm (default ppo; sb3-*: stable-baselines3, needs the [sb3] extra)")
     tr.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", metavar="SYMBOL",
                     help="symbol(s) to trade (or CSV paths for --source csv)")
     tr.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
@@ -75,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--episode-length", type=int, help="training episode length in bars (default 100)")
     tr.add_argument("--market", choices=["auto", "krx", "us", "none"], help="cost preset")
     tr.add_argument("--eval-freq", type=int, help="env steps between validation backtests")
+    tr.add_argument("--checkpoint-freq", type=int,
+                    help="env steps between checkpoints (default 20000; 0: none)")
+    tr.add_argument("--resume", metavar="RUN_DIR",
+                    help="continue an interrupted run from its last checkpoint (no other "
+                    "config flags: the run's own config is used)")
     tr.add_argument("--seed", type=int, help="seed (default 0)")
     tr.add_argument("--device", help="auto (default), cpu, cuda")
     tr.add_argument("--run-dir", metavar="DIR", help="output dir (new or empty)")
@@ -108,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- train
 _FLAG_KEYS = {
     "algo": "algo", "total_timesteps": "total_timesteps", "seed": "seed", "device": "device",
-    "eval_freq": "eval_freq", "run_dir": "run_dir",
+    "eval_freq": "eval_freq", "checkpoint_freq": "checkpoint_freq", "run_dir": "run_dir",
     "symbols": "data.symbols", "source": "data.source", "start": "data.start", "end": "data.end",
     "num_envs": "env.num_envs", "window_size": "env.window_size",
     "episode_length": "env.episode_length", "market": "env.market",
@@ -145,10 +156,20 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Handler of ``stockgym train``."""
-    from stockgym.agents.run import train
+    from stockgym.agents.run import resume, train
 
-    config = build_config(args)
-    result = train(config)
+    if args.resume:
+        given = [f"--{d.replace('_', '-')}" for d in (*_FLAG_KEYS, "config")
+                 if getattr(args, d) is not None] + (["--set"] if args.sets else [])
+        if given:
+            raise _usage_error(f"--resume continues the run's own config; drop {', '.join(given)}")
+        try:
+            result = resume(args.resume, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise _usage_error(f"train --resume: {exc}") from exc
+        print(f"resumed    {args.resume} (resume #{result.summary['resumes']})")
+    else:
+        result = train(build_config(args))
     print_summary(result)
 
 

@@ -13,7 +13,9 @@ small interface the training loops use, :class:`TorchVecEnv`: ``reset(seed)`` ->
   converted at the boundary (numpy -> tensor once per step).
 * a single Gymnasium env: wrapped in a one-env ``SyncVectorEnv``.
 * an env id string (``"CartPole-v1"``): ``gym.make_vec(id, num_envs)`` with
-  same-step autoreset.
+  same-step autoreset. CartPole takes the fast path: Gymnasium's numpy-vectorized
+  ``CartPoleVectorEnv`` (all N envs in one numpy call, no Python loop over envs),
+  converted to same-step autoreset by :class:`SameStepCartPole`.
 
 Observations must be a ``Box`` (flattened to ``(N, D)`` float32). Next-step autoreset
 vector envs (Gymnasium's default for ``make_vec``) are refused with a hint: their
@@ -330,8 +332,7 @@ class _NumpyVector(TorchVecEnv):
         self._clip = (act.low, act.high) if isinstance(act, spaces.Box) else None
 
     def _obs(self, obs: Any) -> torch.Tensor:
-        arr = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
-        return torch.as_tensor(arr, device=self.device)
+        return self._tensor(np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1))
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         obs, _ = self.env.reset(seed=seed)
@@ -345,26 +346,98 @@ class _NumpyVector(TorchVecEnv):
         if isinstance(self.single_action_space, spaces.Discrete):
             a = a.reshape(self.num_envs)
         obs, rew, term, trunc, info = self.env.step(a)
-        done = np.logical_or(term, trunc)
+        term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
+        done = term | trunc
         final = None
         if done.any():
-            rows = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1).copy()
             fo = info.get("final_obs")
             if fo is None:
                 raise ValueError(
                     "the vector env ended an episode without info['final_obs']; agents need "
                     "same-step autoreset (AutoresetMode.SAME_STEP)"
                 )
-            for i in np.flatnonzero(done):
-                rows[i] = np.asarray(fo[i], dtype=np.float32).reshape(-1)
-            final = torch.as_tensor(rows, device=self.device)
+            flat = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
+            if isinstance(fo, np.ndarray) and fo.dtype != object:  # one dense array
+                rows = np.where(done[:, None], fo.reshape(self.num_envs, -1), flat)
+            else:  # Gymnasium's object array, rows set where an episode ended
+                rows = flat.copy()
+                for i in np.flatnonzero(done):
+                    rows[i] = np.asarray(fo[i], dtype=np.float32).reshape(-1)
+            final = self._tensor(rows.astype(np.float32, copy=False))
         return Step(
-            self._obs(obs),
-            torch.as_tensor(np.asarray(rew, dtype=np.float32), device=self.device),
-            torch.as_tensor(np.asarray(term, dtype=bool), device=self.device),
-            torch.as_tensor(np.asarray(trunc, dtype=bool), device=self.device),
-            final, info,
+            self._obs(obs), self._tensor(np.asarray(rew, dtype=np.float32)),
+            self._tensor(term), self._tensor(trunc), final, info,
         )
+
+    def _tensor(self, arr: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        return t if self.device.type == "cpu" else t.to(self.device)
+
+
+class SameStepCartPole(gym.vector.VectorEnv):
+    """Gymnasium's numpy-vectorized CartPole (``CartPoleVectorEnv``: the N envs' physics
+    in one numpy call) with same-step autoreset: where an episode ends, ``step`` returns
+    the next episode's first observation at once and the last one in
+    ``info["final_obs"]`` (a dense ``(N, 4)`` array, rows valid where an episode ended).
+
+    Gymnasium's own class autoresets on the *next* step (that step ignores the action
+    and returns reward 0); here the ended envs are reset right after the step with the
+    same draw the env's reset makes (``uniform(low, high)`` from its ``np_random``), so
+    every step is a real transition. Physics, rewards, the 500-step time limit and the
+    spaces are Gymnasium's. Built by :meth:`make` (``None`` for other ids or a
+    Gymnasium whose CartPoleVectorEnv lacks the attributes this relies on).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    _NEEDS = ("state", "steps", "prev_done", "low", "high", "np_random")
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        self.env = env
+        self.num_envs = env.num_envs
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+        self.observation_space = env.observation_space
+        self.action_space = env.action_space
+        self.spec = getattr(env, "spec", None)
+        self.render_mode = None
+
+    @classmethod
+    def make(cls, env_id: str, num_envs: int) -> SameStepCartPole | None:
+        try:
+            spec = gym.spec(env_id)
+        except gym.error.Error:
+            return None
+        entry = str(spec.vector_entry_point or "")
+        if not entry.endswith(":CartPoleVectorEnv") or spec.kwargs:
+            return None
+        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+        raw = env.unwrapped
+        if not all(hasattr(raw, a) for a in cls._NEEDS) or raw is not env:
+            env.close()
+            return None
+        return cls(env)
+
+    def reset(self, *, seed: int | list[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        env = self.env
+        obs, rew, term, trunc, info = env.step(np.asarray(actions))
+        done = term | trunc
+        if done.any():
+            info = dict(info)
+            info["final_obs"] = obs
+            k = int(done.sum())
+            env.state[:, done] = env.np_random.uniform(low=env.low, high=env.high, size=(4, k))
+            env.steps[done] = 0
+            env.prev_done[:] = False  # already reset: the next step is a real one
+            obs = env.state.T.astype(np.float32)
+        return obs, rew, term, trunc, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.env.close()
 
 
 def _is_torch_vector(env: Any) -> bool:
@@ -378,8 +451,10 @@ def as_torch_vec_env(env: Any, device: torch.device, num_envs: int = 1) -> Torch
     if isinstance(env, TorchVecEnv):
         return env
     if isinstance(env, str):
-        env = gym.make_vec(env, num_envs=num_envs, vectorization_mode="sync",
-                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+        fast = SameStepCartPole.make(env, num_envs)
+        env = fast if fast is not None else gym.make_vec(
+            env, num_envs=num_envs, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
     elif isinstance(env, gym.Env):
         single = env
         env = gym.vector.SyncVectorEnv([lambda: single], autoreset_mode=AutoresetMode.SAME_STEP)
@@ -459,21 +534,24 @@ class Logger:
     summaries and tests)."""
 
     def __init__(self, log_dir: str | None = None, progress: bool = False, total: int = 0,
-                 desc: str = "") -> None:
+                 desc: str = "", purge_step: int | None = None, start_step: int = 0,
+                 initial: int = 0) -> None:
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+            # purge_step: a resumed run hides what the killed one wrote after its checkpoint
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.last: dict[str, float] = {}
         self.bar = None
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
-                            disable=None, leave=False)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step",
+                            dynamic_ncols=True, disable=None, leave=False)
         self._t0 = time.perf_counter()
-        self._shown = 0
+        self._base = start_step  # the bar counts steps of this learn call from here
+        self._shown = initial
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         value = float(value)
@@ -495,9 +573,13 @@ class Logger:
     def progress(self, step: int, sps: float, stats: EpisodeStats) -> None:
         self.scalar("charts/SPS", sps, step)
         if self.bar is not None:
-            self.bar.update(step - self._shown)
-            self._shown = step
+            self.bar.update(step - self._base - self._shown)
+            self._shown = step - self._base
             self.bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{stats.mean_return():.4g}")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         if self.bar is not None:

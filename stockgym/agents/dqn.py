@@ -190,7 +190,7 @@ class DQN(Agent):
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()
-        start = self.num_timesteps
+        start = self.schedule["start"]  # this learn call's first step (kept across a resume)
         explore_steps = int(c.exploration_fraction * total_timesteps)
         pending = 0  # env steps since the last training round
         next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
@@ -207,7 +207,7 @@ class DQN(Agent):
             real_next = step.obs if step.final_obs is None else torch.where(
                 step.done.unsqueeze(1), step.final_obs, step.obs)
             rb.add(obs, actions, step.reward * c.reward_scale, real_next, step.terminated)
-            obs = step.obs
+            obs = self._last_obs = step.obs  # _last_obs: what a checkpoint continues from
             self.num_timesteps += N
             log.episodes(stats, stats.update(step), self.num_timesteps)
 

@@ -178,12 +178,35 @@ class PPO(Agent):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.nets["critic"](obs).squeeze(-1)
 
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam as every agent has it (``eps=1e-5``), with PyTorch's fused kernel where
+        the device supports it: the same update in fewer kernel launches (a small
+        network's gradient step is launch-bound; about a third faster on CPU)."""
+        self.params = self._trainable()
+        try:
+            return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
+                                    fused=True)
+        except (RuntimeError, TypeError, ValueError):  # no fused Adam for this device / dtype
+            return super()._make_optimizer()
+
+    def _evaluate(self, obs: torch.Tensor, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log-prob of raw, entropy)`` as ``Policy.evaluate`` computes them; for
+        ``Discrete`` actions one log-softmax serves both (same values, fewer ops)."""
+        actor = self.nets["actor"]
+        if self.dist.kind != "discrete":
+            return actor.evaluate(obs, raw)
+        logp = torch.log_softmax(actor(obs), dim=-1)
+        return (logp.gather(-1, raw.long().unsqueeze(-1)).squeeze(-1),
+                -(logp.exp() * logp).sum(-1))
+
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         c, env, log = self.config, self.env, self.logger
         actor, opt = self.nets["actor"], self.optimizer
         N, T = env.num_envs, c.num_steps
         batch = N * T
         num_updates = max(1, math.ceil(total_timesteps / batch))  # whole rollouts
+        # updates this learn call already made (> 0 only when resuming from a checkpoint)
+        done_updates = (self.num_timesteps - self.schedule["start"]) // batch
         minibatch = batch // c.num_minibatches
         buf = RolloutBuffer(T, N, env.obs_dim, self.dist.raw_shape(), self.dist.raw_dtype(),
                             self.device)
@@ -191,7 +214,7 @@ class PPO(Agent):
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()
 
-        for update in range(1, num_updates + 1):
+        for update in range(done_updates + 1, num_updates + 1):
             lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -236,7 +259,7 @@ class PPO(Agent):
                 perm = torch.randperm(batch, generator=self.generator, device=self.device)
                 for start in range(0, batch - minibatch + 1, minibatch):
                     idx = perm[start : start + minibatch]
-                    new_logprob, entropy = actor.evaluate(b_obs[idx], b_actions[idx])
+                    new_logprob, entropy = self._evaluate(b_obs[idx], b_actions[idx])
                     losses = ppo_losses(new_logprob, b_logprobs[idx], b_adv[idx],
                                         self.value(b_obs[idx]), b_values[idx], b_returns[idx],
                                         entropy, c.clip_coef, c.clip_vloss, c.norm_adv)

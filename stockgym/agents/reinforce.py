@@ -161,7 +161,7 @@ class REINFORCE(Agent):
         actor, critic = self.nets["actor"], self.nets["critic"] if c.baseline == "value" else None
         stats = EpisodeStats(self.env.num_envs, self.device)
         sps = SPSMeter(self.num_timesteps)
-        start = self.num_timesteps
+        start = self.schedule["start"]  # this learn call's first step (kept across a resume)
         while self.num_timesteps - start < total_timesteps:
             batch = self._collect(stats)
             log.episodes(stats, stats.last_finished, self.num_timesteps)

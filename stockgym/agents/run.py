@@ -49,7 +49,7 @@ import pandas as pd
 
 from stockgym.agents.common import _check_int
 
-ALGO_NAMES = ("dqn", "ppo", "reinforce")
+ALGO_NAMES = ("dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c")  # sb3-*: stockgym.agents.sb3
 
 #: Hyperparameters a stock-trading run starts from (``[agent]`` values win). Daily log
 #: returns are ~0.01, so rewards are scaled to percent; an action mostly pays off on the
@@ -64,7 +64,7 @@ STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Training envs per algorithm when ``env.num_envs`` is not given (REINFORCE updates once
 #: per batch of one episode per env, so fewer envs mean more updates per step).
-DEFAULT_NUM_ENVS = {"ppo": 32, "dqn": 32, "reinforce": 8}
+DEFAULT_NUM_ENVS = {"ppo": 32, "dqn": 32, "reinforce": 8, "sb3-ppo": 8, "sb3-dqn": 8, "sb3-a2c": 8}
 #: ``StockTradingEnv`` keywords a run's ``[env]`` table may set (besides ``features``,
 #: ``scaler``, ``num_envs`` and ``episode_length``).
 ENV_KEYS = ("window_size", "action_type", "positions", "allow_short", "max_gross", "market",
@@ -130,11 +130,12 @@ class EnvSpec:
 class TrainConfig:
     """One training run. TOML layout (``--config``)::
 
-        algo = "ppo"              # dqn | ppo | reinforce
+        algo = "ppo"              # dqn | ppo | reinforce | sb3-ppo | sb3-dqn | sb3-a2c
         total_timesteps = 200000
         seed = 0
         device = "auto"
         eval_freq = 20000         # env steps between validation backtests (0: only at the end)
+        checkpoint_freq = 20000   # env steps between checkpoints (0: none; --resume restarts)
         run_dir = "runs/ppo-aapl" # default: a new runs/agents/<time>-<algo>-<symbols>
 
         [data]                    # DataSpec
@@ -158,6 +159,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_freq: int = 20_000
+    checkpoint_freq: int = 20_000
     run_dir: str | None = None
     progress: bool = False
     tensorboard: bool = True
@@ -191,6 +193,10 @@ class TrainConfig:
         """The algorithm's config object (``ValueError`` naming a bad field)."""
         from stockgym.agents import ALGOS
 
+        if self.algo.startswith("sb3-"):  # stable-baselines3: SB3's arguments + ours
+            from stockgym.agents.sb3 import sb3_config
+
+            return sb3_config(self)
         cls = ALGOS[self.algo].Config
         for key in ("seed", "device", "num_envs"):
             if key in self.agent:
@@ -210,6 +216,7 @@ class TrainConfig:
             raise ValueError(f"algo must be one of {ALGO_NAMES}, got {self.algo!r}")
         _check_int("total_timesteps", self.total_timesteps, 1)
         _check_int("eval_freq", self.eval_freq, 0)
+        _check_int("checkpoint_freq", self.checkpoint_freq, 0)
         _check_int("seed", self.seed, None)
         d, e = self.data, self.env
         if isinstance(d.symbols, str):
@@ -535,72 +542,197 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
     from stockgym.agents import ALGOS
     from stockgym.forecasters import storage
 
+    if config.algo.startswith("sb3-"):  # stable-baselines3 in the same run-dir layout
+        from stockgym.agents.sb3 import train_sb3
+
+        return train_sb3(config, prices=prices)
     prep = prepare(config, prices)
     run_dir = Path(config.run_dir) if config.run_dir else _default_run_dir(config)
     storage.check_new_dir(run_dir)
     config = config.replace(run_dir=str(run_dir),
                             env=dataclasses.replace(config.env, num_envs=config.num_envs))
-    venv, valid_env, dates = prep["venv"], prep["valid_env"], prep["dates"]
-    agent_cls = ALGOS[config.algo]
-    valid_period = (dates["valid"]["first"], dates["valid"]["last"])
-
+    valid_env, dates = prep["valid_env"], prep["dates"]
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        agent = agent_cls(venv, prep["agent_config"],
-                          log_dir=run_dir / "tensorboard" if config.tensorboard else None,
-                          progress=config.progress)
+        agent = ALGOS[config.algo](prep["venv"], prep["agent_config"])
         record = run_record(config, prep, agent)
         storage.write_json(run_dir / "config.json", record)
         storage.write_text(run_dir / "config.toml", to_toml(_toml_ready(config)))
         if prep["scaler"] is not None:
             prep["scaler"].save(run_dir / "scaler.json")
-        bench = buy_and_hold(valid_env, valid_period)
+        bench = buy_and_hold(valid_env, (dates["valid"]["first"], dates["valid"]["last"]))
+    except BaseException:
+        _remove(run_dir, created)
+        raise
+    state = {"history": [], "bench": bench, "seconds": 0.0, "resumes": 0,
+             "next_eval": config.eval_freq or None, "next_checkpoint": config.checkpoint_freq or None}
+    try:
+        return _learn(config, prep, run_dir, agent, record, state, resume=False)
+    except KeyboardInterrupt:  # Ctrl-C keeps the run (model, checkpoint): --resume goes on
+        raise
     except BaseException:
         _remove(run_dir, created)
         raise
 
-    history: list[dict[str, Any]] = []
-    next_eval = [config.eval_freq] if config.eval_freq else [math.inf]
+
+def resume(run_dir: str | Path, *, prices: pd.DataFrame | None = None,
+           progress: bool | None = None) -> TrainResult:
+    """Continue the ``stockgym train`` run in ``run_dir`` from its last checkpoint
+    (``checkpoint.pt``): the model, optimizer, RNG states, step counters, schedules,
+    validation history, the training envs' positions and (DQN, when
+    ``agent.save_replay_buffer``) the replay buffer. A run killed before its first
+    checkpoint starts again from step 0 in the same dir. TensorBoard continues in the
+    same folder; events the killed process wrote after the checkpoint are purged
+    (``purge_step``). The data must hash to what the run recorded.
+
+    What is and is not bit-identical to an uninterrupted run: the step count, the
+    schedules and the state at the checkpoint are exact; the work after it is replayed
+    from the restored env positions and RNG states, but torch's kernels (thread
+    scheduling, GPU atomics) are not guaranteed deterministic, so later numbers can
+    differ in the last bits, as they can between two uninterrupted runs.
+    """
+    from stockgym.agents.base import Agent, read_checkpoint
+
+    run_dir = Path(run_dir)
+    record = read_record(run_dir, need_model=False)
+    if str(record["config"].get("algo", "")).startswith("sb3-"):  # see stockgym.agents.sb3
+        raise ValueError(f"{run_dir} is a stable-baselines3 run ({record['config']['algo']}): "
+                         "sb3-* runs cannot be resumed (their model so far is model/sb3.zip)")
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        from stockgym.forecasters import storage
+
+        done = storage.read_json(summary_file, "run summary (summary.json)")
+        if isinstance(done, dict) and not done.get("interrupted"):
+            raise ValueError(f"{run_dir} finished training ({done.get('timesteps')} steps); "
+                             "nothing to resume")
+    config = TrainConfig.from_dict(record["config"])
+    if progress is not None:
+        config.progress = progress
+    prep = prepare(config, prices)
+    data = data_record(prep["prices"], config.data)
+    if data["sha256"] != record["data"]["sha256"]:
+        raise ValueError(
+            f"the data of {run_dir} changed since the run started (SHA-256 "
+            f"{record['data']['sha256'][:12]}... recorded, {data['sha256'][:12]}... now; "
+            f"{record['data']['first']}..{record['data']['last']} recorded, "
+            f"{data['first']}..{data['last']} now): cannot resume on other data")
+    ckpt_file = run_dir / CHECKPOINT
+    if not ckpt_file.is_file():  # killed before the first checkpoint: start over here
+        from stockgym.agents import ALGOS
+
+        agent = ALGOS[config.algo](prep["venv"], prep["agent_config"])
+        bench = buy_and_hold(prep["valid_env"], (record["splits"]["valid"]["first"],
+                                                 record["splits"]["valid"]["last"]))
+        state = {"history": [], "bench": bench, "seconds": 0.0, "resumes": 1,
+                 "next_eval": config.eval_freq or None,
+                 "next_checkpoint": config.checkpoint_freq or None}
+        return _learn(config, prep, run_dir, agent, record, state, resume=False, purge_step=0)
+    ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)
+    agent = Agent.from_checkpoint(ckpt["agent"], env=prep["venv"], device=config.device,
+                                  path=str(ckpt_file))
+    env_state = ckpt.get("env")
+    if env_state is not None and hasattr(prep["venv"], "load_state_dict"):
+        prep["venv"].load_state_dict(env_state)
+        if ckpt.get("last_obs") is not None:
+            agent._last_obs = ckpt["last_obs"].to(agent.device)
+        agent._env_seeded = True
+    else:  # no saved positions: fresh episodes from a seed no earlier segment used
+        agent._env_seeded = True
+        agent._last_obs = agent.env.reset(seed=config.seed + 1_000_003 * (agent.num_timesteps + 1))
+    state = dict(ckpt["trainer"])
+    state["resumes"] = int(state.get("resumes", 0)) + 1
+    return _learn(config, prep, run_dir, agent, record, state, resume=True,
+                  purge_step=int(agent.num_timesteps) + 1)
+
+
+#: the training checkpoint a run dir keeps (rewritten every ``checkpoint_freq`` steps)
+CHECKPOINT = "checkpoint.pt"
+RUN_CHECKPOINT = "stockgym.run_checkpoint"
+
+
+def write_checkpoint(run_dir: Path, agent: Any, state: dict[str, Any]) -> None:
+    """Atomically write ``run_dir/checkpoint.pt``: ``{"format", "version", "agent"
+    (the agent's checkpoint dict), "trainer" (validation history, next evaluation and
+    checkpoint steps, seconds so far), "env" (the training envs' positions and RNG),
+    "last_obs"}`` - plain values and tensors only (read with ``weights_only=True``)."""
+    from stockgym.agents.base import VERSION, to_bytes
+    from stockgym.forecasters import storage
+
+    venv = getattr(agent.env, "env", None)
+    env_state = venv.state_dict() if hasattr(venv, "state_dict") else None
+    last = agent._last_obs
+    ckpt = {"format": RUN_CHECKPOINT, "version": VERSION, "agent": agent.checkpoint(),
+            "trainer": _json_ready(state), "env": env_state,
+            "last_obs": None if last is None or env_state is None else last.detach().cpu()}
+    storage.write_bytes(run_dir / CHECKPOINT, to_bytes(ckpt))
+
+
+def _learn(config: TrainConfig, prep: dict[str, Any], run_dir: Path, agent: Any,
+           record: dict[str, Any], state: dict[str, Any], *, resume: bool,
+           purge_step: int | None = None) -> TrainResult:
+    """Train (or go on training) ``agent`` to ``config.total_timesteps`` with validation
+    backtests and checkpoints, then write the model and ``summary.json``."""
+    from stockgym.forecasters import storage
+
+    valid_env, dates = prep["valid_env"], prep["dates"]
+    valid_period = (dates["valid"]["first"], dates["valid"]["last"])
+    bench, history = state["bench"], state["history"]
+    agent.log_dir = run_dir / "tensorboard" if config.tensorboard else None
+    agent.progress = config.progress
 
     def on_update(a: Any, step: int) -> None:
-        if step >= next_eval[0]:
-            while next_eval[0] <= step:
-                next_eval[0] += config.eval_freq
-            _evaluate(a, step)
-
-    def _evaluate(a: Any, step: int) -> None:
-        ev = evaluate_on(a, valid_env, valid_period)[0]
-        ev["excess_return"] = ev["return"] - bench["return"]
-        history.append({"step": int(step), **ev})
-        for key in ("return", "sharpe", "excess_return"):
-            a.logger.scalar(f"eval/{key}", ev[key], step)
+        nxt = state["next_eval"]
+        if nxt is not None and step >= nxt:
+            while state["next_eval"] <= step:
+                state["next_eval"] += config.eval_freq
+            ev = evaluate_on(a, valid_env, valid_period)[0]
+            ev["excess_return"] = ev["return"] - bench["return"]
+            history.append({"step": int(step), **ev})
+            for key in ("return", "sharpe", "excess_return"):
+                a.logger.scalar(f"eval/{key}", ev[key], step)
+        nxt = state["next_checkpoint"]
+        if nxt is not None and step >= nxt:
+            while state["next_checkpoint"] <= step:
+                state["next_checkpoint"] += config.checkpoint_freq
+            a.logger.flush()  # TensorBoard has every event up to the checkpoint
+            write_checkpoint(run_dir, a, {**state, "seconds": seconds_so_far()})
 
     t0 = time.perf_counter()
+    before = float(state.get("seconds", 0.0))
+
+    def seconds_so_far() -> float:
+        return before + time.perf_counter() - t0
+
     interrupted = False
     try:
-        agent.learn(config.total_timesteps, callback=on_update)
+        agent.learn(config.total_timesteps, callback=on_update, resume=resume,
+                    purge_step=purge_step)
     except KeyboardInterrupt:
         interrupted = True
-    except BaseException:
-        _remove(run_dir, created)
-        raise
-    seconds = time.perf_counter() - t0
-    final = evaluate_on(agent, valid_env, valid_period)[0]
-    final["excess_return"] = final["return"] - bench["return"]
-    if config.tensorboard:
+    seconds = seconds_so_far()
+    if history and history[-1]["step"] == agent.num_timesteps:  # just evaluated: reuse it
+        final = {k: v for k, v in history[-1].items() if k != "step"}
+    else:
+        final = evaluate_on(agent, valid_env, valid_period)[0]
+        final["excess_return"] = final["return"] - bench["return"]
+    if config.tensorboard and not (history and history[-1]["step"] == agent.num_timesteps):
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as w:
             for key in ("return", "sharpe", "excess_return"):
                 w.add_scalar(f"eval/{key}", final[key], agent.num_timesteps)
     agent.save(run_dir / "model")
+    if interrupted:  # Ctrl-C: the checkpoint continues from here (stockgym train --resume)
+        write_checkpoint(run_dir, agent, {**state, "seconds": seconds})
     last = agent.logger.last if agent.logger else {}
     summary = {
         "algo": config.algo, "timesteps": int(agent.num_timesteps),
         "seconds": round(seconds, 2),
         "sps": round(agent.num_timesteps / seconds, 1) if seconds > 0 else None,
         "interrupted": interrupted,
+        "resumes": int(state.get("resumes", 0)),
         "train_recent_return": _finite(last.get("charts/episodic_return")),
         "valid": {"period": dates["valid"], "agent": final, "buy_and_hold": bench},
         "eval_history": history,
@@ -684,7 +816,7 @@ def run_record(config: TrainConfig, prep: dict[str, Any], agent: Any) -> dict[st
 
 
 # ------------------------------------------------------------------ reading runs back
-def read_record(run_dir: str | Path) -> dict[str, Any]:
+def read_record(run_dir: str | Path, need_model: bool = True) -> dict[str, Any]:
     """``config.json`` of a ``stockgym train`` run dir (clear errors otherwise)."""
     from stockgym.forecasters import storage
 
@@ -696,7 +828,10 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     record = storage.read_json(run_dir / "config.json", "run config (config.json)")
     if not isinstance(record, dict) or record.get("format") != "stockgym.agents.run":
         raise ValueError(f"{run_dir} is not a `stockgym train` run dir (its config.json is not one)")
-    if not (run_dir / "model" / "agent.pt").is_file():
+    if need_model and str(record.get("config", {}).get("algo", "")).startswith("sb3-"):
+        if not (run_dir / "model" / "sb3.zip").is_file():
+            raise FileNotFoundError(f"{run_dir} has no trained model (model/sb3.zip is missing)")
+    elif need_model and not (run_dir / "model" / "agent.pt").is_file():
         raise FileNotFoundError(f"{run_dir} has no trained model (model/agent.pt is missing)")
     return record
 
@@ -706,6 +841,10 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[dict[str, Any], 
     from stockgym.agents.base import load_agent
 
     record = read_record(run_dir)
+    if str(record["config"].get("algo", "")).startswith("sb3-"):  # SB3's loader: trusted runs only
+        from stockgym.agents.sb3 import load_sb3
+
+        return record, load_sb3(Path(run_dir) / "model", device=device)
     return record, load_agent(Path(run_dir) / "model", device=device)
 
 

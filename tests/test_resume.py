@@ -1,0 +1,178 @@
+"""Checkpoints and ``stockgym train --resume``: a run killed with SIGKILL mid-training
+resumes from its last checkpoint, finishes with the exact step count of an
+uninterrupted run, leaves no corrupt file, and TensorBoard has no duplicate steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stockgym.agents import TrainConfig, load_run, train
+from stockgym.agents.base import read_checkpoint
+from stockgym.agents.run import CHECKPOINT, RUN_CHECKPOINT, resume
+from stockgym.cli import main
+
+SYNTH = {"kind": "edge", "edge": 0.3, "seed": 5, "n_days": 700}
+
+
+def _config(tmp_path: Path, algo: str, total: int, **top) -> TrainConfig:
+    agent = {"hidden_size": 16}
+    if algo == "ppo":
+        agent["num_steps"] = 8
+    if algo == "dqn":
+        agent.update(learning_starts=64, batch_size=32)
+    return TrainConfig.from_dict({
+        "algo": algo, "total_timesteps": total, "seed": 3, "device": "cpu",
+        "eval_freq": 0, "run_dir": str(tmp_path / f"run-{algo}"), **top,
+        "data": {"symbols": ["X"], "source": "synthetic", "options": SYNTH},
+        "env": {"window_size": 5, "num_envs": 4, "episode_length": 20,
+                "features": ["log_return", "rsi_14"]},
+        "agent": agent,
+    })
+
+
+def _scalars(run_dir: Path) -> dict[str, list[int]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        assert all(math.isfinite(e.value) for e in events), tag
+        out[tag] = [e.step for e in events]
+    return out
+
+
+def _check_files(run_dir: Path) -> None:
+    """Every JSON parses, every checkpoint loads safely, no temp file under a final name."""
+    for f in run_dir.rglob("*.json"):
+        json.loads(f.read_text())
+    read_checkpoint(run_dir / "model")
+    if (run_dir / CHECKPOINT).exists():
+        read_checkpoint(run_dir / CHECKPOINT, fmt=RUN_CHECKPOINT)
+    record, agent = load_run(run_dir)
+    assert record["format"] == "stockgym.agents.run"
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "reinforce"])
+def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch, algo):
+    total = 400
+    # the uninterrupted reference
+    ref = train(_config(tmp_path / "ref", algo, total, checkpoint_freq=0))
+    # the same run, interrupted (Ctrl-C) after its first checkpoint
+    cfg = _config(tmp_path, algo, total, checkpoint_freq=64)
+    from stockgym.agents.base import Agent
+
+    original = Agent.learn
+
+    def learn_then_interrupt(self, total_timesteps, *, callback=None, **kw):
+        def cb(a, step):
+            callback(a, step)
+            if step >= 150:
+                raise KeyboardInterrupt
+
+        return original(self, total_timesteps, callback=cb, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(Agent, "learn", learn_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    run_dir = Path(cfg.run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert 150 <= summary["timesteps"] < total
+    ckpt = read_checkpoint(run_dir / CHECKPOINT, fmt=RUN_CHECKPOINT)
+    assert ckpt["agent"]["num_timesteps"] == summary["timesteps"]
+
+    res = resume(run_dir)
+    assert res.summary["timesteps"] == ref.summary["timesteps"]
+    assert res.summary["interrupted"] is False and res.summary["resumes"] == 1
+    assert res.agent.schedule == ref.agent.schedule
+    _check_files(run_dir)
+    steps = _scalars(run_dir)
+    for tag, seen in steps.items():
+        assert len(seen) == len(set(seen)), f"{tag}: duplicate steps {seen}"
+    with pytest.raises(ValueError, match="finished training"):
+        resume(run_dir)
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    cfg = _config(tmp_path, "ppo", 64, checkpoint_freq=32)
+    res = train(cfg)
+    (res.run_dir / "summary.json").unlink()  # pretend it was killed
+    record = json.loads((res.run_dir / "config.json").read_text())
+    record["data"]["sha256"] = "0" * 64
+    (res.run_dir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="data of .* changed"):
+        resume(res.run_dir)
+
+
+def test_resume_cli_errors(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--seed", "2"]) == 2
+    assert "drop --seed" in capsys.readouterr().err
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"training exited early ({proc.returncode}): {err[-2000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"no {path.name} after {timeout} s")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    run_dir = tmp_path / "killed"
+    total, batch = 3000, 4 * 8  # PPO: 4 envs x 8 steps per rollout
+    config = tmp_path / "ppo.toml"
+    config.write_text(
+        'algo = "ppo"\n[data]\nsymbols = ["X"]\nsource = "synthetic"\n'
+        '[data.options]\nkind = "edge"\nedge = 0.3\nseed = 5\nn_days = 700\n'
+        '[agent]\nnum_steps = 8\nhidden_size = 16\nupdate_epochs = 2\nnum_minibatches = 1\n')
+    args = ["train", "--config", str(config), "--total-timesteps", str(total),
+            "--num-envs", "4", "--window-size", "5", "--episode-length", "20",
+            "--eval-freq", "500", "--checkpoint-freq", "256", "--seed", "1",
+            "--device", "cpu", "--run-dir", str(run_dir), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stockgym.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(run_dir / CHECKPOINT, proc, timeout=120)
+        time.sleep(0.3)  # let it run past the checkpoint, maybe into the next one
+        assert proc.poll() is None, "training finished before the kill; raise total"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    killed_at = read_checkpoint(run_dir / CHECKPOINT, fmt=RUN_CHECKPOINT)["agent"]["num_timesteps"]
+    assert 0 < killed_at < total
+
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["timesteps"] == math.ceil(total / batch) * batch
+    assert summary["resumes"] == 1 and summary["interrupted"] is False
+    _check_files(run_dir)
+    steps = _scalars(run_dir)
+    assert "charts/SPS" in steps and "eval/return" in steps
+    for tag, seen in steps.items():
+        assert len(seen) == len(set(seen)), f"{tag}: duplicate steps after the resume"
+        assert seen == sorted(seen), tag
+    evals = [h["step"] for h in summary["eval_history"]]
+    assert evals == sorted(set(evals)) and evals[0] <= 512
+    assert torch.load(run_dir / CHECKPOINT, weights_only=True)["agent"]["num_timesteps"] <= total
