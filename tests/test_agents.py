@@ -23,13 +23,6 @@ SMALL = {"dqn": dict(learning_starts=32, batch_size=16, buffer_size=500, train_f
          "reinforce": dict()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def prices():

@@ -38,13 +38,6 @@ AGENT = {"ppo": {"num_steps": 16, "update_epochs": 1},
          "reinforce": {}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(tmp_path, algo="ppo", name="run", **kw) -> TrainConfig:
     data = DataSpec(symbols=["X"], source="synthetic",

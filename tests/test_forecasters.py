@@ -43,14 +43,6 @@ TINY = dict(window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=3, patien
             batch_size=64, plots=False, tensorboard=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and steadiest on a shared 2-core CI box) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):

@@ -35,13 +35,6 @@ BACKBONES = ["mlp", "cnn", "lstm"]
 HIDDEN = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def prices():

@@ -313,20 +313,15 @@ def to_toml(data: dict[str, Any]) -> str:
     """Write a config dict (values: str, numbers, bools, lists, nested tables) as TOML;
     ``None`` values are left out (TOML has no null: absent means the default)."""
     lines: list[str] = []
-    tables = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        elif value is not None:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in tables:
-        _toml_table(lines, key, value)
+    _toml_table(lines, None, data)
     return "\n".join(lines) + "\n"
 
 
-def _toml_table(lines: list[str], name: str, table: dict[str, Any]) -> None:
-    lines.append("")
-    lines.append(f"[{name}]")
+def _toml_table(lines: list[str], name: str | None, table: dict[str, Any]) -> None:
+    """Append ``table``'s plain keys (under ``[name]`` unless top level), then its
+    sub-tables."""
+    if name is not None:
+        lines += ["", f"[{name}]"]
     subs = []
     for key, value in table.items():
         if isinstance(value, dict):
@@ -334,7 +329,7 @@ def _toml_table(lines: list[str], name: str, table: dict[str, Any]) -> None:
         elif value is not None:
             lines.append(f"{key} = {_toml_value(value)}")
     for key, value in subs:
-        _toml_table(lines, f"{name}.{key}", value)
+        _toml_table(lines, key if name is None else f"{name}.{key}", value)
 
 
 def _toml_value(value: Any) -> str:

@@ -22,6 +22,7 @@ import pandas as pd
 from stockgym.backtest.metrics import compute_metrics
 from stockgym.backtest.strategies import BuyAndHold, MarketView, Strategy, make_strategy
 from stockgym.data.errors import DataError
+from stockgym.data.validate import to_timestamp
 from stockgym.envs.trading import StockTradingEnv
 
 TRADE_COLUMNS = [
@@ -249,7 +250,7 @@ def _period_bounds(env: StockTradingEnv, period: Any) -> tuple[int, int]:
         period = (period.get("first"), period.get("last"))
     if not (isinstance(period, (tuple, list)) and len(period) == 2):
         raise ValueError(f"period must be None, (start, end) or {{'first', 'last'}}, got {period!r}")
-    start, end = (None if p is None else _ts(p) for p in period)
+    start, end = (to_timestamp(p, "period") for p in period)
     s = first if start is None else int(dates.searchsorted(start, side="left"))
     e = last if end is None else int(dates.searchsorted(end, side="right")) - 1
     if s < first:
@@ -261,13 +262,6 @@ def _period_bounds(env: StockTradingEnv, period: Any) -> tuple[int, int]:
         raise DataError(f"the period {period!r} has no trading step in the env's dates "
                         f"{dates[0].date()}..{dates[-1].date()}")
     return s, e
-
-
-def _ts(value: Any) -> pd.Timestamp:
-    try:
-        return pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"period date {value!r} is not a date") from exc
 
 
 class _Recorder:

@@ -31,6 +31,7 @@ from stockgym.data.validate import (
     adjust_prices,
     drop_adjustment,
     normalize_columns,
+    to_timestamp,
     validate_ohlcv,
 )
 
@@ -97,8 +98,8 @@ def load_prices(
         raise TypeError(f"load_prices() got unexpected option(s) {sorted(unknown)}")
     if options and source != "synthetic":
         raise TypeError(f"options {sorted(options)} only apply to source='synthetic'")
-    start_ts = _to_ts(start, "start")
-    end_ts = _to_ts(end, "end")
+    start_ts = to_timestamp(start, "start")
+    end_ts = to_timestamp(end, "end")
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise DataError(f"start {start_ts.date()} is after end {end_ts.date()}")
 
@@ -210,16 +211,6 @@ def _align(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         "dropped": dropped,
     }
     return out
-
-
-def _to_ts(value, what: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{what} date {value!r} is not a date") from exc
-    return ts.tz_localize(None) if ts.tz is not None else ts
 
 
 def _fmt(ts: pd.Timestamp | None) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stockgym.data.errors import DataError
+from stockgym.data.validate import to_timestamp
 
 PARTS = ("train", "valid", "test")
 DEFAULT_TEST_FRACTION = 0.2
@@ -51,16 +52,6 @@ def _index_of(obj) -> pd.DatetimeIndex:
     return index
 
 
-def _ts(value, what: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{what}: {value!r} is not a date") from exc
-    return ts.tz_localize(None) if ts.tz is not None else ts
-
-
 def _spec(value, part: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """A part is None, an end date, or a (start, end) tuple (either may be None)."""
     if value is None:
@@ -68,8 +59,8 @@ def _spec(value, part: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise DataError(f"{part}: give an end date or a (start, end) pair, got {value!r}")
-        return _ts(value[0], f"{part} start"), _ts(value[1], f"{part} end")
-    return None, _ts(value, f"{part} end")
+        return to_timestamp(value[0], f"{part} start"), to_timestamp(value[1], f"{part} end")
+    return None, to_timestamp(value, f"{part} end")
 
 
 def _positions_from_counts(counts: tuple[int, int, int]) -> list[tuple[int, int]]:

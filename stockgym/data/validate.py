@@ -41,6 +41,20 @@ _ALIASES = {
 }
 
 
+def to_timestamp(value: object, what: str) -> pd.Timestamp | None:
+    """``value`` (a date string, datetime, Timestamp or ``None``) as a tz-naive
+    Timestamp; ``DataError`` naming ``what`` and the value when it is not a date."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what} date {value!r} is not a date") from exc
+    if ts is pd.NaT:
+        raise DataError(f"{what} date {value!r} is not a date")
+    return ts.tz_localize(None) if ts.tz is not None else ts
+
+
 def _where(source: str, symbol: str) -> str:
     return f"[source={source}, symbol={symbol}]"
 

@@ -16,6 +16,7 @@ import pandas as pd
 from gymnasium import spaces
 
 from stockgym.data.errors import DataError
+from stockgym.data.validate import to_timestamp
 from stockgym.envs.costs import resolve_costs
 from stockgym.envs.execution import rebalance
 from stockgym.envs.market import build_market
@@ -316,10 +317,7 @@ class StockTradingEnv(gym.Env):
     def _index_of(self, when: Any, side: str, default: int) -> int:
         if when is None:
             return default
-        try:
-            ts = pd.Timestamp(when)
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"[env] reset option date {when!r} is not a date") from exc
+        ts = to_timestamp(when, "[env] reset option")
         idx = self.market.dates.searchsorted(ts, side=side)
         return int(idx) if side == "left" else int(idx) - 1
 
