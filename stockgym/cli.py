@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "stockgym.backtest.cli",
     "stockgym.forecasters.cli",
     "stockgym.agents.cli",
+    "stockgym.sweep.cli",
     "stockgym.quickstart",
 ]
 
