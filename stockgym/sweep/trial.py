@@ -6,7 +6,8 @@
 A run dir that already holds a finished run of the same config (``summary.json``, not
 interrupted) is read back instead of trained again, so a resumed sweep reruns no
 finished run even when Ray's own record of it was lost; a run dir left half-written by
-an interrupted trial is removed and the run starts over.
+an interrupted trial is continued from its last checkpoint (``stockgym train
+--resume``), or removed and started over when it has none.
 """
 
 from __future__ import annotations
@@ -59,13 +60,15 @@ def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) 
     summary = finished_summary(run_dir, tree, params)
     trained = summary is None
     if trained:
-        if run_dir.exists():  # left by an interrupted trial: start that run over
-            shutil.rmtree(run_dir)
         threads = max(1, int(plan["resources"]["cpu"]))
         import torch
 
         torch.set_num_threads(threads)
-        summary = train(TrainConfig.from_dict(tree)).summary
+        summary = _resume(run_dir, tree)
+        if summary is None:
+            if run_dir.exists():  # left by an interrupted trial before its first checkpoint
+                shutil.rmtree(run_dir)
+            summary = train(TrainConfig.from_dict(tree)).summary
     try:
         metric = get_key(summary, plan["metric"])
     except KeyError as exc:
@@ -79,6 +82,28 @@ def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) 
             "valid_bh_return": valid.get("buy_and_hold", {}).get("return"),
             "timesteps": summary.get("timesteps"), "seconds": summary.get("seconds"),
             "trained": trained, "invocation": plan.get("invocation")}
+
+
+def _resume(run_dir: Path, tree: dict[str, Any]) -> dict[str, Any] | None:
+    """Continue a run an interrupted trial left with a checkpoint (``stockgym train
+    --resume``); ``None`` when there is none to continue (or it is not this config's)."""
+    from stockgym.agents.run import CHECKPOINT, resume
+
+    if str(tree.get("algo", "")).startswith("sb3-") or not (run_dir / CHECKPOINT).is_file():
+        return None
+    try:
+        record = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    done = record.get("config", {}) if isinstance(record, dict) else {}
+    mine = {k: v for k, v in tree.items() if k not in ("progress", "run_dir")}
+    if any(json.dumps(done.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)
+           for k, v in mine.items() if not isinstance(v, dict)):
+        return None
+    try:
+        return resume(run_dir, progress=False).summary
+    except (ValueError, FileNotFoundError):
+        return None
 
 
 def finished_summary(run_dir: Path, tree: dict[str, Any], params: dict[str, Any]
