@@ -3,6 +3,7 @@
     python benchmarks/bench_agents.py                  # everything below (several minutes)
     python benchmarks/bench_agents.py --edge           # synthetic-edge learning, 3 seeds
     python benchmarks/bench_agents.py --cartpole       # CartPole-v1, 3 seeds
+    python benchmarks/bench_agents.py --edge --cartpole --algos dqn   # one agent only
     python benchmarks/bench_agents.py --throughput     # PPO steps/s: ours vs SB3, same env
 
 ``--edge``: each agent is trained with ``stockgym.agents.train`` (the defaults of
@@ -35,13 +36,13 @@ from stockgym.agents import PPO  # noqa: E402
 from stockgym.agents.run import holdout_returns, train  # noqa: E402
 
 
-def bench_edge(seeds: list[int]) -> None:
+def bench_edge(seeds: list[int], algos: list[str]) -> None:
     from test_agents_edge import edge_config
 
     print("synthetic edge market: test-period (600 days) after-cost log returns")
     print(f"{'algo':<10}{'edge':>5}{'seed':>5}{'agent':>9}{'b&h':>8}{'random':>8}"
           f"{'vs b&h':>8}{'vs rnd':>8}{'train s':>9}")
-    for algo in ("ppo", "dqn", "reinforce"):
+    for algo in algos:
         for edge in (0.5, 0.0):
             for seed in seeds:
                 with tempfile.TemporaryDirectory() as d:
@@ -54,18 +55,22 @@ def bench_edge(seeds: list[int]) -> None:
                       f"{r['agent'] - r['random']:>+8.3f}{dt:>9.1f}", flush=True)
 
 
-def bench_cartpole(seeds: list[int]) -> None:
+def bench_cartpole(seeds: list[int], algos: list[str]) -> None:
     from test_agents_cartpole import CONFIGS, final_score, train_until
 
-    print("CartPole-v1: steps / seconds to the tests' stop bar, final 10-episode evaluation")
-    for algo, (cls, kwargs, until, _) in CONFIGS.items():
+    print("CartPole-v1: steps / seconds (wall, CPU) to the tests' stop bar, final 10-episode "
+          "evaluation")
+    for algo in algos:
+        cls, kwargs, until, pass_mark = CONFIGS[algo]
         for seed in seeds:
             agent = cls("CartPole-v1", **{**kwargs, "seed": seed})
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             steps = train_until(agent, **until)
-            dt = time.perf_counter() - t
-            print(f"{algo:<10} seed {seed}: {steps:>7,} steps {dt:6.1f} s  eval "
-                  f"{final_score(agent):6.1f}", flush=True)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            score = final_score(agent)
+            print(f"{algo:<10} seed {seed}: {steps:>7,} steps {dt:6.1f} s wall {dc:6.1f} s CPU  "
+                  f"eval {score:6.1f} ({'pass' if score >= pass_mark else 'FAIL'} at "
+                  f"{pass_mark})", flush=True)
 
 
 def bench_throughput(num_envs: int, steps: int) -> None:
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cartpole", action="store_true")
     p.add_argument("--throughput", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--algos", nargs="+", default=["ppo", "dqn", "reinforce"],
+                   choices=["ppo", "dqn", "reinforce"], help="agents for --edge / --cartpole")
     p.add_argument("--num-envs", type=int, default=64)
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--threads", type=int, default=1)
@@ -110,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     everything = not (args.edge or args.cartpole or args.throughput)
     if args.edge or everything:
-        bench_edge(args.seeds)
+        bench_edge(args.seeds, args.algos)
     if args.cartpole or everything:
-        bench_cartpole(args.seeds)
+        bench_cartpole(args.seeds, args.algos)
     if args.throughput or everything:
         bench_throughput(args.num_envs, args.steps)
 

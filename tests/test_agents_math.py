@@ -133,6 +133,40 @@ def test_replay_buffer_wraps_and_samples_with_the_generator():
         torch.testing.assert_close(x, y)
 
 
+def test_dqn_checkpoint_can_carry_the_replay_buffer(tmp_path):
+    from stockgym.agents import DQN
+    from stockgym.agents.base import CHECKPOINT
+
+    kw = dict(num_envs=2, buffer_size=50, learning_starts=10, batch_size=8, device="cpu")
+    agent = DQN("CartPole-v1", save_replay_buffer=True, **kw)
+    agent.learn(80)  # 40 vector steps x 2 envs: the 50-row buffer wrapped, writes at row 30
+    rb = agent.replay
+    assert (rb.size, rb.pos) == (50, 30)
+    agent.save(tmp_path / "m")
+    extra = torch.load(tmp_path / "m" / CHECKPOINT, weights_only=True)["extra"]
+    assert extra["replay_buffer"]["pos"] == 30  # plain tensors and ints: the safe load reads it
+    loaded = DQN.load(tmp_path / "m", env="CartPole-v1", device="cpu")
+    lb = loaded.replay
+    assert (lb.size, lb.pos, lb.capacity) == (rb.size, rb.pos, rb.capacity)
+    for name in ReplayBuffer.FIELDS:
+        assert torch.equal(getattr(lb, name), getattr(rb, name)), name
+    assert lb.terminated.sum() > 0 and lb.actions.dtype == torch.int64
+    loaded.learn(10)  # keeps learning in the loaded memory: 5 vector steps x 2 more rows
+    assert loaded.replay is lb and (lb.size, lb.pos) == (50, 40)
+    assert torch.equal(lb.obs[:30], rb.obs[:30]) and torch.equal(lb.obs[40:], rb.obs[40:])
+
+    # a different buffer_size cannot hold the saved rows and write position
+    with pytest.raises(ValueError, match="holds 50 transitions.*buffer_size is 60"):
+        DQN.load(tmp_path / "m", env="CartPole-v1", device="cpu", buffer_size=60)
+    # off (the default): the checkpoint has no buffer and a loaded agent starts a new one
+    agent = DQN("CartPole-v1", **kw)
+    agent.learn(20)
+    agent.save(tmp_path / "n")
+    extra = torch.load(tmp_path / "n" / CHECKPOINT, weights_only=True)["extra"]
+    assert "replay_buffer" not in extra
+    assert not hasattr(DQN.load(tmp_path / "n", env="CartPole-v1", device="cpu"), "replay")
+
+
 # ------------------------------------------------------------------ PPO losses
 def test_ppo_clipped_surrogate_by_hand():
     new = torch.log(torch.tensor([1.5, 1.5, 0.5]))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 # the shared autouse fixtures: one torch thread; MPLCONFIGDIR, cache dir and cwd in tmp
-from test_forecasters import isolated, one_thread  # noqa: F401
+from test_forecasters import isolated  # noqa: F401
 
 from stockgym.cli import main
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 # the shared autouse fixtures: one torch thread; MPLCONFIGDIR, cache dir and cwd in tmp
-from test_forecasters import isolated, one_thread  # noqa: F401
+from test_forecasters import isolated  # noqa: F401
 
 from stockgym.data import DataError, LookaheadError, check_no_lookahead, load_prices
 from stockgym.envs import StockTradingEnv

@@ -64,6 +64,41 @@ class ReplayBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    #: the tensors :meth:`state_dict` saves (each ``capacity`` rows long when full)
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """The filled rows as CPU tensors plus ``pos``, ``size`` and ``capacity`` (plain
+        tensors and ints only, so ``torch.load(weights_only=True)`` reads it back)."""
+        state: dict[str, torch.Tensor | int] = {
+            name: getattr(self, name)[: self.size].detach().cpu().clone() for name in self.FIELDS}
+        state.update(pos=int(self.pos), size=int(self.size), capacity=int(self.capacity))
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device,
+                        capacity: int | None = None) -> ReplayBuffer:
+        """A buffer on ``device`` holding what :meth:`state_dict` saved. ``capacity``
+        (e.g. the loading config's ``buffer_size``) must equal the saved one: rows and
+        write position only mean the same thing in a buffer of the same size."""
+        missing = [k for k in (*cls.FIELDS, "pos", "size", "capacity") if k not in state]
+        if missing:
+            raise ValueError(f"saved replay buffer lacks {missing}")
+        saved_cap, size, pos = int(state["capacity"]), int(state["size"]), int(state["pos"])
+        if capacity is not None and capacity != saved_cap:
+            raise ValueError(f"saved replay buffer holds {saved_cap} transitions, the config's "
+                             f"buffer_size is {capacity}; load with buffer_size={saved_cap}")
+        obs = state["obs"]
+        if not 0 <= size <= saved_cap or not 0 <= pos < saved_cap or obs.dim() != 2 \
+                or any(state[k].shape[0] != size for k in cls.FIELDS):
+            raise ValueError(f"saved replay buffer is inconsistent: capacity {saved_cap}, "
+                             f"size {size}, pos {pos}, obs rows {obs.shape[0]}")
+        rb = cls(saved_cap, obs.shape[1], device)
+        for name in cls.FIELDS:
+            getattr(rb, name)[:size] = state[name].to(device)
+        rb.pos, rb.size = pos, size
+        return rb
+
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """``batch_size`` transitions drawn uniformly with replacement."""
         idx = torch.randint(0, self.size, (batch_size,), generator=generator,

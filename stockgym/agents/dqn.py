@@ -51,7 +51,10 @@ class DQNConfig(CommonConfig):
     steps between training rounds, all envs counted) and ``gradient_steps`` per round;
     ``tau`` (1: hard target copies every ``target_update_interval`` gradient steps;
     < 1: Polyak averaging after every gradient step); ``double_dqn``; ``huber_delta``;
-    ``start_e``, ``end_e``, ``exploration_fraction`` (of each ``learn`` call's steps).
+    ``start_e``, ``end_e``, ``exploration_fraction`` (of each ``learn`` call's steps);
+    ``save_replay_buffer``: ``save`` also writes the replay buffer (its filled rows and
+    write position), so ``DQN.load(dir, env=...)`` keeps learning from the same memory
+    (a full buffer of ``buffer_size`` x 2 observations can make the checkpoint large).
     """
 
     learning_rate: float = 2.5e-4
@@ -69,9 +72,12 @@ class DQNConfig(CommonConfig):
     start_e: float = 1.0
     end_e: float = 0.05
     exploration_fraction: float = 0.5
+    save_replay_buffer: bool = False
 
     def validate(self) -> None:
         super().validate()
+        if not isinstance(self.save_replay_buffer, bool):
+            raise ValueError(f"save_replay_buffer must be true or false, got {self.save_replay_buffer!r}")
         for name in ("buffer_size", "batch_size", "train_frequency", "gradient_steps",
                      "target_update_interval"):
             _check_int(name, getattr(self, name), 1)
@@ -138,10 +144,16 @@ class DQN(Agent):
         return [p for p in self.nets["q"].parameters() if p.requires_grad]
 
     def _extra_state(self) -> dict:
-        return {"gradient_updates": self.gradient_updates}
+        extra: dict = {"gradient_updates": self.gradient_updates}
+        if self.config.save_replay_buffer and hasattr(self, "replay"):
+            extra["replay_buffer"] = self.replay.state_dict()  # CPU tensors and ints
+        return extra
 
     def _load_extra_state(self, extra: dict) -> None:
         self.gradient_updates = int(extra.get("gradient_updates", 0))
+        if "replay_buffer" in extra:
+            self.replay = ReplayBuffer.from_state_dict(extra["replay_buffer"], self.device,
+                                                       self.config.buffer_size)
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         return self.nets["q"](obs).argmax(dim=1)
