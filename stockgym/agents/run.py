@@ -613,6 +613,7 @@ def resume(run_dir: str | Path, *, prices: pd.DataFrame | None = None,
             f"{record['data']['sha256'][:12]}... recorded, {data['sha256'][:12]}... now; "
             f"{record['data']['first']}..{record['data']['last']} recorded, "
             f"{data['first']}..{data['last']} now): cannot resume on other data")
+    _after_existing_events(run_dir / "tensorboard")
     ckpt_file = run_dir / CHECKPOINT
     if not ckpt_file.is_file():  # killed before the first checkpoint: start over here
         from stockgym.agents import ALGOS
@@ -640,6 +641,22 @@ def resume(run_dir: str | Path, *, prices: pd.DataFrame | None = None,
     state["resumes"] = int(state.get("resumes", 0)) + 1
     return _learn(config, prep, run_dir, agent, record, state, resume=True,
                   purge_step=int(agent.num_timesteps) + 1)
+
+
+def _after_existing_events(tb_dir: Path) -> None:
+    """Wait (at most a second) until the clock is past the newest TensorBoard event file's
+    time stamp: TensorBoard reads a folder's event files in name order, and the name
+    starts with whole seconds, so a resumed writer must not share the killed one's second
+    (its purge would be read before the events it purges)."""
+    stamps = []
+    for f in tb_dir.glob("events.out.tfevents.*"):
+        part = f.name.split(".")[3] if f.name.count(".") >= 3 else ""
+        if part.isdigit():
+            stamps.append(int(part))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
 
 
 #: the training checkpoint a run dir keeps (rewritten every ``checkpoint_freq`` steps)
