@@ -11,9 +11,10 @@ training period and backtested once, deterministically, on the held-out test per
 (the last 600 days) through the run's env, with costs:
 
 * ``edge = 0.5``: the agent's after-cost log return beats buy-and-hold's and the mean of
-  5 uniformly random policies' by at least ``MARGIN`` = 0.3 (on seed 0 we measured
-  PPO +1.70, DQN +0.92, REINFORCE +1.87 over buy-and-hold; DQN is the weakest - on
-  seed 2 it trails buy-and-hold, see the benchmark);
+  5 uniformly random policies' by at least ``MARGIN`` = 0.3 (over buy-and-hold on
+  seeds 0 / 1 / 2 we measured PPO +1.73 / +1.23 / +0.96, REINFORCE +1.87 / +1.29 /
+  +0.78, DQN +1.12 / +0.64 / +0.49; DQN, the weakest, needs its weight decay: without
+  it, it trailed buy-and-hold on seed 2);
 * ``edge = 0``: nothing to learn. No agent beats buy-and-hold by more than
   ``NULL_MARGIN`` = 0.05 (a look-ahead leak would show as a large excess; trading on
   noise only pays costs).

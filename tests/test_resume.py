@@ -29,7 +29,7 @@ def _config(tmp_path: Path, algo: str, total: int, **top) -> TrainConfig:
     if algo == "ppo":
         agent["num_steps"] = 8
     if algo == "dqn":
-        agent.update(learning_starts=64, batch_size=32)
+        agent.update(learning_starts=64, batch_size=32, save_replay_buffer=True)
     return TrainConfig.from_dict({
         "algo": algo, "total_timesteps": total, "seed": 3, "device": "cpu",
         "eval_freq": 0, "run_dir": str(tmp_path / f"run-{algo}"), **top,
@@ -94,8 +94,12 @@ def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch,
     ckpt = read_checkpoint(run_dir / CHECKPOINT, fmt=RUN_CHECKPOINT)
     assert ckpt["agent"]["num_timesteps"] == summary["timesteps"]
 
+    assert ckpt["env"]["format"] == "stockgym.vector_env"  # the envs' positions are in it
     res = resume(run_dir)
     assert res.summary["timesteps"] == ref.summary["timesteps"]
+    # one process, one thread, CPU: the continuation replays the uninterrupted run exactly
+    ref_w, res_w = ref.agent.nets.state_dict(), res.agent.nets.state_dict()
+    assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
     assert res.summary["interrupted"] is False and res.summary["resumes"] == 1
     assert res.agent.schedule == ref.agent.schedule
     _check_files(run_dir)

@@ -4,6 +4,9 @@ input, the SB3 VecEnv adapter, torch.compile and (marked, skipped without a GPU)
 
 from __future__ import annotations
 
+import pickle
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,11 +79,14 @@ def assert_obs_equal(vec_row: np.ndarray, single: np.ndarray, layout, what: str)
     )
 
 
-def run_equivalence(prices, *, n_steps: int, seed: int = 7, device="cpu", compile=False, **kw):
+def run_equivalence(
+    prices, *, n_steps: int, seed: int = 7, device="cpu", compile=False, venv_kw=None, **kw
+):
     """Step N single envs and one vector env with the same seeds and actions, checking
-    every step; returns counters of what the run exercised."""
+    every step; returns counters of what the run exercised (and the vector env, "env").
+    ``venv_kw``: extra arguments of the vector env only (e.g. ``copy=False``)."""
     singles = [StockTradingEnv(prices, **kw) for _ in range(N)]
-    venv = VectorStockTradingEnv(prices, N, device=device, compile=compile, **kw)
+    venv = VectorStockTradingEnv(prices, N, device=device, compile=compile, **(venv_kw or {}), **kw)
     tpl, layout = venv.template, venv.obs_layout
     cash0 = tpl.initial_cash
     money = dict(rtol=1e-9, atol=1e-9 * cash0)  # value, cash, cost, pnl (cash can be ~0)
@@ -138,6 +144,7 @@ def run_equivalence(prices, *, n_steps: int, seed: int = 7, device="cpu", compil
                 assert "_final_obs" not in info or not bool(np_(info["_final_obs"])[i]), what
                 assert_obs_equal(obs_np[i], o, layout, what)
         seen["steps"] += 1
+    seen["env"] = venv
     return seen
 
 
@@ -259,23 +266,98 @@ def test_equals_single_envs_many_unsynchronised_resets():
     assert seen["ends"] > 3 * 64 * N // 2 and 0 < seen["terminated"] < seen["ends"]
 
 
+COMPILED_VARIANTS = [
+    # the benchmark's configuration (one asset, discrete; short observations, written
+    # by the compiled kernel), with halted bars and the shared output buffer
+    pytest.param(1, 0.1, dict(copy=False), {}, False, id="discrete-1-halted-copy-false"),
+    # min_commission: the bisection of buy sizes is left to the eager code (flag bit)
+    pytest.param(
+        3,
+        0.0,
+        {},
+        _continuous(allow_short=True, borrow_rate=0.03, min_commission=5.0, initial_cash=3_000.0),
+        False,
+        id="continuous-short-borrow-min-commission",
+    ),
+    pytest.param(
+        3,
+        0.1,
+        {},
+        dict(fill="close", allow_short=True, max_gross=3.0, reward="differential_sharpe",
+             ruin_floor=9.9e6, market="krx"),
+        True,  # windows gathered per step (no precomputed rows)
+        id="multidiscrete-fill-close-dsr-ruin-halted-gather",
+    ),
+]
+
+
 @pytest.mark.slow
-def test_equals_single_envs_compiled():
-    prices = synth(3)
-    # min_commission also runs the (data-dependent) bisection of buy sizes
-    seen = run_equivalence(
-        prices,
-        n_steps=100,
-        compile=True,
-        window_size=5,
-        episode_length=40,
-        action_type="continuous",
-        allow_short=True,
-        borrow_rate=0.03,
-        min_commission=5.0,
-        initial_cash=3_000.0,
-    )
+@pytest.mark.parametrize("n_assets,halt,venv_kw,kw,gather", COMPILED_VARIANTS)
+def test_equals_single_envs_compiled(monkeypatch, n_assets, halt, venv_kw, kw, gather):
+    if gather:
+        monkeypatch.setattr(vector_mod, "_WINDOW_CACHE_BYTES", 0)
+    prices = synth(n_assets, halt=halt)
+    eager_steps = []
+    orig = VectorStockTradingEnv._transition
+
+    def counting(self, *a):
+        if not self._tracing:
+            eager_steps.append(1)
+        return orig(self, *a)
+
+    monkeypatch.setattr(VectorStockTradingEnv, "_transition", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to torch.compile
+        seen = run_equivalence(
+            prices, n_steps=120, compile=True, venv_kw=venv_kw, window_size=5,
+            episode_length=40, **kw
+        )
+    env = seen["env"]
     assert seen["ends"] >= 8
+    # short observations are written by the compiled kernel, longer ones gathered
+    assert env._obs_in_kernel == (n_assets == 1)
+    assert sorted(name for name, _ in env._fns) == ["restart", "step"]  # compiled once
+    if halt:
+        assert seen["not_tradable"] > 0
+    if "ruin_floor" in kw:
+        assert seen["terminated"] > 0
+    if "min_commission" in kw:
+        # some steps needed the bisection (redone eagerly), most did not
+        assert 0 < len(eager_steps) < seen["steps"]
+    else:
+        assert not eager_steps
+
+
+@pytest.mark.slow
+def test_compiled_step_validates_actions_and_is_not_recompiled():
+    prices = synth(3)
+    kw = dict(window_size=5, episode_length=10, action_type="continuous")
+    venv = VectorStockTradingEnv(prices, N, compile=True, **kw)
+    twin = VectorStockTradingEnv(prices, N, **kw)
+    venv.reset(seed=3)
+    twin.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for k in range(35):  # several autoresets
+        acts = draw_actions(rng, venv.template, N)
+        if k in (5, 20):
+            for bad, match in ((np.full((N, 3), 1.5, np.float32), "outside"),
+                               (np.where(np.eye(N, 3) > 0, np.nan, 0.1).astype(np.float32), "NaN")):
+                before = _state(venv)
+                with pytest.raises(ValueError, match=match):
+                    venv.step(bad)
+                for x, y in zip(before, _state(venv), strict=True):
+                    assert torch.equal(x, y)
+        oa, ra, ta, ua, ia = venv.step(acts)
+        ob, rb, tb, ub, ib = twin.step(acts)
+        np.testing.assert_allclose(np_(ra), np_(rb), rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(np_(ta | ua), np_(tb | ub))
+        assert torch.equal(oa[:, venv.obs_layout.features], ob[:, venv.obs_layout.features])
+    # one compiled step and one restart, reused across steps and autoresets
+    assert sorted(venv._fns) == [("restart", torch.float64), ("step", torch.float32)]
+    fns = dict(venv._fns)
+    venv.step(torch.as_tensor(draw_actions(rng, venv.template, N), dtype=torch.float64))
+    assert len(venv._fns) == 3  # a new action dtype compiles once more
+    assert all(venv._fns[k] is f for k, f in fns.items())
 
 
 # ----------------------------------------------------------------------- CUDA
@@ -453,6 +535,81 @@ def test_episode_statistics_and_gymnasium_conventions():
     assert n_episodes >= 12
 
 
+def test_info_is_a_lazy_dict_whose_values_are_those_of_its_step():
+    prices = synth(3)
+    kw = dict(window_size=5, episode_length=6, action_type="continuous", allow_short=True)
+    lazy, eager = VectorStockTradingEnv(prices, N, **kw), VectorStockTradingEnv(prices, N, **kw)
+    _, info0 = lazy.reset(seed=5)
+    assert isinstance(info0, dict) and set(info0) == set(vector_mod.RESET_INFO_KEYS)
+    eager.reset(seed=5)
+    step_keys = set(vector_mod.STEP_INFO_KEYS)
+    rng = np.random.default_rng(5)
+
+    def snapshot(info):  # every value built now, tensors cloned
+        out = {}
+        for k, v in dict(info).items():
+            if isinstance(v, torch.Tensor):
+                out[k] = v.clone()
+            elif isinstance(v, dict):
+                out[k] = snapshot(v)
+        return out
+
+    kept, snaps = [], []
+    for _ in range(20):
+        acts = draw_actions(rng, lazy.template, N)
+        kept.append(lazy.step(acts)[4])  # nothing is built yet
+        snaps.append(snapshot(eager.step(acts)[4]))
+    ends = 0
+    for info, snap in zip(kept, snaps, strict=True):  # built only now, steps later
+        assert isinstance(info, dict) and step_keys <= set(info)
+        assert set(snap) == set(info)
+        for k in step_keys:
+            assert torch.equal(info[k], snap[k]), k
+        if "final_info" in info:
+            ends += 1
+            assert set(info["final_info"]) == step_keys
+            for k in step_keys:
+                assert torch.equal(info["final_info"][k], snap["final_info"][k]), k
+            assert torch.equal(info["episode"]["r"], snap["episode"]["r"])
+    assert ends >= 3
+    assert kept[0]["position"].shape == (N, 3) and kept[0]["not_tradable"].dtype == torch.bool
+    assert kept[0]["position"].is_contiguous()
+
+
+def test_info_behaves_as_a_dict():
+    venv = VectorStockTradingEnv(synth(1), N, window_size=5)
+    venv.reset(seed=0)
+    keys = set(vector_mod.STEP_INFO_KEYS)
+    info = venv.step(np.zeros(N, dtype=np.int64))[4]
+    assert len(info) == len(keys) and set(info.keys()) == keys
+    info = venv.step(np.ones(N, dtype=np.int64))[4]  # a fresh one, nothing built
+    assert "cash" in info and "nope" not in info and len(info) == len(keys)
+    assert info.get("nope") is None and info.get("nope", 3) == 3
+    cash = info.get("cash")
+    assert isinstance(cash, torch.Tensor) and info["cash"] is cash  # built once
+    assert set({**info}) == keys and set(dict(info)) == keys and set(info.copy()) == keys
+    plain = pickle.loads(pickle.dumps(info))
+    assert type(plain) is dict and set(plain) == keys
+    assert torch.equal(plain["portfolio_value"], info["portfolio_value"])
+    info = venv.step(np.ones(N, dtype=np.int64))[4]
+    info["cost"] = "mine"  # a pending key set by the caller keeps the caller's value
+    assert info["cost"] == "mine"
+    del info["pnl"]
+    assert "pnl" not in info and len(info) == len(keys) - 1
+    with pytest.raises(KeyError):
+        info["pnl"]
+    info |= {"extra": 1}
+    info.update(t="mine too")
+    assert info["extra"] == 1 and info["t"] == "mine too"
+    filled = info.pop("filled")
+    assert filled.shape == (N, 1) and "filled" not in info
+    assert info.setdefault("fill_price", None) is not None
+    assert "portfolio_value" in repr(info)
+    assert set(info | {"z": 0}) == (keys - {"pnl", "filled"}) | {"extra", "z"}
+    info.clear()
+    assert len(info) == 0 and list(info) == []
+
+
 def test_copy_false_reuses_one_buffer_with_the_same_values():
     prices = synth(1)
     kw = dict(window_size=5, episode_length=15)
@@ -529,9 +686,34 @@ def test_seeding():
     assert len(set(np_(info["t"]).tolist())) > 1
 
 
+@pytest.mark.parametrize("n_assets", [1, 2])
+def test_state_dict_continues_the_envs_exactly(tmp_path, n_assets):
+    """A checkpoint's env state (through torch.save / weights_only load) put into a fresh
+    env continues every env exactly: same observations, rewards and random restarts."""
+    prices = synth(n_assets)
+    kw = dict(window_size=5, episode_length=15)
+    a = VectorStockTradingEnv(prices, 6, **kw)
+    a.reset(seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(40):  # past several autoresets
+        a.step(draw_actions(rng, a.template, 6))
+    torch.save(a.state_dict(), tmp_path / "env.pt")
+    b = VectorStockTradingEnv(prices, 6, **kw)
+    b.load_state_dict(torch.load(tmp_path / "env.pt", weights_only=True))
+    for _ in range(40):
+        acts = draw_actions(rng, a.template, 6)
+        oa, ra, ta, ua, ia = a.step(acts)
+        ob, rb, tb, ub, ib = b.step(acts)
+        assert torch.equal(oa, ob) and torch.equal(ra, rb)
+        assert torch.equal(ta, tb) and torch.equal(ua, ub)
+        assert torch.equal(ia["t"], ib["t"])
+    with pytest.raises(ValueError, match="num_envs"):
+        VectorStockTradingEnv(prices, 5, **kw).load_state_dict(a.state_dict())
+
+
 # ----------------------------------------------------------------- bad input
 def _state(venv):
-    return [x.clone() for x in (venv._value, venv._cash, venv._shares, venv._t)]
+    return [x.clone() for x in venv.state.values()]
 
 
 BAD = [

@@ -1,7 +1,8 @@
 """DQN (Mnih et al. 2015) with the usual improvements, CleanRL-style: a replay buffer on
 the agent's device, a target network (hard copies or Polyak averaging), the Double-DQN
 target (van Hasselt et al. 2016), Huber loss, a linear epsilon schedule, gradient
-clipping, learning starts and a train frequency. ``Discrete`` actions only.
+clipping, learning starts, a train frequency and optional decoupled weight decay
+(AdamW). ``Discrete`` actions only.
 
 Every vector step (one transition per env):
 
@@ -54,7 +55,10 @@ class DQNConfig(CommonConfig):
     ``start_e``, ``end_e``, ``exploration_fraction`` (of each ``learn`` call's steps);
     ``save_replay_buffer``: ``save`` also writes the replay buffer (its filled rows and
     write position), so ``DQN.load(dir, env=...)`` keeps learning from the same memory
-    (a full buffer of ``buffer_size`` x 2 observations can make the checkpoint large).
+    (a full buffer of ``buffer_size`` x 2 observations can make the checkpoint large);
+    ``weight_decay``: decoupled L2 shrinkage of the Q-network's weights per update
+    (AdamW, Loshchilov & Hutter 2019; 0: plain Adam) - on noisy rewards it keeps the
+    network from memorising the noise of a short training period.
     """
 
     learning_rate: float = 2.5e-4
@@ -73,6 +77,7 @@ class DQNConfig(CommonConfig):
     end_e: float = 0.05
     exploration_fraction: float = 0.5
     save_replay_buffer: bool = False
+    weight_decay: float = 0.0
 
     def validate(self) -> None:
         super().validate()
@@ -86,6 +91,7 @@ class DQNConfig(CommonConfig):
             _check_number(name, getattr(self, name), 0.0, 1.0)
         _check_number("tau", self.tau, 0.0, 1.0, lo_open=True)
         _check_number("huber_delta", self.huber_delta, 0.0, lo_open=True)
+        _check_number("weight_decay", self.weight_decay, 0.0)
 
 
 # ------------------------------------------------------------------ the maths
@@ -143,14 +149,23 @@ class DQN(Agent):
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.nets["q"].parameters() if p.requires_grad]
 
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self.config.weight_decay == 0:
+            return super()._make_optimizer()
+        self.params = self._trainable()
+        return torch.optim.AdamW(self.params, lr=self.config.learning_rate, eps=1e-5,
+                                 weight_decay=self.config.weight_decay, foreach=True)
+
     def _extra_state(self) -> dict:
-        extra: dict = {"gradient_updates": self.gradient_updates}
+        extra: dict = {"gradient_updates": self.gradient_updates,
+                       "pending": int(getattr(self, "_pending", 0))}
         if self.config.save_replay_buffer and hasattr(self, "replay"):
             extra["replay_buffer"] = self.replay.state_dict()  # CPU tensors and ints
         return extra
 
     def _load_extra_state(self, extra: dict) -> None:
         self.gradient_updates = int(extra.get("gradient_updates", 0))
+        self._pending = int(extra.get("pending", 0))
         if "replay_buffer" in extra:
             self.replay = ReplayBuffer.from_state_dict(extra["replay_buffer"], self.device,
                                                        self.config.buffer_size)
@@ -204,7 +219,8 @@ class DQN(Agent):
         obs = self._reset_env()
         start = self.schedule["start"]  # this learn call's first step (kept across a resume)
         explore_steps = int(c.exploration_fraction * total_timesteps)
-        pending = 0  # env steps since the last training round
+        # env steps since the last training round (carried over when resuming mid-call)
+        pending = getattr(self, "_pending", 0) if self.num_timesteps > start else 0
         next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
         last = None
 
@@ -230,6 +246,7 @@ class DQN(Agent):
                     pending -= c.train_frequency
                     for _ in range(c.gradient_steps):
                         last = self._gradient_step(rb)
+                self._pending = pending
 
             n = self.num_timesteps
             if n >= next_log:

@@ -59,7 +59,7 @@ STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "num_steps": 16},
     "dqn": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "learning_starts": 2000,
             "train_frequency": 8, "batch_size": 128, "target_update_interval": 250,
-            "exploration_fraction": 0.3},
+            "exploration_fraction": 0.3, "weight_decay": 1.0},
     "reinforce": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 3e-3},
 }
 #: Training envs per algorithm when ``env.num_envs`` is not given (REINFORCE updates once
@@ -582,10 +582,11 @@ def resume(run_dir: str | Path, *, prices: pd.DataFrame | None = None,
     (``purge_step``). The data must hash to what the run recorded.
 
     What is and is not bit-identical to an uninterrupted run: the step count, the
-    schedules and the state at the checkpoint are exact; the work after it is replayed
-    from the restored env positions and RNG states, but torch's kernels (thread
-    scheduling, GPU atomics) are not guaranteed deterministic, so later numbers can
-    differ in the last bits, as they can between two uninterrupted runs.
+    schedules and the state at the checkpoint are exact, and on the CPU with the same
+    thread count the continuation is bit-identical (DQN: with ``save_replay_buffer``);
+    on a GPU or with other thread counts torch's kernels are not guaranteed
+    deterministic, so later numbers can differ in the last bits, as they can between
+    two uninterrupted runs.
     """
     from stockgym.agents.base import Agent, read_checkpoint
 

@@ -4,8 +4,9 @@ Same market-time rules and accounting as :class:`StockTradingEnv` (the reference
 tested against: with env i seeded ``seed + i`` and the same actions, rewards, values,
 cash and positions agree to 1e-9 relative and observations are equal), over ONE shared
 copy of the market data on ``device`` ("cpu", "cuda", "auto"). float64 accounting,
-float32 observations; nothing is copied to the host during a step on CPU (on CUDA,
-action validation and autoreset bookkeeping read one flag each per step).
+float32 observations; nothing is copied to the host during a step except one small
+number (did an episode end, was an action outside the space), which on CUDA is one
+device-to-host read per step.
 
 API (Gymnasium 1.x ``VectorEnv``): ``num_envs``, ``single_observation_space``,
 ``single_action_space``, ``reset(seed=...)`` -> ``(obs, info)``, ``step(actions)`` ->
@@ -29,17 +30,34 @@ reports them.
 
 Observations are new tensors each step; with ``copy=False`` every call returns the
 same output buffer, overwritten by the next ``step``/``reset`` (for callers that copy
-the observation into their own rollout storage anyway).
+the observation into their own rollout storage anyway). Rewards, flags and info
+tensors are never changed by the env after they are returned (some are views into
+per-step tensors that the env does not write again).
 
 Per-step ``info`` (tensors): ``portfolio_value``, ``cash``, ``position`` (shares,
 ``(N, A)``), ``cost``, ``pnl``, ``filled`` (shares filled, signed, ``(N, A)``),
 ``fill_price`` (``(N, A)``, 0 where nothing filled), ``not_tradable`` (orders not
 filled because the bar was halted, ``(N, A)`` bool), ``t`` (bar index of
-``info`` date: ``env.dates[t]``).
+``info`` date: ``env.dates[t]``). ``info`` is a :class:`StepInfo`: a ``dict`` with all
+these keys that builds each tensor (a view into the step's packed results) on first
+access, because building them all every step costs more than a whole step for small N.
+
+How it is fast: the state of all envs lives in a few field-major tensors (a float64
+one with one row of N values per field, the bar index ``t``, the episode bounds), and
+a step is one pure function of them. ``compile=True`` traces that function once into
+an aten FX graph and compiles it with inductor (``compile_fx_inner``) into one fused
+C++ (or Triton) kernel called directly, without ``torch.compile``'s guards (~25 us
+less per call); action validation and the "did any episode end" test run inside it,
+and the restart of ended episodes is a second compiled function. Short observations
+(<= 64 values) are written by the kernel; longer ones are gathered by aten (whole
+rows) and the kernel writes only their last A + 1 values. A compiled step that needs
+the bisection of buy sizes under a minimum commission is redone eagerly (a flag bit).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +72,27 @@ from stockgym.envs.trading import StockTradingEnv
 # Precomputed contiguous observation windows (one row per bar) are used when they fit
 # in this many bytes; otherwise windows are gathered per step.
 _WINDOW_CACHE_BYTES = 256 * 2**20
+# A compiled step writes whole observations of at most this many values itself; longer
+# ones are gathered by aten (whole-row copies; inductor's loop over the columns costs
+# more than the extra call from there on: measured crossover between 32 and 152).
+_OBS_IN_KERNEL_MAX = 64
+
+STEP_INFO_KEYS = (
+    "portfolio_value",
+    "cash",
+    "position",
+    "cost",
+    "pnl",
+    "filled",
+    "fill_price",
+    "not_tradable",
+    "t",
+)
+RESET_INFO_KEYS = ("portfolio_value", "cash", "position", "cost", "pnl", "t")
+
+# bits of the flag a step returns (_EAGER: a compiled step met a case it leaves to the
+# eager code, the bisection of buy sizes under a minimum commission)
+_ANY_DONE, _OUT_OF_SPACE, _NOT_FINITE, _EAGER = 1, 2, 4, 8
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -65,12 +104,213 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+class _Layout:
+    """Rows of the packed per-step tensors (field-major: row r holds one field of all N
+    envs, so every field is a contiguous ``(N,)`` view).
+
+    ``X`` (float64): shares (A rows), cash, value, episode return, [dsr_a, dsr_b], then
+    this step's cost, pnl, filled (A rows), fill_price (A rows).
+    ``F`` (uint8 0/1, returned as bool views): terminated, truncated, not_tradable (A).
+    Besides: ``t`` (N,) int64, the bar of the observation; ``SE`` (2, N) int64, the
+    first and last bar of each env's episode (the episode length is ``t - start``).
+    """
+
+    def __init__(self, n_assets: int, dsr: bool) -> None:
+        a = n_assets
+        self.n_assets = a
+        self.shares = slice(0, a)
+        self.cash, self.value, self.ep_return = a, a + 1, a + 2
+        r = a + 3
+        self.dsr_a = self.dsr_b = None
+        if dsr:
+            self.dsr_a, self.dsr_b = r, r + 1
+            r += 2
+        self.cost, self.pnl = r, r + 1
+        self.filled = slice(r + 2, r + 2 + a)
+        self.fill_price = slice(r + 2 + a, r + 2 + 2 * a)
+        self.n_rows = r + 2 + 2 * a
+        self.terminated, self.truncated = 0, 1
+        self.not_tradable = slice(2, 2 + a)
+        self.n_flags = 2 + a
+
+        def per_asset(x: torch.Tensor) -> torch.Tensor:  # (A, N) rows -> (N, A)
+            return x.T if a == 1 else x.T.contiguous()
+
+        self.makers: dict[str, Callable[..., torch.Tensor]] = {
+            "portfolio_value": lambda X, t, F: X[self.value],
+            "cash": lambda X, t, F: X[self.cash],
+            "position": lambda X, t, F: per_asset(X[self.shares]),
+            "cost": lambda X, t, F: X[self.cost],
+            "pnl": lambda X, t, F: X[self.pnl],
+            "filled": lambda X, t, F: per_asset(X[self.filled]),
+            "fill_price": lambda X, t, F: per_asset(X[self.fill_price]),
+            "not_tradable": lambda X, t, F: per_asset(F[self.not_tradable]).view(torch.bool),
+            "t": lambda X, t, F: t,
+        }
+
+
+class StepInfo(dict):
+    """The ``info`` dict of a vector step: a real ``dict`` (Gymnasium wrappers check
+    ``isinstance(info, dict)``) whose per-step tensor fields are built on first access
+    from the step's packed tensors, then stored like any other entry.
+
+    Every key is present from the start (``in``, ``len``, iteration, ``keys()``,
+    ``get``, ``items()``, ``{**info}``, ``dict(info)`` and pickling see them all);
+    setting or deleting a key works as on a dict. Built values are views into tensors
+    that the env never writes again, so they stay valid after later steps.
+    """
+
+    __slots__ = ("_layout", "_src", "_pending")
+
+    def __init__(self, layout: _Layout, X: torch.Tensor, t: torch.Tensor, F: torch.Tensor,
+                 keys: tuple[str, ...] = STEP_INFO_KEYS) -> None:
+        super().__init__()
+        self._layout = layout
+        self._src = (X, t, F)
+        self._pending = keys
+
+    # -- building
+    def _build(self, key: str) -> Any:
+        value = self._layout.makers[key](*self._src)
+        dict.__setitem__(self, key, value)
+        self._pending = tuple(k for k in self._pending if k != key)
+        return value
+
+    def _build_all(self) -> None:
+        if self._pending:
+            for key in self._pending:
+                dict.__setitem__(self, key, self._layout.makers[key](*self._src))
+            self._pending = ()
+
+    # -- reads
+    def __getitem__(self, key: Any) -> Any:
+        if key in self._pending:
+            return self._build(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self._pending:
+            return self._build(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._pending or dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + len(self._pending)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._build_all()
+        return dict.__iter__(self)
+
+    def __reversed__(self) -> Iterator[Any]:
+        self._build_all()
+        return dict.__reversed__(self)
+
+    def keys(self):  # type: ignore[override]
+        self._build_all()
+        return dict.keys(self)
+
+    def values(self):  # type: ignore[override]
+        self._build_all()
+        return dict.values(self)
+
+    def items(self):  # type: ignore[override]
+        self._build_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:  # type: ignore[override]
+        self._build_all()
+        return dict(dict.items(self))
+
+    def __repr__(self) -> str:
+        self._build_all()
+        return dict.__repr__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._build_all()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __or__(self, other: Any) -> dict[str, Any]:
+        out = self.copy()
+        out.update(other)
+        return out
+
+    def __ror__(self, other: Any) -> dict[str, Any]:
+        out = dict(other)
+        out.update(self.copy())
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (dict, (self.copy(),))
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        return self.__reduce__()
+
+    # -- writes
+    def _forget(self, key: Any) -> None:
+        if key in self._pending:
+            self._pending = tuple(k for k in self._pending if k != key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._forget(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if key in self._pending:
+            self._forget(key)
+            return
+        dict.__delitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> StepInfo:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    _MISSING = object()
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        if key in self._pending:
+            value = self._build(key)
+            dict.__delitem__(self, key)
+            return value
+        if default is StepInfo._MISSING:
+            return dict.pop(self, key)
+        return dict.pop(self, key, default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self._build_all()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._pending = ()
+        dict.clear(self)
+
+
 class VectorStockTradingEnv(VectorEnv):
     """``num_envs`` copies of :class:`StockTradingEnv` in torch (see module docstring).
 
     ``prices`` and every keyword in ``env_kwargs`` mean exactly what they mean for
     :class:`StockTradingEnv` (one is built as the template and available as
     ``self.template``). ``render_mode`` and ``record_history`` are not supported.
+    ``validate_actions=False`` skips the action checks (actions outside the space then
+    give undefined results). ``compile=True`` compiles the step into one fused kernel
+    on the first ``reset``/``step`` (a one-off ~10-60 s, again for each new action
+    dtype); the numbers are the same as without it (tested to 1e-9).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -97,6 +337,7 @@ class VectorStockTradingEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.copy = bool(copy)
         self.validate_actions = bool(validate_actions)
+        self.compiled = bool(compile)
         self.single_observation_space = tpl.observation_space
         self.single_action_space = tpl.action_space
         self.observation_space = batch_space(tpl.observation_space, self.num_envs)
@@ -105,27 +346,40 @@ class VectorStockTradingEnv(VectorEnv):
         self.dates = tpl.market.dates
         self.symbols = tpl.symbols
         self.costs = tpl.costs
+        self._L = _Layout(tpl.obs_layout.n_assets, tpl.reward_type == "differential_sharpe")
         self._setup_data(tpl)
-        # torch.compile fuses the step's elementwise maths into a few kernels (several
-        # times faster for large N); it costs a one-off compile of ~10-60 s.
-        self._transition_fn = self._transition
-        self._obs_fn = self._obs_of
-        if compile:
-            self._transition_fn = torch.compile(self._transition, dynamic=False)
-            self._obs_fn = torch.compile(self._obs_of, dynamic=False)
+        self._tracing = False  # True while the step is traced for compilation
+        self._fns: dict[tuple, Callable] = {}  # compiled functions by name and dtype
         self._seeded = False
         self._started = False
-        self._starts_buf = None
-        self._out: torch.Tensor | None = None
+        self._starts_buf: torch.Tensor | None = None
+        self._out = None if self.copy else self._new_obs_buffer()
+        self._obs_in_kernel = (
+            self.compiled and self._windows is not None and self._obs_dim <= _OBS_IN_KERNEL_MAX
+        )
 
     # ------------------------------------------------------------------ setup
     def _setup_data(self, tpl: StockTradingEnv) -> None:
-        dev, f64 = self.device, torch.float64
+        dev, f64, n = self.device, torch.float64, self.num_envs
         m = tpl.market
-        self._ref = torch.as_tensor(m.ref_open, dtype=f64, device=dev)
-        self._mark = torch.as_tensor(m.mark, dtype=f64, device=dev)
-        self._trad = torch.as_tensor(m.tradable, dtype=torch.bool, device=dev)
         n_bars, n_assets, n_feat = m.features.shape
+        one = n_assets == 1  # one asset: per-asset quantities are (N,) vectors, no sums
+        a = n_assets
+        # Per-asset quantities are (A, N) tensors in the step (rows of assets, like the
+        # packed state; (N,) with one asset), so the per-bar tables are (field, bar):
+        # one column gather per step reads, at the fill bar f = s + 1, the open
+        # (reference price), the close (mark), the previous close (mark at s) and the
+        # tradable flags (0/1) of f and s.
+        mark = m.mark.astype(np.float64)
+        trad = m.tradable.astype(np.float64)
+        prev = lambda x: np.concatenate([x[:1], x[:-1]])  # noqa: E731 - row t holds t-1
+        bars = np.concatenate([m.ref_open, mark, prev(mark), trad, prev(trad)], axis=1)
+        self._bars = torch.as_tensor(np.ascontiguousarray(bars.T), dtype=f64, device=dev)
+        rows = [slice(i * a, (i + 1) * a) for i in range(5)]
+        if one:  # plain row indices: per-asset quantities are (N,) vectors
+            rows = [r.start for r in rows]
+        self._r_ref, self._r_mark, self._r_mark_prev, self._r_trad, self._r_trad_prev = rows
+        self._mark = torch.as_tensor(np.ascontiguousarray(mark[:, 0] if one else mark.T), device=dev)
         flat = torch.as_tensor(m.features.reshape(n_bars, -1), device=dev)
         w = tpl.window_size
         self._n_assets = n_assets
@@ -142,14 +396,109 @@ class VectorStockTradingEnv(VectorEnv):
         else:
             self._windows, self._flat = None, flat
             self._win_offsets = torch.arange(-w + 1, 1, device=dev)
+        limit = tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0)
+        self._limit = limit
         if tpl.action_type == "discrete":
             self._positions = torch.tensor(tpl.positions, dtype=f64, device=dev)
+            self._position_list = tuple(float(p) for p in tpl.positions)
+            # one asset: |w| <= max |position|, so the budget scaling may be a no-op
+            self._scale_weights = not one or max(abs(p) for p in tpl.positions) > limit
+        else:
+            self._scale_weights = not one or limit < 1.0
         self._slip = self.costs.slippage_bps * 1e-4
         self._first = w - 1
         self._last = n_bars - 1
+        L = self._L
+        col = torch.zeros(L.n_rows, 1, dtype=f64, device=dev)
+        col[L.cash] = col[L.value] = tpl.initial_cash
+        self._reset_col = col  # the X column of an env that starts an episode
+        self._first_t = torch.full((n,), self._first, dtype=torch.int64, device=dev)
+        self._last_t = torch.full((n,), self._last, dtype=torch.int64, device=dev)
+        self._rows = torch.arange(n, device=dev)
 
-    def _zeros(self, *shape, dtype=torch.float64) -> torch.Tensor:
-        return torch.zeros(*shape, dtype=dtype, device=self.device)
+    def _new_obs_buffer(self) -> torch.Tensor:
+        return torch.empty(self.num_envs, self._obs_dim, dtype=torch.float32, device=self.device)
+
+    # shape helpers: per-asset quantities are (A, N) (rows of assets); with one asset
+    # they are (N,) and sums over assets are no-ops
+    def _col(self, v: torch.Tensor) -> torch.Tensor:
+        """A per-env (N,) quantity broadcast against per-asset ones."""
+        return v if self._n_assets == 1 else v[None, :]
+
+    def _rs(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over assets."""
+        return x if self._n_assets == 1 else x.sum(0)
+
+    def _shares_of(self, X: torch.Tensor) -> torch.Tensor:
+        return X[0] if self._n_assets == 1 else X[self._L.shares]
+
+    def _pack(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Rows (N,) and row blocks (A, N) into one field-major tensor."""
+        if self._n_assets == 1:
+            return torch.stack(parts)
+        return torch.cat([p[None] if p.dim() == 1 else p for p in parts])
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The current state of every env (views; do not modify): ``t``, ``start``,
+        ``end``, ``shares`` ``(N, A)``, ``cash``, ``value``, ``episode_return``,
+        ``episode_length``."""
+        L, X = self._L, self._X
+        return {
+            "t": self._t,
+            "start": self._SE[0],
+            "end": self._SE[1],
+            "shares": X[L.shares].T,
+            "cash": X[L.cash],
+            "value": X[L.value],
+            "episode_return": X[L.ep_return],
+            "episode_length": self._t - self._SE[0],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a training checkpoint needs to continue these envs exactly: every env's
+        state table, bar, episode bounds, its random-start generator and the pre-drawn
+        starts. CPU tensors and plain values only (``torch.load(weights_only=True)``
+        reads it back); :meth:`load_state_dict` restores it on an env built the same way."""
+        out: dict[str, Any] = {"format": "stockgym.vector_env", "num_envs": self.num_envs,
+                               "obs_dim": self._obs_dim, "started": self._started,
+                               "seeded": self._seeded}
+        if self._seeded:
+            out["rngs"] = [rng.bit_generator.state for rng in self._rngs]
+            if self._starts_buf is not None:
+                out["starts_buf"] = self._starts_buf.cpu()
+                out["starts_ptr"] = self._starts_ptr.cpu()
+        if self._started:
+            out.update(X=self._X.cpu(), t=self._t.cpu(), SE=self._SE.cpu())
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (``ValueError`` when it is another env's)."""
+        if not isinstance(state, dict) or state.get("format") != "stockgym.vector_env":
+            raise ValueError("not a VectorStockTradingEnv state (state_dict())")
+        for key, mine in (("num_envs", self.num_envs), ("obs_dim", self._obs_dim)):
+            if state.get(key) != mine:
+                raise ValueError(f"the saved env state has {key} = {state.get(key)}, this env "
+                                 f"has {mine}: build the env the run was trained with")
+        if state["started"] and tuple(state["X"].shape) != (self._L.n_rows, self.num_envs):
+            raise ValueError(f"the saved env state table has shape {tuple(state['X'].shape)}, "
+                             f"this env's is {(self._L.n_rows, self.num_envs)}")
+        dev = self.device
+        self._seeded = bool(state["seeded"])
+        if self._seeded:
+            self._rngs = []
+            for st in state["rngs"]:
+                rng = np.random.Generator(getattr(np.random, st["bit_generator"])())
+                rng.bit_generator.state = st
+                self._rngs.append(rng)
+            buf = state.get("starts_buf")
+            self._starts_buf = None if buf is None else buf.to(dev)
+            if buf is not None:
+                self._starts_ptr = state["starts_ptr"].to(dev)
+        self._started = bool(state["started"])
+        if self._started:
+            self._X, self._t, self._SE = state["X"].to(dev), state["t"].to(dev), state["SE"].to(dev)
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -170,20 +519,26 @@ class VectorStockTradingEnv(VectorEnv):
             self._starts_buf = None  # draws from the old generators are void
         tpl = self.template
         options = options or {}
-        fixed = None
+        L, dev = self._L, self.device
         if options:
             tpl.reset(options=options)  # validates the dates exactly as the single env does
-            fixed = (tpl._start, tpl._end)
-        self._state_reset(torch.ones(n, dtype=torch.bool, device=self.device), fixed)
-        self._ep_return = self._zeros(n)
-        self._ep_length = torch.zeros(n, dtype=torch.int64, device=self.device)
+            start = torch.full((n,), tpl._start, dtype=torch.int64, device=dev)
+            end = torch.full((n,), tpl._end, dtype=torch.int64, device=dev)
+        else:
+            start, end = self._next_episode(torch.ones(n, dtype=torch.bool, device=dev))
+        X = torch.zeros(L.n_rows, n, dtype=torch.float64, device=dev)
+        t = torch.zeros(n, dtype=torch.int64, device=dev)
+        SE = torch.zeros(2, n, dtype=torch.int64, device=dev)
+        F = torch.zeros(L.n_flags, n, dtype=torch.uint8, device=dev)
+        F[L.terminated] = 1  # marks every env as ended: _restart starts them all
+        part, X, t, F, SE = self._run("restart", self._restart, X, t, F, SE, start, end)
+        self._X, self._t, self._SE = X, t, SE
         self._started = True
-        obs = self._observe()
-        return obs, self._info(self._zeros(n), self._zeros(n), None, None, None)
+        return self._finish_obs(t, part), StepInfo(L, X, t, F, RESET_INFO_KEYS)
 
-    def _next_start(self, rows: torch.Tensor) -> torch.Tensor:
+    def _next_start(self) -> torch.Tensor:
         k = self._starts_buf.shape[1]
-        nxt = self._starts_buf[rows, self._starts_ptr.clamp(max=k - 1)]
+        nxt = self._starts_buf[self._rows, self._starts_ptr.clamp(max=k - 1)]
         return torch.where(self._starts_ptr < k, nxt, -1)
 
     def _refill_starts(self, k: int = 64) -> None:
@@ -206,157 +561,287 @@ class VectorStockTradingEnv(VectorEnv):
         self._starts_buf = torch.as_tensor(buf, device=self.device)
         self._starts_ptr = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
-    def _state_reset(self, mask: torch.Tensor, fixed: tuple[int, int] | None = None) -> None:
-        """Start a new episode in the envs where ``mask`` is True: from ``fixed``
-        (start, end) bar indices when given (an explicit ``reset(options=...)``), else
-        like a single env's ``reset()`` without options (autoresets)."""
-        n, a = self.num_envs, self._n_assets
+    def _next_episode(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, end) bars of the next episode of every env, consuming a random start
+        where ``mask`` is True, like a single env's ``reset()`` without options."""
         length = self.template.episode_length
-        if fixed is not None:
-            start = torch.full((n,), fixed[0], dtype=torch.int64, device=self.device)
-            end = torch.full((n,), fixed[1], dtype=torch.int64, device=self.device)
-        elif length is not None:
-            rows = torch.arange(n, device=self.device)
-            if self._starts_buf is None or bool((self._next_start(rows) < 0).any()):
-                self._refill_starts()
-            start = self._next_start(rows)
-            self._starts_ptr = self._starts_ptr + mask.long()
-            end = start + length
-        else:
-            start = torch.full((n,), self._first, dtype=torch.int64, device=self.device)
-            end = torch.full((n,), self._last, dtype=torch.int64, device=self.device)
-        init = self.template.initial_cash
-        if not hasattr(self, "_t"):
-            self._t, self._start, self._end = start.clone(), start.clone(), end.clone()
-            self._shares = self._zeros(n, a)
-            self._cash = torch.full((n,), init, dtype=torch.float64, device=self.device)
-            self._value = self._cash.clone()
-            self._dsr_a, self._dsr_b = self._zeros(n), self._zeros(n)
-            return
-        m1 = mask[:, None]
-        self._t = torch.where(mask, start, self._t)
-        self._start = torch.where(mask, start, self._start)
-        self._end = torch.where(mask, end, self._end)
-        self._shares = torch.where(m1, 0.0, self._shares)
-        self._cash = torch.where(mask, init, self._cash)
-        self._value = torch.where(mask, init, self._value)
-        self._dsr_a = torch.where(mask, 0.0, self._dsr_a)
-        self._dsr_b = torch.where(mask, 0.0, self._dsr_b)
+        if length is None:
+            return self._first_t, self._last_t
+        if self._starts_buf is None or bool((self._next_start() < 0).any()):
+            self._refill_starts()
+        start = self._next_start()
+        self._starts_ptr = self._starts_ptr + mask.long()
+        return start, start + length
+
+    def _restart(self, X, t, F, SE, start, end):
+        """Start a new episode in the envs that ended (terminated or truncated in F; all
+        of them at ``reset``): their columns of X become the initial state (and a step
+        with no cost, pnl or fills), t and SE get (start, end); F is cleared.
+        Returns (obs part, X, t, F, SE); see ``_obs_part``."""
+        L = self._L
+        done = (F[L.terminated] + F[L.truncated]) != 0
+        X = torch.where(done, self._reset_col, X)
+        t = torch.where(done, start, t)
+        SE = torch.where(done, torch.stack([start, end]), SE)
+        F = torch.where(done, 0, F)
+        part = self._obs_part(t, self._shares_of(X), X[L.cash], X[L.value])
+        return part, X, t, F, SE
 
     # ---------------------------------------------------------------- actions
-    def _check_actions(self, actions: Any) -> torch.Tensor:
-        """Actions as an ``(N, A)`` tensor on the device; raises ``ValueError`` on actions
-        outside the space (when ``validate_actions``), never touching the state."""
-        tpl = self.template
+    def _as_actions(self, actions: Any) -> torch.Tensor:
+        """Actions as a contiguous ``(N,)`` tensor (one asset; no copy when they already
+        are one) or an ``(A, N)`` one (rows of assets, as the step computes) on the
+        device; checks what needs no device read."""
         n, a = self.num_envs, self._n_assets
-        act = torch.as_tensor(actions, device=self.device)
+        act = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(actions)
+        if act.device != self.device:
+            act = act.to(self.device)
         if act.numel() != n * a:
             raise ValueError(f"expected {n * a} action values ({n} envs x {a} assets), got {act.numel()}")
-        act = act.reshape(n, a)
-        if tpl.action_type == "discrete":
-            if act.dtype.is_floating_point or act.dtype == torch.bool:
-                raise ValueError(f"discrete actions must be integers, got dtype {act.dtype}")
-            k = len(tpl.positions)
-            if self.validate_actions and bool(((act < 0) | (act >= k)).any()):
-                raise ValueError(f"actions outside the action space {self.single_action_space}")
-            return act
-        act = act.to(torch.float64)
-        if self.validate_actions:
-            lo = -1.0 if tpl.allow_short else 0.0
-            if not bool(torch.isfinite(act).all()):
-                raise ValueError("actions contain NaN or inf")
-            if not tpl.clip_actions and bool(((act < lo - 1e-6) | (act > 1.0 + 1e-6)).any()):
-                raise ValueError(f"actions outside [{lo}, 1]; clip them or pass clip_actions=True")
-        return act
+        if self.template.action_type == "discrete" and (
+            act.dtype.is_floating_point or act.dtype.is_complex or act.dtype == torch.bool
+        ):
+            raise ValueError(f"discrete actions must be integers, got dtype {act.dtype}")
+        if a == 1:
+            return act.reshape(n).contiguous()
+        return act.reshape(n, a).T.contiguous()
 
-    def _to_weights(self, act: torch.Tensor) -> torch.Tensor:
-        """Target weights, as ``StockTradingEnv.action_to_weights`` makes them."""
+    def _raise_bad_actions(self, code: int) -> None:
         tpl = self.template
         if tpl.action_type == "discrete":
-            w = self._positions[act]
+            raise ValueError(f"actions outside the action space {self.single_action_space}")
+        if code & _NOT_FINITE:
+            raise ValueError("actions contain NaN or inf")
+        lo = -1.0 if tpl.allow_short else 0.0
+        raise ValueError(f"actions outside [{lo}, 1]; clip them or pass clip_actions=True")
+
+    # Masks: bool tensors in eager mode; float64 0/1 tensors while fusing, because
+    # inductor's CPU code converts bool masks between vector widths element by element
+    # (a third of the kernel's time). Both give the same selections.
+    def _m(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond.to(torch.float64) if self._fusing() else cond
+
+    def _and(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * y if self._fusing() else x & y
+
+    def _or(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, y) if self._fusing() else x | y
+
+    def _not(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.0 - x if self._fusing() else ~x
+
+    def _where(self, mask: torch.Tensor, x: Any, y: Any) -> torch.Tensor:
+        return torch.where(mask != 0.0 if self._fusing() else mask, x, y)
+
+    def _any_bit(self, mask: torch.Tensor, bit: int) -> torch.Tensor:
+        """``bit`` if any of ``mask`` is set, else 0 (a 0-dim tensor)."""
+        if self._fusing():
+            return (mask * float(bit)).amax()
+        return mask.any() * bit
+
+    def _weights(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target weights, as ``StockTradingEnv.action_to_weights`` makes them, and the
+        action-check bits (a 0-dim tensor, or None without validation)."""
+        tpl = self.template
+        code = None
+        if tpl.action_type == "discrete":
+            idx = act.long()
+            k = len(tpl.positions)
+            if self.validate_actions:
+                code = self._any_bit(self._or(self._m(idx < 0), self._m(idx >= k)), _OUT_OF_SPACE)
+                idx = idx.clamp(0, k - 1)
+            if self._fusing():  # a few selects instead of a gather
+                pos = self._position_list
+                w = torch.full(idx.shape, pos[0], dtype=torch.float64, device=idx.device)
+                for j in range(1, k):
+                    w = torch.where(idx == j, pos[j], w)
+            else:
+                w = self._positions.take(idx)
         else:
-            w = act.clamp(-1.0 if tpl.allow_short else 0.0, 1.0)
-        limit = tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0)
-        gross = w.abs().sum(1, keepdim=True)
-        return torch.where(gross > limit, w * (limit / gross), w)
+            a = act.to(torch.float64)
+            lo = -1.0 if tpl.allow_short else 0.0
+            if self.validate_actions:
+                code = self._any_bit(self._not(self._m(torch.isfinite(a))), _NOT_FINITE)
+                if not tpl.clip_actions:
+                    out = self._or(self._m(a < lo - 1e-6), self._m(a > 1.0 + 1e-6))
+                    code = code + self._any_bit(out, _OUT_OF_SPACE)
+            w = a.clamp(lo, 1.0)
+        if self._scale_weights:
+            gross = self._col(self._rs(w.abs()))
+            w = torch.where(gross > self._limit, w * (self._limit / gross), w)
+        return w, code
+
+    # ------------------------------------------------------------ compilation
+    def _fusing(self) -> bool:
+        """True while the step is being traced or compiled into one kernel."""
+        return self._tracing or torch.compiler.is_compiling()
+
+    def _compile(self, fn: Callable, args: tuple) -> Callable:
+        """``fn`` (a pure function of tensors) compiled for arguments like ``args``.
+
+        Traced to an aten FX graph (``make_fx`` with inductor's decompositions, after
+        ``functionalize``) and compiled by ``compile_fx_inner``: calling the result
+        costs ~10 us less than ``torch._inductor.standalone_compile``'s wrappers and
+        ~30 us less than ``torch.compile``'s guards, a good part of a step. Falls back
+        to ``torch.compile`` where these (internal) entry points are missing or fail."""
+        try:
+            from torch._inductor.compile_fx import compile_fx_inner
+            from torch._inductor.decomposition import select_decomp_table
+            from torch.fx.experimental.proxy_tensor import make_fx
+
+            self._tracing = True
+            try:
+                graph = make_fx(
+                    torch.func.functionalize(fn, remove="mutations"),
+                    decomposition_table=select_decomp_table(),
+                )(*args)
+            finally:
+                self._tracing = False
+            # The bar indices are in range by construction (first <= t < last on a
+            # step), so the generated code need not bounds-check every gather.
+            from torch._inductor import config as inductor_config
+
+            with inductor_config.patch(assert_indirect_indexing=False):
+                inner = compile_fx_inner(graph, list(args))
+
+            def compiled(*a):
+                return tuple(inner(list(a)))
+
+            compiled(*args)  # fail here, not in the middle of a step
+            return compiled
+        except Exception as exc:  # noqa: BLE001 - any failure: the slower, safe path
+            warnings.warn(
+                f"compiling the vector env step with inductor failed "
+                f"({type(exc).__name__}: {exc}); using torch.compile",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return torch.compile(fn, dynamic=False)
+
+    def _run(self, name: str, fn: Callable, *args: torch.Tensor) -> tuple:
+        """``fn(*args)`` eagerly, or its compiled version."""
+        if not self.compiled:
+            return fn(*args)
+        key = (name, args[0].dtype)  # (only the action dtype can vary)
+        compiled = self._fns.get(key)
+        if compiled is None:
+            compiled = self._fns[key] = self._compile(lambda *a: fn(*a), args)
+        return compiled(*args)
 
     # ------------------------------------------------------------------- step
     def step(self, actions: Any):
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        act = self._check_actions(actions)
-        (
-            obs, shares, cash, value, f, reward, terminated, truncated,
-            cost, pnl, filled, price, blocked, self._dsr_a, self._dsr_b,
-            self._ep_return, self._ep_length,
-        ) = self._transition_fn(
-            act, self._t, self._shares, self._cash, self._value, self._end,
-            self._dsr_a, self._dsr_b, self._ep_return, self._ep_length,
+        act = self._as_actions(actions)
+        part, X, reward, F, t, flag = self._run(
+            "step", self._transition, act, self._X, self._t, self._SE
         )
-        self._shares, self._cash, self._value, self._t = shares, cash, value, f
-        done = terminated | truncated
-        info = self._info(cost, pnl, filled, price, blocked)
-        if bool(done.any()):
-            info["final_obs"] = obs
-            info["_final_obs"] = done
-            info["final_info"] = {k: v for k, v in info.items() if not k.startswith(("final", "_final"))}
-            info["episode"] = {
-                "r": torch.where(done, self._ep_return, 0.0),
-                "l": torch.where(done, self._ep_length, 0),
-            }
-            info["_episode"] = done
-            self._ep_return = torch.where(done, 0.0, self._ep_return)
-            self._ep_length = torch.where(done, 0, self._ep_length)
-            self._state_reset(done)
-            obs = self._observe()
-            # Same-step convention: rows of ended envs describe their new episode; the
-            # step that ended them is in info["final_info"].
-            info = self._info(
-                torch.where(done, 0.0, cost), torch.where(done, 0.0, pnl),
-                torch.where(done[:, None], 0.0, filled), torch.where(done[:, None], 0.0, price),
-                blocked & ~done[:, None], info,
-            )
-        elif not self.copy:
-            if self._out is None:
-                self._out = torch.empty_like(obs)
-            obs = self._out.copy_(obs)
+        code = int(flag)
+        if code & (_OUT_OF_SPACE | _NOT_FINITE):  # nothing was committed: state unchanged
+            self._raise_bad_actions(code)
+        if code & _EAGER:  # (rare) the compiled step left a case to the eager code
+            fused, self._obs_in_kernel = self._obs_in_kernel, False
+            try:
+                part, X, reward, F, t, flag = self._transition(act, self._X, self._t, self._SE)
+            finally:
+                self._obs_in_kernel = fused
+            code = int(flag)
+            obs = self._obs(t, part)
+        else:
+            obs = self._finish_obs(t, part)
+        flags = F.view(torch.bool)
+        terminated, truncated = flags[0], flags[1]
+        if code:
+            obs, info = self._autoreset(obs, X, t, F, terminated | truncated)
+        else:
+            self._X, self._t = X, t
+            info = StepInfo(self._L, X, t, F)
         return obs, reward, terminated, truncated, info
 
-    def _transition(self, act, s, before, cash, v0, end, dsr_a, dsr_b, ep_ret, ep_len):
-        """One step of every env as a pure function of tensors (``torch.compile``-able):
-        fills at bar s+1 (or the close of s), marks at the close of s+1, rewards."""
-        tpl = self.template
-        w = self._to_weights(act)
-        f = s + 1
+    def _autoreset(self, obs, X, t, F, done):
+        """Same-step autoreset of the envs whose episode just ended (``done``)."""
+        L, SE = self._L, self._SE
+        final_obs = obs.clone() if self._out is not None else obs
+        final_info = StepInfo(L, X, t, F)
+        episode = {
+            "r": torch.where(done, X[L.ep_return], 0.0),
+            "l": torch.where(done, t - SE[0], 0),
+        }
+        start, end = self._next_episode(done)
+        part, X, t, F, SE = self._run("restart", self._restart, X, t, F, SE, start, end)
+        obs = self._finish_obs(t, part)
+        self._X, self._t, self._SE = X, t, SE
+        # Same-step convention: rows of ended envs describe their new episode; the step
+        # that ended them is in info["final_info"].
+        info = StepInfo(L, X, t, F)
+        dict.update(
+            info,
+            final_obs=final_obs,
+            _final_obs=done,
+            final_info=final_info,
+            episode=episode,
+            _episode=done,
+        )
+        return obs, info
+
+    def _transition(self, act, X, t, SE):
+        """One step of every env as a pure function of the state (compilable): fills
+        at bar s+1 (or the close of s), marks at the close of s+1, rewards. Returns
+        (obs part, X, reward, F, t, flag); see ``_Layout`` and ``_obs_part``."""
+        tpl, L = self.template, self._L
+        M, AND, OR, NOT = self._m, self._and, self._or, self._not
+        w, code = self._weights(act)
+        f = t + 1
+        before, cash, v0 = self._shares_of(X), X[L.cash], X[L.value]
+        bar = torch.index_select(self._bars, 1, f)  # see _setup_data
+        mark_s, mark_f = bar[self._r_mark_prev], bar[self._r_mark]
         if tpl.fill == "open":
-            ref, trad = self._ref[f], self._trad[f]
+            ref, trad = bar[self._r_ref], bar[self._r_trad]
         else:
-            ref, trad = self._mark[s], self._trad[s]
-        mark_s, mark_f = self._mark[s], self._mark[f]
-        shares, cash, filled, price, comm, tax, slip_cost, blocked = self._rebalance(
+            ref, trad = mark_s, bar[self._r_trad_prev]
+        trad = M(trad != 0.0) if not self._fusing() else trad  # (0/1 floats already)
+        shares, cash, filled, price, comm, tax, slip_cost, blocked, unresolved = self._rebalance(
             before, cash, w, ref, trad
         )
-        borrow = torch.zeros_like(cash)
+        borrow = None
         if self.costs.borrow_rate > 0.0:
-            borrow = (torch.where(shares < 0.0, -shares * mark_f, 0.0) * (self.costs.borrow_rate / 252.0)).sum(1)
+            short_value = torch.where(shares < 0.0, -shares * mark_f, 0.0)
+            borrow = self._rs(short_value * (self.costs.borrow_rate / 252.0))
             cash = cash - borrow
-        value = cash + (shares * mark_f).sum(1)
-        pnl = (before * (ref - mark_s) + shares * (mark_f - ref)).sum(1)
-        cost = borrow + (comm + tax + slip_cost).sum(1)
-        reward, dsr_a, dsr_b = self._reward(v0, value, dsr_a, dsr_b)
-        terminated = value < tpl.ruin_floor
-        truncated = (f >= end) & ~terminated
-        obs = self._obs_of(f, shares, cash, value)
-        return (
-            obs, shares, cash, value, f, reward, terminated, truncated,
-            cost, pnl, filled, price, blocked, dsr_a, dsr_b, ep_ret + reward, ep_len + 1,
-        )
+        value = cash + self._rs(shares * mark_f)
+        pnl = self._rs(before * (ref - mark_s) + shares * (mark_f - ref))
+        cost = self._rs(comm + tax + slip_cost)
+        if borrow is not None:
+            cost = borrow + cost
+        reward, dsr = self._reward(v0, value, X)
+        terminated = M(value < tpl.ruin_floor)
+        truncated = AND(M(f >= SE[1]), NOT(terminated))
+        part = self._obs_part(f, shares, cash, value, mark_f)
+        X = self._pack([shares, cash, value, X[L.ep_return] + reward, *dsr, cost, pnl,
+                        filled, price])
+        F = self._flags([terminated, truncated, blocked])
+        flag = self._any_bit(OR(terminated, truncated), _ANY_DONE)
+        if code is not None:
+            flag = flag + code
+        if unresolved is not None:
+            flag = flag + self._any_bit(unresolved, _EAGER)
+        return part, X, reward, F, f, flag
+
+    def _flags(self, masks: list[torch.Tensor]) -> torch.Tensor:
+        """The packed uint8 F tensor of (terminated, truncated, not_tradable) from masks
+        as ``_m`` makes them (inductor's CPU code stores bools slowly, uint8 fast)."""
+        if self._fusing():
+            return self._pack(masks).to(torch.uint8)
+        return self._pack(masks).view(torch.uint8)
 
     def _rebalance(self, shares, cash, w, ref, trad):
-        """Vectorised :func:`stockgym.envs.execution.rebalance` (same rules, same order)."""
+        """Vectorised :func:`stockgym.envs.execution.rebalance` (same rules, same order).
+        ``trad`` is a mask (see ``_m``)."""
         costs = self.costs
-        v_ref = cash + (shares * ref).sum(1)
-        vr = v_ref[:, None]
+        col, rs = self._col, self._rs
+        M, AND, NOT, W = self._m, self._and, self._not, self._where
+        v_ref = cash + rs(shares * ref)
+        vr = col(v_ref)
         desired = w * vr / ref
         buy_side = desired > shares
         price = torch.where(buy_side, ref * (1.0 + self._slip), ref * (1.0 - self._slip))
@@ -364,54 +849,71 @@ class VectorStockTradingEnv(VectorEnv):
         if not self.template.fractional:
             target = torch.trunc(target)
         qty = target - shares
-        order = (desired != shares) & (qty != 0.0) & (buy_side == (qty > 0.0))
-        order &= (qty * ref).abs() > 1e-12 * vr.abs()
-        blocked = order & ~trad
-        order &= trad
+        # an order: desired != held, qty != 0 on the side of the desire, and not noise
+        side_ok = torch.where(buy_side, M(qty > 0.0), M(qty < 0.0))
+        order = AND(AND(M(desired != shares), M(qty != 0.0)), side_ok)
+        order = AND(order, M((qty * ref).abs() > 1e-12 * vr.abs()))
+        blocked = AND(order, NOT(trad))
+        order = AND(order, trad)
         # sells first
-        sell = order & (qty < 0.0)
-        s_val = torch.where(sell, -qty * price, 0.0)
-        s_comm = torch.where(sell, torch.clamp(costs.commission * s_val, min=costs.min_commission), 0.0)
+        sell = AND(order, M(qty < 0.0))
+        s_val = W(sell, -qty * price, 0.0)
+        s_comm = self._commission(s_val, lambda: sell)
         s_tax = costs.sell_tax * s_val
         if costs.min_commission > 0.0:
-            ok = s_val - s_comm - s_tax >= 0.0
-            sell &= ok
+            ok = M(s_val - s_comm - s_tax >= 0.0)
+            sell = AND(sell, ok)
             s_val, s_comm, s_tax = s_val * ok, s_comm * ok, s_tax * ok
-        cash = cash + (s_val - s_comm - s_tax).sum(1)
+        cash = cash + rs(s_val - s_comm - s_tax)
         # then buys, scaled by one common factor to fit in cash
-        buy = order & (qty > 0.0)
-        b_qty = torch.where(buy, qty, 0.0)
-        b_qty, k = self._fit_buys(b_qty, price, cash, buy)
+        buy = AND(order, M(qty > 0.0))
+        b_qty = W(buy, qty, 0.0)
+        b_qty, unresolved = self._fit_buys(b_qty, price, cash)
         b_val = b_qty * price
-        b_comm = torch.where(b_qty > 0.0, torch.clamp(costs.commission * b_val, min=costs.min_commission), 0.0)
-        cash = cash - (b_val + b_comm).sum(1)
-        filled = torch.where(sell, qty, 0.0) + b_qty
+        b_comm = self._commission(b_val, lambda: M(b_qty > 0.0))
+        cash = cash - rs(b_val + b_comm)
+        filled = W(sell, qty, 0.0) + b_qty
         new_shares = shares + filled
-        fill_price = torch.where(filled != 0.0, price, 0.0)
-        slip_cost = (filled * (price - ref)).abs() * (filled != 0.0)
-        return (new_shares, cash, filled, fill_price, s_comm + b_comm, s_tax, slip_cost, blocked)
+        traded = M(filled != 0.0)
+        fill_price = W(traded, price, 0.0)
+        slip_cost = (filled * (price - ref)).abs() * traded
+        return (new_shares, cash, filled, fill_price, s_comm + b_comm, s_tax, slip_cost, blocked,
+                unresolved)
+
+    def _commission(self, val: torch.Tensor, traded: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``max(commission * val, min_commission)`` where ``traded()`` (a mask), else 0;
+        ``val`` is >= 0 and 0 where nothing trades, so without a minimum it is just the
+        product (and the mask is not built)."""
+        costs = self.costs
+        if costs.min_commission > 0.0:
+            comm = torch.clamp(costs.commission * val, min=costs.min_commission)
+            return self._where(traded(), comm, 0.0)
+        return costs.commission * val
 
     def _buy_need(self, qty, price):
-        costs = self.costs
         val = qty * price
-        comm = torch.where(qty > 0.0, torch.clamp(costs.commission * val, min=costs.min_commission), 0.0)
-        return (val + comm).sum(1)
+        return self._rs(val + self._commission(val, lambda: self._m(qty > 0.0)))
 
-    def _fit_buys(self, qty, price, cash, buy):
+    def _fit_buys(self, qty, price, cash):
+        """Buy sizes scaled to fit in cash; and None, or (compiled, min_commission) the
+        mask of envs whose sizes need the bisection, left to the eager code."""
         costs = self.costs
         frac = self.template.fractional
+        col = self._col
         need = self._buy_need(qty, price)
         over = need > cash
-        gross = (qty * price).sum(1) * (1.0 + costs.commission)
+        gross = self._rs(qty * price) * (1.0 + costs.commission)
         k = torch.where(over, cash.clamp(min=0.0) / torch.where(gross > 0, gross, 1.0) * _SAFE, 1.0)
 
         def sized(kk):
-            q = qty * kk[:, None]
+            q = qty * col(kk)
             return q if frac else torch.floor(q)
 
-        scaled = torch.where(over[:, None], sized(k), qty)
+        scaled = torch.where(col(over), sized(k), qty)
         if costs.min_commission > 0.0:
-            still = over & (self._buy_need(scaled, price) > cash)
+            still = self._and(self._m(over), self._m(self._buy_need(scaled, price) > cash))
+            if self._fusing():  # no data-dependent branch in a graph: the step is
+                return scaled, still  # redone eagerly where this is set anywhere
             if bool(still.any()):
                 lo, hi = torch.zeros_like(k), k.clone()
                 for _ in range(60):
@@ -419,61 +921,73 @@ class VectorStockTradingEnv(VectorEnv):
                     ok = self._buy_need(sized(mid), price) <= cash
                     lo = torch.where(ok, mid, lo)
                     hi = torch.where(ok, hi, mid)
-                k = torch.where(still, lo, k)
-                scaled = torch.where(still[:, None], sized(k), scaled)
-        return scaled, k
+                k = self._where(still, lo, k)
+                scaled = self._where(col(still), sized(k), scaled)
+        return scaled, None
 
-    def _reward(self, v0, v1, dsr_a, dsr_b):
-        tpl = self.template
+    def _reward(self, v0, v1, X):
+        """(reward, [dsr_a, dsr_b] new values, empty unless the reward is the DSR)."""
+        tpl, L = self.template, self._L
         if tpl.reward_type == "log_return":
-            return torch.log(v1.clamp(min=1e-12 * tpl.initial_cash) / v0), dsr_a, dsr_b
+            return torch.log(v1.clamp(min=1e-12 * tpl.initial_cash) / v0), []
         ret = v1 / v0 - 1.0
         if tpl.reward_type == "return":
-            return ret, dsr_a, dsr_b
+            return ret, []
+        dsr_a, dsr_b = X[L.dsr_a], X[L.dsr_b]
         da, db = ret - dsr_a, ret * ret - dsr_b
         var = dsr_b - dsr_a * dsr_a
         safe = var > 1e-12
         num = dsr_b * da - 0.5 * dsr_a * db
         dsr = torch.where(safe, num / torch.where(safe, var, 1.0) ** 1.5, 0.0)
-        return dsr, dsr_a + tpl.dsr_eta * da, dsr_b + tpl.dsr_eta * db
+        return dsr, [dsr_a + tpl.dsr_eta * da, dsr_b + tpl.dsr_eta * db]
 
-    # ------------------------------------------------------------ obs & info
-    def _observe(self) -> torch.Tensor:
-        if self.copy:
-            return self._obs_fn(self._t, self._shares, self._cash, self._value)
-        if self._out is None:
-            self._out = torch.empty(self.num_envs, self._obs_dim, device=self.device)
-        return self._obs_of(self._t, self._shares, self._cash, self._value, out=self._out)
-
-    def _obs_of(self, t, shares, cash, value, out=None):
-        """Observations as of the close of bar ``t`` (a new tensor unless ``out``)."""
+    # ------------------------------------------------------------ observations
+    def _obs_part(self, t, shares, cash, value, mark=None):
+        """What the step function makes of the observations as of the close of bar
+        ``t``: whole new observations when ``_obs_in_kernel``, else their ``(N, A + 1)``
+        float32 end, each asset's weight and the cash fraction (the window rows are then
+        gathered outside, see ``_obs``). ``mark``: the closes of bar ``t`` if known."""
         nf, a = self._nf, self._n_assets
-        v = value[:, None]
+        if mark is None:
+            mark = torch.index_select(self._mark, self._mark.dim() - 1, t)
+        weights = shares * mark / self._col(value)
+        cash_frac = cash / value
+        if self._obs_in_kernel:
+            obs = self._gather(t, out=False)
+            if a == 1:
+                obs[:, nf] = weights
+            else:
+                obs[:, nf : nf + a] = weights.T
+            obs[:, nf + a] = cash_frac
+            return obs
+        weights = weights[:, None] if a == 1 else weights.T
+        return torch.cat([weights, cash_frac[:, None]], 1).to(torch.float32)
+
+    def _finish_obs(self, t: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        """The observations to return from what the step function made of them."""
+        if not self._obs_in_kernel:
+            return self._obs(t, part)
+        return part if self._out is None else self._out.copy_(part)
+
+    def _gather(self, t: torch.Tensor, out: bool = True) -> torch.Tensor:
+        """The window rows of bar ``t`` in a new observation tensor (or ``self._out``
+        when ``out`` and observations go to the shared buffer); the last A + 1 columns
+        are not set."""
+        buf = self._out if out else None
         if self._windows is not None:
-            obs = torch.index_select(self._windows, 0, t, out=out)
-        else:
-            idx = t[:, None] + self._win_offsets
-            feats = self._flat[idx].reshape(self.num_envs, -1)
-            obs = torch.empty(self.num_envs, self._obs_dim, device=self.device) if out is None else out
-            obs[:, :nf] = feats
-        obs[:, nf : nf + a] = (shares * self._mark[t]) / v
-        obs[:, nf + a] = cash / value
+            if buf is None:
+                return torch.index_select(self._windows, 0, t)
+            return torch.index_select(self._windows, 0, t, out=buf)
+        obs = self._new_obs_buffer() if buf is None else buf
+        obs[:, : self._nf] = self._flat[t[:, None] + self._win_offsets].reshape(self.num_envs, -1)
         return obs
 
-    def _info(self, cost, pnl, filled, price, blocked, info=None) -> dict[str, Any]:
-        info = {} if info is None else info
-        info |= {
-            "portfolio_value": self._value,
-            "cash": self._cash,
-            "position": self._shares,
-            "cost": cost,
-            "pnl": pnl,
-            "t": self._t,
-        }
-        if filled is not None:
-            info.update(filled=filled, fill_price=price, not_tradable=blocked)
-        return info
+    def _obs(self, t: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """Observations as of bar ``t`` from the window rows (one aten gather) and the
+        ``tail`` (see ``_obs_part``); a new tensor, or ``self._out``."""
+        obs = self._gather(t)
+        obs[:, self._nf :] = tail
+        return obs
 
     def close_extras(self, **kwargs: Any) -> None:
         self._out = None
-
