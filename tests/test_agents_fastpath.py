@@ -1,16 +1,20 @@
 """The speed paths of the agents keep the semantics: the numpy-vectorized CartPole with
 same-step autoreset steps like Gymnasium's single CartPole, PPO's one-log-softmax
-evaluation equals ``Policy.evaluate``, and ``PPOConfig.for_env`` gives the tuned
-defaults (see ``benchmarks/bench_sb3.py``)."""
+evaluation equals ``Policy.evaluate``, ``PPOConfig.for_env`` gives the tuned
+defaults (see ``benchmarks/bench_sb3.py``), and the mlp backbone's ``activation``
+option (which those defaults use) does what it says and survives a checkpoint."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
+from torch import nn
 
 from stockgym.agents import PPO
 from stockgym.agents.common import SameStepCartPole
+from stockgym.agents.networks import Encoder, encoder_spec
 from stockgym.agents.ppo import ENV_DEFAULTS, PPOConfig
 
 
@@ -72,4 +76,60 @@ def test_for_env_gives_the_tuned_defaults_then_overrides():
     tuned = ENV_DEFAULTS["CartPole-v1"]
     assert c.num_envs == tuned["num_envs"] and c.update_epochs == tuned["update_epochs"]
     assert c.clip_vloss is tuned["clip_vloss"] and c.seed == 7 and c.learning_rate == 1e-4
+    assert c.activation == tuned["activation"] == "tanh" and c.num_minibatches == tuned["num_minibatches"]
     assert PPOConfig.for_env("Pendulum-v1") == PPOConfig()
+
+
+def _hidden(agent: PPO, net: str = "actor") -> list[nn.Module]:
+    return list(agent.nets[net].net.encoder.body.body if net == "actor"
+                else agent.nets[net].encoder.body.body)
+
+
+def test_default_activation_is_still_relu():
+    agent = PPO("CartPole-v1", num_envs=2, device="cpu")
+    assert PPOConfig().activation == "relu" and "activation" not in agent.encoder_spec
+    assert [type(m) for m in _hidden(agent)] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU]
+
+
+def test_tanh_activation_swaps_relu_and_initialises_orthogonally():
+    agent = PPO("CartPole-v1", num_envs=2, device="cpu", activation="tanh")
+    assert agent.encoder_spec["activation"] == "tanh"
+    for net in ("actor", "critic"):
+        layers = _hidden(agent, net)
+        assert [type(m) for m in layers] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh]
+        for lin in layers[::2]:
+            w = lin.weight.detach()  # (64, in): orthonormal columns scaled by sqrt(2)
+            torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(w.shape[1]), atol=1e-4, rtol=0)
+            assert torch.count_nonzero(lin.bias) == 0
+    obs = torch.randn(5, 4)
+    h = agent.nets["actor"].net.encoder(obs)
+    assert h.abs().max() < 1.0 and (h < 0).any()  # tanh outputs, not ReLU's
+
+
+def test_tanh_activation_survives_save_and_load(tmp_path):
+    agent = PPO("CartPole-v1", num_envs=2, device="cpu", activation="tanh", seed=3)
+    agent.learn(64)
+    agent.save(tmp_path / "m")
+    back = PPO.load(tmp_path / "m", device="cpu")
+    assert back.config.activation == "tanh" and isinstance(_hidden(back)[1], nn.Tanh)
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    np.testing.assert_array_equal(agent.predict(obs)[0], back.predict(obs)[0])
+
+
+def test_a_spec_without_activation_reads_as_relu():
+    spec = encoder_spec(4, None, "mlp", 8, 2, 3)
+    assert "activation" not in spec  # as in checkpoints written before the option
+    assert isinstance(Encoder(spec).body.body[1], nn.ReLU)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"activation": "gelu"}, "activation must be one of"),
+    ({"activation": "tanh", "backbone": "lstm"}, "mlp backbone only"),
+    ({"activation": "tanh", "pretrained": "some/forecaster"}, "mlp backbone only"),
+])
+def test_bad_activation_settings_raise(bad, match):
+    with pytest.raises(ValueError, match=match):
+        PPOConfig(**bad)
+    if bad.get("backbone") == "lstm":
+        with pytest.raises(ValueError, match="mlp backbone only"):
+            encoder_spec(10, None, "lstm", 8, 1, 3, activation="tanh")

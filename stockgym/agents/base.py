@@ -103,7 +103,7 @@ class Agent:
                 spec, forecaster = pretrained_spec(config.pretrained, obs_dim, layout)
             else:
                 spec = encoder_spec(obs_dim, layout, config.backbone, config.hidden_size,
-                                    config.num_layers, config.kernel_size)
+                                    config.num_layers, config.kernel_size, config.activation)
             self.encoder_spec = spec
             self.env = venv
         else:

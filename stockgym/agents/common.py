@@ -39,6 +39,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 BACKBONES = ("mlp", "cnn", "lstm")
+ACTIVATIONS = ("relu", "tanh")  # the mlp backbone's hidden activations (stockgym.agents.networks)
 
 
 # ------------------------------------------------------------------ config
@@ -51,7 +52,9 @@ class CommonConfig:
     ``obs_layout``; envs without a layout take ``mlp`` over the flat observation),
     ``hidden_size``, ``num_layers``, ``kernel_size`` (cnn), ``pretrained`` (a
     forecaster checkpoint or run dir whose encoder initialises the backbone),
-    ``freeze_pretrained``.
+    ``freeze_pretrained``, ``activation`` (hidden activation of the ``mlp`` backbone:
+    ``relu``, the default, or ``tanh`` with orthogonal init as SB3's and CleanRL's PPO;
+    see :mod:`stockgym.agents.networks`).
 
     Optimisation: ``learning_rate`` (Adam), ``max_grad_norm`` (gradient clipping by
     global norm; ``None``: off).
@@ -69,6 +72,7 @@ class CommonConfig:
     kernel_size: int = 3
     pretrained: str | None = None
     freeze_pretrained: bool = False
+    activation: str = "relu"
     num_envs: int = 8
     seed: int = 0
     device: str = "auto"
@@ -84,6 +88,11 @@ class CommonConfig:
         """Raise ``ValueError`` naming the first bad field."""
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.activation != "relu" and (self.backbone != "mlp" or self.pretrained):
+            raise ValueError(f"activation={self.activation!r} applies to a new mlp backbone only "
+                             f"(backbone={self.backbone!r}, pretrained={self.pretrained!r})")
         for name in ("hidden_size", "num_layers", "kernel_size", "num_envs"):
             _check_int(name, getattr(self, name), 1)
         _check_int("seed", self.seed, None)

@@ -7,7 +7,10 @@ the flat observation is reshaped to ``(window, assets x features)`` and encoded 
 portfolio part (each asset's weight and the cash fraction) is appended to the encoding.
 Without a layout (e.g. CartPole) the flat observation is one row of ``D`` features and
 only ``mlp`` applies. ``pretrained`` loads a trained forecaster's module into the
-backbone (a transfer from the supervised model to the policy).
+backbone (a transfer from the supervised model to the policy). ``activation``
+(``relu | tanh``, ``mlp`` backbone only; default ``relu``, the forecasters' MLP as it
+is): ``tanh`` swaps each hidden ReLU for a Tanh and re-initialises the hidden layers
+orthogonally with gain sqrt(2), zero bias - the MLP of SB3's and CleanRL's PPO.
 
 Action distributions (:class:`ActionDist`):
 
@@ -33,7 +36,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from stockgym.forecasters.models import MODELS, ForecastNet, build_model
+from stockgym.agents.common import ACTIVATIONS
+from stockgym.forecasters.models import MLP, MODELS, ForecastNet, build_model
 
 SQUASH = ("clip", "tanh")
 
@@ -50,7 +54,8 @@ class Encoder(nn.Module):
 
     ``spec`` (JSON-able, stored in checkpoints) says how to rebuild it:
     ``backbone``, ``obs_dim``, ``layout`` (or ``None``), ``module_kwargs`` (the
-    forecasters module's constructor arguments).
+    forecasters module's constructor arguments), optionally ``activation`` (``mlp``
+    only; absent, as in checkpoints written before it existed, means ``relu``).
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -58,6 +63,9 @@ class Encoder(nn.Module):
         self.spec = spec
         layout = spec["layout"]
         self.body: ForecastNet = MODELS[spec["backbone"]](**spec["module_kwargs"])
+        activation = spec.get("activation", "relu")
+        if activation != "relu":
+            _set_activation(self.body, activation)
         if layout is None:
             self.window, self.row = 1, spec["obs_dim"]
             self.n_feat_obs = spec["obs_dim"]
@@ -76,9 +84,34 @@ class Encoder(nn.Module):
         return torch.cat([z, obs[:, self.n_feat_obs :]], dim=1)
 
 
+def _set_activation(body: nn.Module, activation: str) -> None:
+    """Make an :class:`~stockgym.forecasters.models.MLP`'s hidden activations
+    ``activation`` in place (``tanh``: also orthogonal hidden weights, gain sqrt(2), zero
+    bias). Parameter names stay the same, so state dicts are interchangeable."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(body, MLP):
+        raise ValueError(f"activation={activation!r} applies to the mlp backbone only, "
+                         f"got {type(body).__name__}")
+    layers = []
+    for m in body.body:
+        if isinstance(m, nn.ReLU):
+            m = nn.Tanh() if activation == "tanh" else m
+        elif isinstance(m, nn.Linear) and activation == "tanh":
+            layer_init(m)
+        layers.append(m)
+    body.body = nn.Sequential(*layers)
+
+
 def encoder_spec(obs_dim: int, layout: dict[str, Any] | None, backbone: str, hidden_size: int,
-                 num_layers: int, kernel_size: int) -> dict[str, Any]:
-    """The spec of a new backbone for this observation (``ValueError`` if it cannot read it)."""
+                 num_layers: int, kernel_size: int, activation: str = "relu") -> dict[str, Any]:
+    """The spec of a new backbone for this observation (``ValueError`` if it cannot read
+    it, or if ``activation`` is not ``relu`` for a backbone other than ``mlp``)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if activation != "relu" and backbone != "mlp":
+        raise ValueError(f"activation={activation!r} applies to the mlp backbone only, "
+                         f"got backbone={backbone!r}")
     if layout is None:
         if backbone != "mlp":
             raise ValueError(
@@ -93,8 +126,11 @@ def encoder_spec(obs_dim: int, layout: dict[str, Any] | None, backbone: str, hid
             raise ValueError(f"obs_layout {layout} describes {expected} values, observation has {obs_dim}")
     module = build_model(backbone, n_features, window, hidden_size=hidden_size,
                          num_layers=num_layers, kernel_size=kernel_size, dropout=0.0)
-    return {"backbone": backbone, "obs_dim": obs_dim, "layout": layout,
+    spec = {"backbone": backbone, "obs_dim": obs_dim, "layout": layout,
             "module_kwargs": module.kwargs}
+    if activation != "relu":  # specs without the key read as relu (older checkpoints too)
+        spec["activation"] = activation
+    return spec
 
 
 def pretrained_spec(path: str | Path, obs_dim: int, layout: dict[str, Any] | None) -> tuple[dict, Any]:
