@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses started by tests inherit it
 
 
@@ -17,3 +19,26 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """``interrupt_training(step)``: from then on, ``Agent.learn`` raises
+    KeyboardInterrupt (a Ctrl-C) in the first callback at or after ``step``."""
+    from stockgym.agents.base import Agent
+
+    original = Agent.learn
+
+    def arm(at: int) -> None:
+        def learn(self, total_timesteps, *, callback=None, **kw):
+            def cb(a, step):
+                callback(a, step)
+                if step >= at:
+                    raise KeyboardInterrupt
+
+            return original(self, total_timesteps, callback=cb, **kw)
+
+        monkeypatch.setattr(Agent, "learn", learn)
+
+    yield arm
+    monkeypatch.setattr(Agent, "learn", original)

@@ -65,28 +65,17 @@ def _check_files(run_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn", "reinforce"])
-def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch, algo):
+def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch,
+                                                          interrupt_training, algo):
     total = 400
     # the uninterrupted reference
     ref = train(_config(tmp_path / "ref", algo, total, checkpoint_freq=0))
     # the same run, interrupted (Ctrl-C) after its first checkpoint
     cfg = _config(tmp_path, algo, total, checkpoint_freq=64)
-    from stockgym.agents.base import Agent
-
-    original = Agent.learn
-
-    def learn_then_interrupt(self, total_timesteps, *, callback=None, **kw):
-        def cb(a, step):
-            callback(a, step)
-            if step >= 150:
-                raise KeyboardInterrupt
-
-        return original(self, total_timesteps, callback=cb, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(Agent, "learn", learn_then_interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg)
+    interrupt_training(150)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
     run_dir = Path(cfg.run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True

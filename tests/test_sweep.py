@@ -345,11 +345,11 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     assert "changed since the sweep" in capsys.readouterr().err
 
 
-def test_an_interrupted_trial_run_is_resumed_not_retrained(tmp_path, monkeypatch):
+def test_an_interrupted_trial_run_is_resumed_not_retrained(tmp_path, monkeypatch,
+                                                          interrupt_training):
     """A run dir an interrupted trial left with a checkpoint is continued (resume), and
     one of another config is not touched."""
     from stockgym.agents import train
-    from stockgym.agents.base import Agent
     from stockgym.agents.run import TrainConfig
     from stockgym.sweep.trial import _resume
 
@@ -359,20 +359,10 @@ def test_an_interrupted_trial_run_is_resumed_not_retrained(tmp_path, monkeypatch
                      "options": {"kind": "edge", "n_days": 400, "seed": 2}},
             "env": {"num_envs": 4, "window_size": 5, "features": ["log_return"]},
             "agent": {"num_steps": 8, "hidden_size": 8}}
-    original = Agent.learn
-
-    def interrupted(self, total_timesteps, *, callback=None, **kw):
-        def cb(a, step):
-            callback(a, step)
-            if step >= 96:
-                raise KeyboardInterrupt
-
-        return original(self, total_timesteps, callback=cb, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(Agent, "learn", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig.from_dict(tree))
+    interrupt_training(96)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig.from_dict(tree))
+    monkeypatch.undo()
     assert _resume(tmp_path / "run", {**tree, "seed": 2}) is None  # another config's run
     summary = _resume(tmp_path / "run", tree)
     assert summary is not None and summary["resumes"] == 1

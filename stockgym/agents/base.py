@@ -166,14 +166,7 @@ class Agent:
                                describe_space(self.action_space), self.encoder_spec["layout"])
         theirs = self._signature(describe_space(venv.single_observation_space),
                                  describe_space(venv.single_action_space), layout_of(venv.env))
-        problems = [k for k in mine if mine[k] != theirs[k]]
-        if problems:
-            raise ValueError(
-                f"the {self.algo.upper()} model (backbone {self.encoder_spec['backbone']}) does "
-                f"not fit this env: its {' and '.join(problems)} "
-                f"{'differs' if len(problems) == 1 else 'differ'}.\n"
-                f"  model: {_fmt_sig(mine)}\n  env:   {_fmt_sig(theirs)}"
-            )
+        check_fit(self.algo, self.encoder_spec["backbone"], mine, theirs)
 
     @staticmethod
     def _signature(obs: dict, act: dict, layout: dict | None) -> dict[str, Any]:
@@ -404,6 +397,18 @@ def load_agent(path: str | Path, env: Any = None, device: str = "auto") -> Agent
 
         return load_sb3(path, env=env, device=device)
     return Agent.load(path, env=env, device=device)
+
+
+def check_fit(algo: str, backbone: str, mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """``ValueError`` naming what differs between a model's signature and an env's
+    (:meth:`Agent._signature`: spaces and observation layout), showing both."""
+    problems = [k for k in mine if mine[k] != theirs[k]]
+    if problems:
+        raise ValueError(
+            f"the {algo.upper()} model (backbone {backbone}) does not fit this env: its "
+            f"{' and '.join(problems)} {'differs' if len(problems) == 1 else 'differ'}.\n"
+            f"  model: {_fmt_sig(mine)}\n  env:   {_fmt_sig(theirs)}"
+        )
 
 
 def _fmt_sig(sig: dict[str, Any]) -> str:

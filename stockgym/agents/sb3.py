@@ -451,7 +451,7 @@ class SB3Agent:
     def check_env(self, env: Any) -> None:
         """``ValueError`` naming both sides if ``env``'s spaces or layout differ from the
         model's (as our agents' ``check_env``)."""
-        from stockgym.agents.base import Agent, _fmt_sig
+        from stockgym.agents.base import Agent, check_fit
 
         obs_space = getattr(env, "single_observation_space", None) or env.observation_space
         act_space = getattr(env, "single_action_space", None) or env.action_space
@@ -459,13 +459,7 @@ class SB3Agent:
         mine = sig(describe_space(self.observation_space), describe_space(self.action_space),
                    self.layout)
         theirs = sig(describe_space(obs_space), describe_space(act_space), find_layout(env))
-        problems = [k for k in mine if mine[k] != theirs[k]]
-        if problems:
-            raise ValueError(
-                f"the {self.algo.upper()} model (backbone {self.config.backbone}) does not fit "
-                f"this env: its {' and '.join(problems)} "
-                f"{'differs' if len(problems) == 1 else 'differ'}.\n"
-                f"  model: {_fmt_sig(mine)}\n  env:   {_fmt_sig(theirs)}")
+        check_fit(self.algo, self.config.backbone, mine, theirs)
 
     def meta(self) -> dict[str, Any]:
         """What ``agent.json`` holds (JSON-able)."""
