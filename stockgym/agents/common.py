@@ -161,18 +161,12 @@ def make_config(cls: type[CommonConfig], config: Any, overrides: dict[str, Any])
 def resolve_device(device: str | torch.device = "auto", env: Any = None) -> torch.device:
     """``"auto"``: the device of a torch vector env if ``env`` is one, else cuda when
     available, else cpu. Anything else must exist here."""
-    if str(device) == "auto":
-        env_dev = getattr(env, "device", None)
-        if isinstance(env_dev, torch.device):
-            return env_dev
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for but torch sees no CUDA GPU")
-    return dev
+    from stockgym.forecasters.forecaster import resolve_device as check_device
+
+    env_dev = getattr(env, "device", None)
+    if str(device) == "auto" and isinstance(env_dev, torch.device):
+        return env_dev
+    return check_device(device, kinds=None)
 
 
 @contextlib.contextmanager

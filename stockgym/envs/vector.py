@@ -95,15 +95,6 @@ RESET_INFO_KEYS = ("portfolio_value", "cash", "position", "cost", "pnl", "t")
 _ANY_DONE, _OUT_OF_SPACE, _NOT_FINITE, _EAGER = 1, 2, 4, 8
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
-    return dev
-
-
 class _Layout:
     """Rows of the packed per-step tensors (field-major: row r holds one field of all N
     envs, so every field is a contiguous ``(N,)`` view).
@@ -333,7 +324,9 @@ class VectorStockTradingEnv(VectorEnv):
                 raise ValueError(f"{bad} is not supported by the vector env")
         tpl = StockTradingEnv(prices, **env_kwargs)
         self.template = tpl
-        self.device = resolve_device(device)
+        from stockgym.forecasters.forecaster import resolve_device  # the one device check
+
+        self.device = resolve_device(device, kinds=None)
         self.num_envs = int(num_envs)
         self.copy = bool(copy)
         self.validate_actions = bool(validate_actions)
