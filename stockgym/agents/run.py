@@ -546,7 +546,6 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
     storage.check_new_dir(run_dir)
     config = config.replace(run_dir=str(run_dir),
                             env=dataclasses.replace(config.env, num_envs=config.num_envs))
-    valid_env, dates = prep["valid_env"], prep["dates"]
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -556,12 +555,10 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
         storage.write_text(run_dir / "config.toml", to_toml(_toml_ready(config)))
         if prep["scaler"] is not None:
             prep["scaler"].save(run_dir / "scaler.json")
-        bench = buy_and_hold(valid_env, (dates["valid"]["first"], dates["valid"]["last"]))
+        state = _new_state(config, prep, resumes=0)
     except BaseException:
         _remove(run_dir, created)
         raise
-    state = {"history": [], "bench": bench, "seconds": 0.0, "resumes": 0,
-             "next_eval": config.eval_freq or None, "next_checkpoint": config.checkpoint_freq or None}
     try:
         return _learn(config, prep, run_dir, agent, record, state, resume=False)
     except KeyboardInterrupt:  # Ctrl-C keeps the run (model, checkpoint): --resume goes on
@@ -620,28 +617,30 @@ def resume(run_dir: str | Path, *, prices: pd.DataFrame | None = None,
         from stockgym.agents import ALGOS
 
         agent = ALGOS[config.algo](prep["venv"], prep["agent_config"])
-        bench = buy_and_hold(prep["valid_env"], (record["splits"]["valid"]["first"],
-                                                 record["splits"]["valid"]["last"]))
-        state = {"history": [], "bench": bench, "seconds": 0.0, "resumes": 1,
-                 "next_eval": config.eval_freq or None,
-                 "next_checkpoint": config.checkpoint_freq or None}
+        state = _new_state(config, prep, resumes=1)
         return _learn(config, prep, run_dir, agent, record, state, resume=False, purge_step=0)
     ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)
     agent = Agent.from_checkpoint(ckpt["agent"], env=prep["venv"], device=config.device,
                                   path=str(ckpt_file))
-    env_state = ckpt.get("env")
-    if env_state is not None and hasattr(prep["venv"], "load_state_dict"):
-        prep["venv"].load_state_dict(env_state)
-        if ckpt.get("last_obs") is not None:
-            agent._last_obs = ckpt["last_obs"].to(agent.device)
-        agent._env_seeded = True
-    else:  # no saved positions: fresh episodes from a seed no earlier segment used
-        agent._env_seeded = True
-        agent._last_obs = agent.env.reset(seed=config.seed + 1_000_003 * (agent.num_timesteps + 1))
+    prep["venv"].load_state_dict(ckpt["env"])  # every env where the checkpoint left it
+    if ckpt["last_obs"] is not None:
+        agent._last_obs = ckpt["last_obs"].to(agent.device)
+    agent._env_seeded = True
     state = dict(ckpt["trainer"])
     state["resumes"] = int(state.get("resumes", 0)) + 1
     return _learn(config, prep, run_dir, agent, record, state, resume=True,
                   purge_step=int(agent.num_timesteps) + 1)
+
+
+def _new_state(config: TrainConfig, prep: dict[str, Any], resumes: int) -> dict[str, Any]:
+    """The trainer state of a run starting at step 0 (what a checkpoint's ``trainer``
+    holds): validation history, the buy-and-hold validation benchmark, seconds so far,
+    resumes, the steps of the next evaluation and checkpoint."""
+    valid = prep["dates"]["valid"]
+    bench = buy_and_hold(prep["valid_env"], (valid["first"], valid["last"]))
+    return {"history": [], "bench": bench, "seconds": 0.0, "resumes": resumes,
+            "next_eval": config.eval_freq or None,
+            "next_checkpoint": config.checkpoint_freq or None}
 
 
 def _after_existing_events(tb_dir: Path) -> None:
@@ -673,12 +672,10 @@ def write_checkpoint(run_dir: Path, agent: Any, state: dict[str, Any]) -> None:
     from stockgym.agents.base import VERSION, to_bytes
     from stockgym.forecasters import storage
 
-    venv = getattr(agent.env, "env", None)
-    env_state = venv.state_dict() if hasattr(venv, "state_dict") else None
     last = agent._last_obs
     ckpt = {"format": RUN_CHECKPOINT, "version": VERSION, "agent": agent.checkpoint(),
-            "trainer": _json_ready(state), "env": env_state,
-            "last_obs": None if last is None or env_state is None else last.detach().cpu()}
+            "trainer": _json_ready(state), "env": agent.env.env.state_dict(),
+            "last_obs": None if last is None else last.detach().cpu()}
     storage.write_bytes(run_dir / CHECKPOINT, to_bytes(ckpt))
 
 
