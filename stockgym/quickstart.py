@@ -565,6 +565,8 @@ def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, fl
         "signal": sig,
         "tensorboard": f"tensorboard --logdir {out}",
     }
+    from stockgym.agents.run import _json_ready
+
     return _json_ready(summary), bt["table"]
 
 
@@ -582,12 +584,6 @@ def _flags(cfg: QuickstartConfig) -> list[str]:
         if getattr(cfg, name) is not None:
             flags += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     return flags
-
-
-def _json_ready(obj: Any) -> Any:
-    from stockgym.agents.run import _json_ready as ready
-
-    return ready(obj)
 
 
 # ---------------------------------------------------------------------------- CLI
