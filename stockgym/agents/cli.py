@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli import UsageError
+
 TRAIN_EXAMPLES = """examples:
   stockgym train --algo ppo --symbol AAPL --source sample --total-timesteps 200000
   stockgym train --algo dqn --symbol 005930 --source fdr --start 2015-01-01 --backbone lstm
@@ -42,12 +44,6 @@ The observation is built from data through the latest bar the source has (the ru
 symbols and source; --source/--cache-dir to change where it comes from). The action is
 the agent's deterministic choice for the next trading day: orders fill at the next open.
 """
-
-
-def _usage_error(msg: str) -> Exception:
-    from stockgym.cli import UsageError
-
-    return UsageError(msg)
 
 
 # ---------------------------------------------------------------- parser
@@ -137,7 +133,7 @@ def build_config(args: argparse.Namespace) -> Any:
     for item in args.sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _usage_error(f"--set takes KEY=VALUE (e.g. agent.learning_rate=1e-3), got {item!r}")
+            raise UsageError(f"--set takes KEY=VALUE (e.g. agent.learning_rate=1e-3), got {item!r}")
         set_key(tree, key.strip(), parse_value(value.strip()))
     for dest, key in _FLAG_KEYS.items():
         value = getattr(args, dest)
@@ -150,7 +146,7 @@ def build_config(args: argparse.Namespace) -> Any:
         config = TrainConfig.from_dict(tree)
         config.validate()
     except (TypeError, ValueError) as exc:
-        raise _usage_error(f"train: {exc}") from exc
+        raise UsageError(f"train: {exc}") from exc
     return config
 
 
@@ -162,11 +158,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         given = [f"--{d.replace('_', '-')}" for d in (*_FLAG_KEYS, "config")
                  if getattr(args, d) is not None] + (["--set"] if args.sets else [])
         if given:
-            raise _usage_error(f"--resume continues the run's own config; drop {', '.join(given)}")
+            raise UsageError(f"--resume continues the run's own config; drop {', '.join(given)}")
         try:
             result = resume(args.resume, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as exc:
-            raise _usage_error(f"train --resume: {exc}") from exc
+            raise UsageError(f"train --resume: {exc}") from exc
         print(f"resumed    {args.resume} (resume #{result.summary['resumes']})")
     else:
         result = train(build_config(args))
@@ -213,7 +209,7 @@ def backtest_model(args: argparse.Namespace) -> None:
                  "slippage_bps", "min_commission", "fast", "slow", "rebalance", "p_long",
                  "forecast_column", "threshold"):
         if getattr(args, flag, None) is not None:
-            raise _usage_error(f"--{flag.replace('_', '-')} does not apply with --model (the "
+            raise UsageError(f"--{flag.replace('_', '-')} does not apply with --model (the "
                                "run's env, costs and policy are used)")
     record, agent = _load(args.model, "cpu")
     start = _check_date("--start", args.start)
@@ -224,7 +220,7 @@ def backtest_model(args: argparse.Namespace) -> None:
     try:
         check_out_dir(out, args.force)
     except OutputDirError as exc:
-        raise _usage_error(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     prices = load_data(spec)
     env = _env(args.model, record, prices, agent)
     if period_name == "all":
@@ -276,7 +272,7 @@ def _load(run_dir: str, device: str) -> tuple[dict[str, Any], Any]:
     try:
         return load_run(run_dir, device=device)
     except (FileNotFoundError, ValueError) as exc:
-        raise _usage_error(f"--model: {exc}") from exc
+        raise UsageError(f"--model: {exc}") from exc
 
 
 def _data_spec(record: dict[str, Any], args: argparse.Namespace, **changes: Any) -> Any:
@@ -286,7 +282,7 @@ def _data_spec(record: dict[str, Any], args: argparse.Namespace, **changes: Any)
     trained_on = record["config"]["data"]["symbols"]
     if args.symbols:
         if len(args.symbols) != len(trained_on):
-            raise _usage_error(
+            raise UsageError(
                 f"--symbol: the model trades {len(trained_on)} symbol(s) ({' '.join(trained_on)}), "
                 f"got {len(args.symbols)} ({' '.join(args.symbols)})")
         changes["symbols"] = list(args.symbols)
@@ -304,7 +300,7 @@ def _env(run_dir: str, record: dict[str, Any], prices: Any, agent: Any) -> Any:
     try:
         agent.check_env(env)
     except ValueError as exc:
-        raise _usage_error(f"--model: {exc}") from exc
+        raise UsageError(f"--model: {exc}") from exc
     return env
 
 
@@ -319,10 +315,10 @@ def cmd_signal(args: argparse.Namespace) -> None:
     prices = load_data(spec)
     env = _env(args.model, record, prices, agent)
     if args.shares is not None and len(args.shares) != len(env.symbols):
-        raise _usage_error(f"--shares needs one number per symbol ({len(env.symbols)}: "
+        raise UsageError(f"--shares needs one number per symbol ({len(env.symbols)}: "
                            f"{' '.join(env.symbols)}), got {len(args.shares)}")
     if args.cash is not None and not (math.isfinite(args.cash) and args.cash >= 0):
-        raise _usage_error(f"--cash must be a number >= 0, got {args.cash}")
+        raise UsageError(f"--cash must be a number >= 0, got {args.cash}")
     sig = next_signal(agent, env, cash=args.cash, shares=args.shares)
     if args.json:
         json.dump(sig, sys.stdout, indent=2)

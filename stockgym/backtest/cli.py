@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli import UsageError
+
 BACKTEST_EXAMPLES = """examples:
   stockgym backtest --strategy buy_and_hold --symbol AAPL --source sample --out runs/bh
   stockgym backtest --strategy sma_cross --fast 10 --slow 40 --symbol AAPL MSFT \\
@@ -53,12 +55,6 @@ STRATEGY_FLAGS = {
     "forecast": ("forecast_sign", None),
 }
 PERIODS = ("all", "train", "valid", "test")
-
-
-def _usage_error(msg: str) -> Exception:
-    from stockgym.cli import UsageError
-
-    return UsageError(msg)
 
 
 # ---------------------------------------------------------------- parser
@@ -161,7 +157,7 @@ def _check_strategy(args: argparse.Namespace):
     if name not in STRATEGIES:
         close = difflib.get_close_matches(name, list(STRATEGIES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise _usage_error(
+        raise UsageError(
             f"--strategy: unknown strategy {name!r}{hint}; choose one of {', '.join(STRATEGIES)}"
         )
     params: dict[str, Any] = {"seed": args.seed} if name == "random" else {}
@@ -171,13 +167,13 @@ def _check_strategy(args: argparse.Namespace):
             continue
         if owner != name:
             flag = "--" + dest.replace("_", "-")
-            raise _usage_error(f"{flag} only applies to --strategy {owner}, not {name}")
+            raise UsageError(f"{flag} only applies to --strategy {owner}, not {name}")
         if param is not None:
             params[param] = value
     try:
         return make_strategy(name, **params)
     except ValueError as exc:
-        raise _usage_error(f"--strategy {name}: {exc}") from exc
+        raise UsageError(f"--strategy {name}: {exc}") from exc
 
 
 def _check_date(flag: str, value: str | None):
@@ -188,26 +184,26 @@ def _check_date(flag: str, value: str | None):
     try:
         return pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise _usage_error(f"{flag}: {value!r} is not a date; use YYYY-MM-DD") from exc
+        raise UsageError(f"{flag}: {value!r} is not a date; use YYYY-MM-DD") from exc
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("commission", "sell_tax", "slippage_bps", "min_commission"):
         v = getattr(args, flag)
         if v is not None and not (math.isfinite(v) and v >= 0):
-            raise _usage_error(f"--{flag.replace('_', '-')} must be a number >= 0, got {v}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be a number >= 0, got {v}")
     for flag, v, ok in (
         ("--commission", args.commission, lambda x: x < 1),
         ("--sell-tax", args.sell_tax, lambda x: x < 1),
     ):
         if v is not None and not ok(v):
-            raise _usage_error(f"{flag} is a rate (0.001 = 0.1%), got {v}")
+            raise UsageError(f"{flag} is a rate (0.001 = 0.1%), got {v}")
     if not (math.isfinite(args.initial_cash) and args.initial_cash > 0):
-        raise _usage_error(f"--initial-cash must be > 0, got {args.initial_cash}")
+        raise UsageError(f"--initial-cash must be > 0, got {args.initial_cash}")
     if args.window_size < 1:
-        raise _usage_error(f"--window-size must be >= 1, got {args.window_size}")
+        raise UsageError(f"--window-size must be >= 1, got {args.window_size}")
     if not (math.isfinite(args.risk_free) and args.risk_free > -1):
-        raise _usage_error(f"--risk-free is an annual rate (0.03 = 3%), got {args.risk_free}")
+        raise UsageError(f"--risk-free is an annual rate (0.03 = 3%), got {args.risk_free}")
 
 
 # ---------------------------------------------------------------- data
@@ -240,7 +236,7 @@ def _forecast_file(path: str) -> Path:
     if p.is_dir() and (p / "forecasts.csv").is_file():  # a `stockgym forecast walk-forward` run
         p = p / "forecasts.csv"
     if not p.is_file():
-        raise _usage_error(f"--forecast: file not found: {p}")
+        raise UsageError(f"--forecast: file not found: {p}")
     return p
 
 
@@ -251,25 +247,25 @@ def _read_forecast(path: str, column: str, symbols: list[str]):
     try:
         raw = pd.read_csv(p)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise _usage_error(f"--forecast: cannot read {p}: {exc}") from exc
+        raise UsageError(f"--forecast: cannot read {p}: {exc}") from exc
     cols = {c.lower(): c for c in raw.columns}
     if "date" not in cols or column not in raw.columns:
-        raise _usage_error(
+        raise UsageError(
             f"--forecast: {p} needs columns 'date' and {column!r} (and 'symbol' for several "
             f"symbols); it has {list(raw.columns)}"
         )
     try:
         raw["date"] = pd.to_datetime(raw[cols["date"]])
     except (ValueError, TypeError) as exc:
-        raise _usage_error(f"--forecast: {p} has a 'date' that is not a date: {exc}") from exc
+        raise UsageError(f"--forecast: {p} has a 'date' that is not a date: {exc}") from exc
     if len(symbols) == 1 and "symbol" not in cols:
         return raw.set_index("date")[[column]].astype("float64")
     if "symbol" not in cols:
-        raise _usage_error(f"--forecast: {p} needs a 'symbol' column for several symbols")
+        raise UsageError(f"--forecast: {p} needs a 'symbol' column for several symbols")
     wide = raw.pivot(index="date", columns=cols["symbol"], values=column).astype("float64")
     missing = [s for s in symbols if s not in wide.columns]
     if missing:
-        raise _usage_error(f"--forecast: {p} has no rows for symbol(s) {missing}")
+        raise UsageError(f"--forecast: {p} has no rows for symbol(s) {missing}")
     return pd.concat({s: wide[[s]].set_axis([column], axis=1) for s in symbols}, axis=1)
 
 
@@ -290,17 +286,17 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
         return backtest_model(args)
     if args.strategy is None or not args.symbols:
-        raise _usage_error("give --strategy NAME and --symbol SYMBOL (or --model RUN_DIR)")
+        raise UsageError("give --strategy NAME and --symbol SYMBOL (or --model RUN_DIR)")
     args.period = args.period or "all"
     strategy = _check_strategy(args)
     start = _check_date("--start", args.start)
     end = _check_date("--end", args.end)
     if start is not None and end is not None and start >= end:
-        raise _usage_error(f"--start {args.start} must be before --end {args.end}")
+        raise UsageError(f"--start {args.start} must be before --end {args.end}")
     _check_numbers(args)
     if strategy.name == "forecast_sign" and args.forecast is None and (
             args.forecast_column in (None, "forecast")):
-        raise _usage_error(
+        raise UsageError(
             "--strategy forecast_sign needs --forecast FILE (a CSV with date,forecast), or "
             "--forecast-column naming an env feature (e.g. sma_ratio_20)"
         )
@@ -308,7 +304,7 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     try:
         check_out_dir(out, args.force)
     except OutputDirError as exc:
-        raise _usage_error(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     run = _prepare(args, strategy, start, end)
     _execute(args, strategy, run, out)
 
@@ -477,11 +473,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         try:
             check_out_dir(args.out, args.force)
         except OutputDirError as exc:
-            raise _usage_error(str(exc)) from exc
+            raise UsageError(str(exc)) from exc
     try:
         runs = load_runs(args.dirs)
     except ValueError as exc:
-        raise _usage_error(f"compare: {exc}") from exc
+        raise UsageError(f"compare: {exc}") from exc
     frame = compare_frame(runs)
     print(text_table(frame))
     if args.out:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli import UsageError
+
 SWEEP_EXAMPLES = """examples:
   stockgym sweep sweep.toml                           (a local Ray on this machine)
   stockgym sweep sweep.toml --out runs/sweeps/lr --num-cpus 8
@@ -33,12 +35,6 @@ best.toml (stockgym train --config DIR/best.toml), best/ (the test-period backte
 the best configuration, run once), tune/ (Ray Tune's state, for --resume) and ray/
 (Ray's logs). Needs the [ray] extra: pip install "stockgym[ray]".
 """
-
-
-def _usage_error(msg: str) -> Exception:
-    from stockgym.cli import UsageError
-
-    return UsageError(msg)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,18 +78,18 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out or sweep.out or Path("runs") / "sweeps" / Path(args.config).stem)
     if args.address and (args.num_cpus is not None or args.num_gpus is not None
                          or args.ray_temp):
-        raise _usage_error("--num-cpus, --num-gpus and --ray-temp are for a local Ray; with "
+        raise UsageError("--num-cpus, --num-gpus and --ray-temp are for a local Ray; with "
                            "--address the cluster's resources are used")
     num_cpus = args.num_cpus if args.num_cpus is not None else sweep.num_cpus
     num_gpus = args.num_gpus if args.num_gpus is not None else sweep.num_gpus
     if num_cpus is not None and num_cpus < 1:
-        raise _usage_error(f"--num-cpus must be >= 1, got {num_cpus}")
+        raise UsageError(f"--num-cpus must be >= 1, got {num_cpus}")
     if num_gpus is not None and num_gpus < 0:
-        raise _usage_error(f"--num-gpus must be >= 0, got {num_gpus}")
+        raise UsageError(f"--num-gpus must be >= 0, got {num_gpus}")
     if not args.address:
         num_cpus = num_cpus or os.cpu_count() or 1
         if sweep.cpus_per_trial > num_cpus:
-            raise _usage_error(f"a trial needs {sweep.cpus_per_trial:g} CPUs ([sweep.resources] "
+            raise UsageError(f"a trial needs {sweep.cpus_per_trial:g} CPUs ([sweep.resources] "
                                f"cpu) but the local Ray gets {num_cpus} (--num-cpus)")
     if not args.dry_run:
         from stockgym.sweep.runner import require_ray
@@ -101,7 +97,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         try:
             require_ray(sweep.search)
         except ImportError as exc:
-            raise _usage_error(str(exc)) from exc
+            raise UsageError(str(exc)) from exc
     _check_out(out, sweep, args.resume)
     sweep.check(preflight=True)
     if args.dry_run:
@@ -114,21 +110,21 @@ def _check_out(out: Path, sweep: Any, resume: bool) -> None:
     record = out / "sweep.json"
     if resume:
         if not record.is_file():
-            raise _usage_error(f"--resume: {out} holds no sweep (no sweep.json); run without "
+            raise UsageError(f"--resume: {out} holds no sweep (no sweep.json); run without "
                                "--resume to start one")
         try:
             old = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise _usage_error(f"--resume: cannot read {record}: {exc}") from exc
+            raise UsageError(f"--resume: cannot read {record}: {exc}") from exc
         if old.get("fingerprint") != sweep.fingerprint():
-            raise _usage_error(
+            raise UsageError(
                 f"--resume: the sweep file ({old.get('config_file', 'CONFIG.toml')}) changed "
                 f"since the sweep in {out} started (its "
                 "metric, search, seeds, [train] or [space] differ); start a new sweep with "
                 "another --out, or restore the old file")
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise _usage_error(f"{out} exists and is not empty: --resume continues the sweep "
+        raise UsageError(f"{out} exists and is not empty: --resume continues the sweep "
                            "there, or choose another --out")
 
 
@@ -209,12 +205,12 @@ def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None
         print(f"failed     {rep['config']} {rep.get('names', [])}: {rep.get('error')}")
     if unfinished:
         write_json(out / "results.json", {**summary, "files": [str(f) for f in files]})
-        raise _usage_error(f"the sweep stopped with {len(unfinished)} trial(s) unfinished; "
+        raise UsageError(f"the sweep stopped with {len(unfinished)} trial(s) unfinished; "
                            f"continue it: stockgym sweep {args.config} --out {out} --resume")
     best = next((c for c in configs if c["mean"] is not None), None)
     if best is None:
         write_json(out / "results.json", {**summary, "files": [str(f) for f in files]})
-        raise _usage_error(f"every trial failed (see {out / 'runs.csv'} and Ray's logs in "
+        raise UsageError(f"every trial failed (see {out / 'runs.csv'} and Ray's logs in "
                            f"{out / 'ray'})")
     files.append(res.write_best(out, sweep, best))
     spread = f" ± {best['std']:.4g}" if best["std"] is not None else ""
