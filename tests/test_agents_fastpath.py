@@ -133,3 +133,120 @@ def test_bad_activation_settings_raise(bad, match):
     if bad.get("backbone") == "lstm":
         with pytest.raises(ValueError, match="mlp backbone only"):
             encoder_spec(10, None, "lstm", 8, 1, 3, activation="tanh")
+
+
+# ------------------------------------------------------------------ DQN's MLP update
+def _dqn_pair(**kw):
+    """Two identical DQNs with a filled replay buffer and equal generators."""
+    import copy
+
+    from stockgym.agents import DQN
+
+    a = DQN("CartPole-v1", seed=0, device="cpu", learning_starts=0, num_envs=4, **kw)
+    a.learn(400)
+    b = copy.deepcopy(a)
+    a.generator.manual_seed(7)
+    b.generator.manual_seed(7)
+    return a, b
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"activation": "tanh", "num_layers": 3, "double_dqn": False},
+    {"tau": 0.3, "max_grad_norm": None, "hidden_size": 16},
+    {"max_grad_norm": 0.01},  # clipping active on every update
+])
+def test_dqn_written_out_backward_equals_autograd(kw):
+    a, b = _dqn_pair(**kw)
+    assert a._mlp is not None
+    before = a.gradient_updates
+    for _ in range(25):
+        td_a, q_a = a._gradient_step(a.replay)  # autograd
+        td_b, q_b = b._gradient_step_mlp(b.replay)  # written-out backward
+    torch.testing.assert_close(td_a, td_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(q_a, q_b, rtol=1e-5, atol=1e-6)
+    for (name, pa), pb in zip(a.nets.named_parameters(), b.nets.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    assert a.gradient_updates == b.gradient_updates == before + 25
+
+
+def test_mlp_backward_matches_autograd_gradients_by_hand():
+    from stockgym.agents.dqn import mlp_backward, mlp_forward
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    layers = [(net[0], "tanh"), (net[2], "relu"), (net[4], None)]
+    x = torch.randn(6, 3)
+    w = torch.randn(4, 2)
+    (net(x)[:4] * w).sum().backward()  # rows 4-5 take part in the forward only
+    with torch.no_grad():
+        grads = mlp_backward(layers, mlp_forward(layers, x), w)
+    expected = [t.grad for m in (net[0], net[2], net[4]) for t in (m.weight, m.bias)]
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_dqn_mlp_path_only_for_plain_mlps():
+    from stockgym.agents import DQN
+    from stockgym.data import load_prices
+    from stockgym.envs import StockTradingEnv
+
+    assert DQN("CartPole-v1", device="cpu")._mlp is not None
+    prices = load_prices("X", source="synthetic", kind="edge", edge=0.3, n_days=120, seed=0)
+    env = StockTradingEnv(prices, window_size=5)
+    assert DQN(env, device="cpu")._mlp is None  # stockgym layout: autograd path
+
+
+def test_fused_adam_shortcut_equals_optimizer_step():
+    from stockgym.agents.dqn import fused_adam_step
+
+    torch.manual_seed(0)
+    p1 = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
+    p2 = [nn.Parameter(t.detach().clone()) for t in p1]
+    o1 = torch.optim.Adam(p1, lr=1e-2, eps=1e-5, fused=True)
+    o2 = torch.optim.Adam(p2, lr=1e-2, eps=1e-5, fused=True)
+    for k in range(6):
+        g = [torch.randn_like(t) for t in p1]
+        for a, b, gg in zip(p1, p2, g, strict=True):
+            a.grad, b.grad = gg.clone(), gg.clone()
+        o1.step()
+        took = fused_adam_step(o2)
+        assert took == (k > 0)  # the first step (no state yet) is left to optimizer.step
+        if not took:
+            o2.step()
+    for a, b in zip(p1, p2, strict=True):
+        torch.testing.assert_close(a, b)
+    # the state stays PyTorch's: a fresh optimizer loads it and steps on equally
+    o3 = torch.optim.Adam(p2, lr=1e-2, eps=1e-5, fused=True)
+    o3.load_state_dict(o2.state_dict())
+    assert all(float(st["step"]) == 6 for st in o3.state.values())
+    # not for other optimizers or options
+    assert not fused_adam_step(torch.optim.Adam(p1, lr=1e-2, foreach=True))
+    assert not fused_adam_step(torch.optim.AdamW(p1, lr=1e-2, fused=True))
+
+
+def test_clip_grad_norm_equals_torch():
+    from stockgym.agents.dqn import clip_grad_norm
+
+    torch.manual_seed(0)
+    p1 = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3))]
+    p2 = [nn.Parameter(t.detach().clone()) for t in p1]
+    for a, b in zip(p1, p2, strict=True):
+        a.grad = torch.randn_like(a) * 10
+        b.grad = a.grad.clone()
+    nn.utils.clip_grad_norm_(p1, 1.0)
+    clip_grad_norm(p2, 1.0)
+    for a, b in zip(p1, p2, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_dqn_for_env_gives_the_tuned_defaults_then_overrides():
+    from stockgym.agents.dqn import ENV_DEFAULTS as DQN_DEFAULTS
+    from stockgym.agents.dqn import DQNConfig
+
+    c = DQNConfig.for_env("CartPole-v1", learning_rate=1e-4)
+    for k, v in DQN_DEFAULTS["CartPole-v1"].items():
+        if k != "learning_rate":
+            assert getattr(c, k) == v
+    assert c.learning_rate == 1e-4
+    assert DQNConfig.for_env("Acrobot-v1") == DQNConfig()

@@ -55,7 +55,10 @@ class ReplayBuffer:
             next_obs: torch.Tensor, terminated: torch.Tensor) -> None:
         """Add a batch of ``n`` transitions (one per env), overwriting the oldest."""
         n = obs.shape[0]
-        idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
+        if self.pos + n <= self.capacity:  # no wrap: plain slices, cheaper than an index
+            idx: slice | torch.Tensor = slice(self.pos, self.pos + n)
+        else:
+            idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
         self.obs[idx] = obs
         self.actions[idx] = actions
         self.rewards[idx] = rewards

@@ -152,21 +152,25 @@ class PPOLosses(NamedTuple):
     policy: torch.Tensor
     value: torch.Tensor
     entropy: torch.Tensor
-    approx_kl: torch.Tensor
-    clipfrac: torch.Tensor
+    approx_kl: torch.Tensor | None
+    clipfrac: torch.Tensor | None
 
 
 def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
                entropy: torch.Tensor, clip_coef: float, clip_vloss: bool = True,
-               norm_adv: bool = True) -> PPOLosses:
+               norm_adv: bool = True, diagnostics: bool = True) -> PPOLosses:
     """The clipped-surrogate policy loss, the (optionally clipped) value loss, the mean
-    entropy, and diagnostics (approximate KL ``E[(r - 1) - log r]``, clip fraction)."""
+    entropy, and diagnostics (approximate KL ``E[(r - 1) - log r]``, clip fraction;
+    ``None`` with ``diagnostics=False``: the training loop asks for them only where it
+    logs them or checks ``target_kl``)."""
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
-    with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - logratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    approx_kl = clipfrac = None
+    if diagnostics:
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - logratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
     if norm_adv and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     pg1 = -advantages * ratio
@@ -225,6 +229,12 @@ class PPO(Agent):
                 -(logp.exp() * logp).sum(-1))
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
+        """The loop of the module docstring. Kept lean because a small network's step is
+        bound by per-op overhead, not arithmetic: rollout rows are written in place,
+        each epoch gathers its shuffled batch once (minibatches are then contiguous
+        slices, not six index copies each), the KL / clip-fraction diagnostics are
+        computed only where they are logged (the last minibatch) or checked
+        (``target_kl``), and the update's scalars reach the host in one copy."""
         c, env, log = self.config, self.env, self.logger
         actor, opt = self.nets["actor"], self.optimizer
         N, T = env.num_envs, c.num_steps
@@ -233,8 +243,10 @@ class PPO(Agent):
         # updates this learn call already made (> 0 only when resuming from a checkpoint)
         done_updates = (self.num_timesteps - self.schedule["start"]) // batch
         minibatch = batch // c.num_minibatches
-        buf = RolloutBuffer(T, N, env.obs_dim, self.dist.raw_shape(), self.dist.raw_dtype(),
-                            self.device)
+        starts = range(0, batch - minibatch + 1, minibatch)
+        last_start = starts[-1]
+        raw_shape = self.dist.raw_shape()
+        buf = RolloutBuffer(T, N, env.obs_dim, raw_shape, self.dist.raw_dtype(), self.device)
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()
@@ -245,22 +257,22 @@ class PPO(Agent):
                 group["lr"] = lr
 
             # 1. rollout
-            for t in range(T):
-                buf.obs[t] = obs
-                with torch.no_grad():
+            with torch.no_grad():
+                for t in range(T):
+                    buf.obs[t] = obs
                     raw, logprob = actor.act(obs, self.generator)
                     buf.values[t] = self.value(obs)
-                step = env.step(self.dist.to_env(raw))
-                buf.actions[t] = raw
-                buf.logprobs[t] = logprob
-                buf.rewards[t] = step.reward * c.reward_scale
-                buf.terminated[t] = step.terminated
-                buf.truncated[t] = step.truncated
-                if step.final_obs is not None:
-                    buf.final_obs[t] = step.final_obs
-                self.num_timesteps += N
-                log.episodes(stats, stats.update(step), self.num_timesteps)
-                obs = step.obs
+                    step = env.step(self.dist.to_env(raw))
+                    buf.actions[t] = raw
+                    buf.logprobs[t] = logprob
+                    torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
+                    buf.terminated[t] = step.terminated
+                    buf.truncated[t] = step.truncated
+                    if step.final_obs is not None:
+                        buf.final_obs[t] = step.final_obs
+                    self.num_timesteps += N
+                    log.episodes(stats, stats.update(step), self.num_timesteps)
+                    obs = step.obs
             self._last_obs = obs
 
             # 2. advantages (truncated episodes bootstrapped from their final observation)
@@ -275,19 +287,22 @@ class PPO(Agent):
                                                   buf.dones, c.gamma, c.gae_lambda)
 
             # 3. minibatch epochs
-            b_obs = buf.obs.reshape(batch, -1)
-            b_actions = buf.actions.reshape(batch, *self.dist.raw_shape())
-            b_logprobs, b_adv = buf.logprobs.reshape(-1), advantages.reshape(-1)
-            b_values, b_returns = buf.values.reshape(-1), returns.reshape(-1)
+            flat = (buf.obs.reshape(batch, -1), buf.actions.reshape(batch, *raw_shape),
+                    buf.logprobs.reshape(-1), advantages.reshape(-1), buf.values.reshape(-1),
+                    returns.reshape(-1))
+            b_values, b_returns = flat[4], flat[5]
             stop = False
-            for _epoch in range(c.update_epochs):
+            for epoch in range(c.update_epochs):
                 perm = torch.randperm(batch, generator=self.generator, device=self.device)
-                for start in range(0, batch - minibatch + 1, minibatch):
-                    idx = perm[start : start + minibatch]
-                    new_logprob, entropy = self._evaluate(b_obs[idx], b_actions[idx])
-                    losses = ppo_losses(new_logprob, b_logprobs[idx], b_adv[idx],
-                                        self.value(b_obs[idx]), b_values[idx], b_returns[idx],
-                                        entropy, c.clip_coef, c.clip_vloss, c.norm_adv)
+                e_obs, e_act, e_logp, e_adv, e_val, e_ret = (x[perm] for x in flat)
+                for start in starts:
+                    mb = slice(start, start + minibatch)
+                    diag = c.target_kl is not None or (epoch == c.update_epochs - 1
+                                                       and start == last_start)
+                    new_logprob, entropy = self._evaluate(e_obs[mb], e_act[mb])
+                    losses = ppo_losses(new_logprob, e_logp[mb], e_adv[mb],
+                                        self.value(e_obs[mb]), e_val[mb], e_ret[mb], entropy,
+                                        c.clip_coef, c.clip_vloss, c.norm_adv, diagnostics=diag)
                     loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -300,16 +315,19 @@ class PPO(Agent):
                 if stop:
                     break
 
+            # 4. log: the update's scalars in one host copy
             step_n = self.num_timesteps
-            var_y = b_returns.var()
-            explained = 1.0 - (b_returns - b_values).var() / var_y if var_y > 0 else torch.nan
+            with torch.no_grad():
+                var_y = b_returns.var()
+                explained = torch.where(var_y > 0, 1.0 - (b_returns - b_values).var() / var_y,
+                                        torch.nan)
+                vals = torch.stack([losses.value.detach(), losses.policy.detach(),
+                                    losses.entropy.detach(), losses.approx_kl, losses.clipfrac,
+                                    explained.to(losses.value.dtype)]).tolist()
             log.scalar("charts/learning_rate", lr, step_n)
-            log.scalar("losses/value_loss", losses.value.item(), step_n)
-            log.scalar("losses/policy_loss", losses.policy.item(), step_n)
-            log.scalar("losses/entropy", losses.entropy.item(), step_n)
-            log.scalar("losses/approx_kl", losses.approx_kl.item(), step_n)
-            log.scalar("losses/clipfrac", losses.clipfrac.item(), step_n)
-            log.scalar("losses/explained_variance", float(explained), step_n)
+            for tag, v in zip(("value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac",
+                               "explained_variance"), vals, strict=True):
+                log.scalar(f"losses/{tag}", v, step_n)
             log.progress(step_n, sps(step_n), stats)
             if callback is not None and callback(self, step_n) is False:
                 break
