@@ -655,6 +655,38 @@ def test_copy_true_returns_new_tensors_the_env_never_changes():
         assert torch.equal(x, snapshot), f"returned tensor {k} changed later"
 
 
+def test_copy_true_reuses_only_memory_that_nothing_references():
+    """copy=True keeps a small pool of observation buffers (no fresh pages each step):
+    the memory of observations the caller dropped is reused, while an observation
+    still referenced directly or through a view, a numpy array or a DLPack capsule is
+    never written again."""
+    prices = synth(3)
+    venv = VectorStockTradingEnv(prices, N, window_size=5, episode_length=10)
+    venv.reset(seed=5)
+    rng = np.random.default_rng(5)
+
+    def step():
+        return venv.step(draw_actions(rng, venv.template, N))[0]
+
+    ptrs = {step().data_ptr() for _ in range(30)}  # across autoresets too
+    assert 1 <= len(ptrs) <= vector_mod._POOL_SIZE
+    holders = {
+        "view": lambda o: o[1:, 2:],
+        "numpy": lambda o: o.numpy()[:, :4],
+        "dlpack": torch.utils.dlpack.to_dlpack,
+        "column": lambda o: o[:, 0],
+    }
+    for kind, hold in holders.items():
+        read = torch.from_dlpack if kind == "dlpack" else torch.as_tensor
+        obs = step()
+        base, held, expect = obs.data_ptr(), hold(obs), read(hold(obs.clone()))
+        del obs
+        later = [step().data_ptr() for _ in range(12)]
+        assert torch.equal(read(held), expect), f"an observation held through a {kind} changed"
+        assert base not in later
+        assert len(set(later)) <= vector_mod._POOL_SIZE - 1  # the rest is still reused
+
+
 # ------------------------------------------------------------------- seeding
 def _trajectory(venv, seed, steps=60):
     obs, info = venv.reset(seed=seed)

@@ -30,9 +30,12 @@ reports them.
 
 Observations are new tensors each step; with ``copy=False`` every call returns the
 same output buffer, overwritten by the next ``step``/``reset`` (for callers that copy
-the observation into their own rollout storage anyway). Rewards, flags and info
-tensors are never changed by the env after they are returned (some are views into
-per-step tensors that the env does not write again).
+the observation into their own rollout storage anyway). On the CPU, the memory of an
+observation that nothing references any more (no tensor, view, numpy array or DLPack
+capsule of it) is reused for a later one (a pool of at most ``_POOL_SIZE`` buffers),
+as CUDA's caching allocator does: large fresh blocks cost page faults every step.
+Rewards, flags and info tensors are never changed by the env after they are returned
+(some are views into per-step tensors that the env does not write again).
 
 Per-step ``info`` (tensors): ``portfolio_value``, ``cash``, ``position`` (shares,
 ``(N, A)``), ``cost``, ``pnl``, ``filled`` (shares filled, signed, ``(N, A)``),
@@ -49,9 +52,12 @@ an aten FX graph and compiles it with inductor (``compile_fx_inner``) into one f
 C++ (or Triton) kernel called directly, without ``torch.compile``'s guards (~25 us
 less per call); action validation and the "did any episode end" test run inside it,
 and the restart of ended episodes is a second compiled function. Short observations
-(<= 64 values) are written by the kernel; longer ones are gathered by aten (whole
-rows) and the kernel writes only their last A + 1 values. A compiled step that needs
-the bisection of buy sizes under a minimum commission is redone eagerly (a flag bit).
+(<= 64 values) are written by the kernel; longer ones are gathered by aten (one row
+copy per env from the feature table, see ``_setup_data``) and the kernel writes only
+their last A + 1 values. With several assets, the prices and flags of the fill bar
+are gathered before the kernel too (one aten row copy, transposed), because inductor
+would redo that gather in each of its loops. A compiled step that needs the
+bisection of buy sizes under a minimum commission is redone eagerly (a flag bit).
 """
 
 from __future__ import annotations
@@ -69,13 +75,31 @@ from gymnasium.vector.utils import batch_space
 from stockgym.envs.execution import _SAFE
 from stockgym.envs.trading import StockTradingEnv
 
-# Precomputed contiguous observation windows (one row per bar) are used when they fit
-# in this many bytes; otherwise windows are gathered per step.
+# Short observations written by the compiled step come from a table of precomputed
+# windows (one row per bar), built when it fits in this many bytes; otherwise, and for
+# longer observations, windows are gathered from the feature table (see _setup_data).
 _WINDOW_CACHE_BYTES = 256 * 2**20
 # A compiled step writes whole observations of at most this many values itself; longer
 # ones are gathered by aten (whole-row copies; inductor's loop over the columns costs
 # more than the extra call from there on: measured crossover between 32 and 152).
 _OBS_IN_KERNEL_MAX = 64
+
+# copy=True on the CPU: at most this many observation buffers are kept for reuse (a
+# caller that holds the previous observation while stepping needs two; an autoreset's
+# final_obs one more)
+_POOL_SIZE = 4
+
+
+def _storage_use_count(t: torch.Tensor) -> int:
+    """How many tensors (and other holders, such as DLPack capsules) reference the
+    storage of ``t``, ``t`` included."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata) - 1  # (- the temporary)
+
+
+# None where this torch lacks the (internal) count: then no buffers are reused
+_use_count: Callable[[torch.Tensor], int] | None = (
+    _storage_use_count if hasattr(torch._C, "_storage_Use_Count") else None
+)
 
 STEP_INFO_KEYS = (
     "portfolio_value",
@@ -347,6 +371,10 @@ class VectorStockTradingEnv(VectorEnv):
         self._started = False
         self._starts_buf: torch.Tensor | None = None
         self._out = None if self.copy else self._new_obs_buffer()
+        # observation buffers reused once nothing references them (see _fresh_obs)
+        self._pool: list[torch.Tensor] | None = (
+            [] if self.copy and self.device.type == "cpu" and _use_count is not None else None
+        )
         self._obs_in_kernel = (
             self.compiled and self._windows is not None and self._obs_dim <= _OBS_IN_KERNEL_MAX
         )
@@ -359,36 +387,59 @@ class VectorStockTradingEnv(VectorEnv):
         one = n_assets == 1  # one asset: per-asset quantities are (N,) vectors, no sums
         a = n_assets
         # Per-asset quantities are (A, N) tensors in the step (rows of assets, like the
-        # packed state; (N,) with one asset), so the per-bar tables are (field, bar):
-        # one column gather per step reads, at the fill bar f = s + 1, the open
-        # (reference price), the close (mark), the previous close (mark at s) and the
-        # tradable flags (0/1) of f and s.
+        # packed state; (N,) with one asset), so the step reads, at the fill bar
+        # f = s + 1, a (fields x A, N) table: the open (reference price, fill="open"),
+        # the close (mark), the previous close (mark at s) and the tradable flags (0/1)
+        # of f (fill="open") or of s (fill="close"), the fields the step uses.
         mark = m.mark.astype(np.float64)
         trad = m.tradable.astype(np.float64)
         prev = lambda x: np.concatenate([x[:1], x[:-1]])  # noqa: E731 - row t holds t-1
-        bars = np.concatenate([m.ref_open, mark, prev(mark), trad, prev(trad)], axis=1)
-        self._bars = torch.as_tensor(np.ascontiguousarray(bars.T), dtype=f64, device=dev)
-        rows = [slice(i * a, (i + 1) * a) for i in range(5)]
+        fields = {"ref": m.ref_open, "mark": mark, "mark_prev": prev(mark), "trad": trad,
+                  "trad_prev": prev(trad)}
+        used = ["mark", "mark_prev"] + (["ref", "trad"] if tpl.fill == "open" else ["trad_prev"])
+        bars = np.concatenate([fields[k] for k in used], axis=1)  # (n_bars, fields x A)
+        # One asset: a (field, bar) table whose columns the compiled step gathers itself.
+        # Many assets: a (bar, field x A) table whose rows step() gathers with one aten
+        # row copy before the compiled step (``_pre_gather``): inlined into the step,
+        # the gather is redone in each of its loops over (asset, env) (~half its time
+        # at 30 assets).
+        self._pre_gather = not one
+        self._bars = torch.as_tensor(
+            np.ascontiguousarray(bars if self._pre_gather else bars.T), dtype=f64, device=dev
+        )
+        rows = {k: slice(i * a, (i + 1) * a) for i, k in enumerate(used)}
         if one:  # plain row indices: per-asset quantities are (N,) vectors
-            rows = [r.start for r in rows]
-        self._r_ref, self._r_mark, self._r_mark_prev, self._r_trad, self._r_trad_prev = rows
+            rows = {k: r.start for k, r in rows.items()}
+        self._r_ref, self._r_mark, self._r_mark_prev, self._r_trad, self._r_trad_prev = (
+            rows.get(k) for k in ("ref", "mark", "mark_prev", "trad", "trad_prev")
+        )
         self._mark = torch.as_tensor(np.ascontiguousarray(mark[:, 0] if one else mark.T), device=dev)
-        flat = torch.as_tensor(m.features.reshape(n_bars, -1), device=dev)
         w = tpl.window_size
+        af = n_assets * n_feat
         self._n_assets = n_assets
-        self._nf = w * n_assets * n_feat
+        self._nf = w * af
         self._obs_dim = self._nf + n_assets + 1
-        if n_bars * self._obs_dim * 4 <= _WINDOW_CACHE_BYTES:
-            # windows[t] = features of bars t-W+1..t, flattened, plus A+1 slots for the
-            # weights and cash fraction: one row gather makes a whole observation.
+        # The observation windows straight from the (bar, asset x feature) table: with
+        # W - 1 rows of zeros in front, the window of bar t (bars t-W+1..t, flattened) is
+        # one contiguous run of it, so ``_win_view[t]`` (rows that overlap in memory;
+        # nothing copied) is that window. One aten row gather from it writes the first
+        # nf values of every observation, reading a table W times smaller than the
+        # precomputed windows (it stays in the caches: at 30 assets 1.5 MB, not 45 MB).
+        padded = torch.zeros((w - 1 + n_bars) * af, dtype=torch.float32, device=dev)
+        padded[(w - 1) * af :] = torch.as_tensor(m.features.reshape(-1), device=dev)
+        self._win_view = padded.as_strided((n_bars, self._nf), (af, 1))
+        self._windows = None
+        if (
+            self.compiled
+            and self._obs_dim <= _OBS_IN_KERNEL_MAX
+            and n_bars * self._obs_dim * 4 <= _WINDOW_CACHE_BYTES
+        ):
+            # short observations are written whole by the compiled step, from these
+            # precomputed rows: windows[t] = window of bar t, plus A+1 slots for the
+            # weights and cash fraction
             win = torch.zeros(n_bars, self._obs_dim, dtype=torch.float32, device=dev)
-            win[w - 1 :, : self._nf] = (
-                flat.unfold(0, w, 1).permute(0, 2, 1).reshape(n_bars - w + 1, -1)
-            )
-            self._windows, self._flat = win, None
-        else:
-            self._windows, self._flat = None, flat
-            self._win_offsets = torch.arange(-w + 1, 1, device=dev)
+            win[w - 1 :, : self._nf] = self._win_view[w - 1 :]
+            self._windows = win
         limit = tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0)
         self._limit = limit
         if tpl.action_type == "discrete":
@@ -409,8 +460,38 @@ class VectorStockTradingEnv(VectorEnv):
         self._last_t = torch.full((n,), self._last, dtype=torch.int64, device=dev)
         self._rows = torch.arange(n, device=dev)
 
+    def _bar_at(self, f: torch.Tensor) -> torch.Tensor:
+        """The bar table at bars ``f``: a ``(fields x A, N)`` tensor (see _setup_data)."""
+        if self._pre_gather:
+            return torch.index_select(self._bars, 0, f).T.contiguous()
+        return torch.index_select(self._bars, 1, f)
+
     def _new_obs_buffer(self) -> torch.Tensor:
         return torch.empty(self.num_envs, self._obs_dim, dtype=torch.float32, device=self.device)
+
+    def _fresh_obs(self) -> torch.Tensor:
+        """A new ``(N, D)`` observation tensor (``copy=True``), in the memory of an
+        earlier one that nothing references any more where there is one.
+
+        The CPU allocator returns large blocks to the OS and page-faults them in again
+        on the next step (measured at 30 assets and N = 1,024: 18.5 MB, ~2,400 faults
+        and about as long as the gather itself, every step); CUDA's caching allocator
+        already reuses blocks.
+        So on the CPU the env keeps up to ``_POOL_SIZE`` buffers and hands out aliases
+        (``detach()``) of them; a buffer is reused only when its storage is referenced
+        by the pool alone: no returned observation, view, numpy array or DLPack
+        capsule of it is alive. What a caller holds is never written again."""
+        pool = self._pool
+        if pool is None:
+            return self._new_obs_buffer()
+        for buf in pool:
+            if _use_count(buf) == 1:
+                return buf.detach()
+        buf = self._new_obs_buffer()
+        if len(pool) < _POOL_SIZE:
+            pool.append(buf)
+            return buf.detach()
+        return buf
 
     # shape helpers: per-asset quantities are (A, N) (rows of assets); with one asset
     # they are (N,) and sums over assets are no-ops
@@ -697,10 +778,14 @@ class VectorStockTradingEnv(VectorEnv):
             with inductor_config.patch(assert_indirect_indexing=False):
                 inner = compile_fx_inner(graph, list(args))
 
-            def compiled(*a):
-                return tuple(inner(list(a)))
+            inner(list(args))  # fail here, not in the middle of a step
+            # After its first call, the compiled graph's wrapper only adds profiler and
+            # autotune-cache bookkeeping around the generated ``call`` (~5-10 us a step)
+            run = getattr(inner, "current_callable", None) or inner
 
-            compiled(*args)  # fail here, not in the middle of a step
+            def compiled(*a):
+                return tuple(run(list(a)))
+
             return compiled
         except Exception as exc:  # noqa: BLE001 - any failure: the slower, safe path
             warnings.warn(
@@ -726,8 +811,11 @@ class VectorStockTradingEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         act = self._as_actions(actions)
+        # many assets: the bar table's rows of the fill bars, gathered here by one aten
+        # row copy (see _setup_data)
+        extra = (self._bar_at(self._t + 1),) if self._pre_gather else ()
         part, X, reward, F, t, flag = self._run(
-            "step", self._transition, act, self._X, self._t, self._SE
+            "step", self._transition, act, self._X, self._t, self._SE, *extra
         )
         code = int(flag)
         if code & (_OUT_OF_SPACE | _NOT_FINITE):  # nothing was committed: state unchanged
@@ -735,7 +823,9 @@ class VectorStockTradingEnv(VectorEnv):
         if code & _EAGER:  # (rare) the compiled step left a case to the eager code
             fused, self._obs_in_kernel = self._obs_in_kernel, False
             try:
-                part, X, reward, F, t, flag = self._transition(act, self._X, self._t, self._SE)
+                part, X, reward, F, t, flag = self._transition(
+                    act, self._X, self._t, self._SE, *extra
+                )
             finally:
                 self._obs_in_kernel = fused
             code = int(flag)
@@ -777,16 +867,18 @@ class VectorStockTradingEnv(VectorEnv):
         )
         return obs, info
 
-    def _transition(self, act, X, t, SE):
+    def _transition(self, act, X, t, SE, bar=None):
         """One step of every env as a pure function of the state (compilable): fills
-        at bar s+1 (or the close of s), marks at the close of s+1, rewards. Returns
+        at bar s+1 (or the close of s), marks at the close of s+1, rewards. ``bar``:
+        ``_bar_at(t + 1)`` where the caller gathers it (``_pre_gather``). Returns
         (obs part, X, reward, F, t, flag); see ``_Layout`` and ``_obs_part``."""
         tpl, L = self.template, self._L
         M, AND, OR, NOT = self._m, self._and, self._or, self._not
         w, code = self._weights(act)
         f = t + 1
         before, cash, v0 = self._shares_of(X), X[L.cash], X[L.value]
-        bar = torch.index_select(self._bars, 1, f)  # see _setup_data
+        if bar is None:
+            bar = self._bar_at(f)
         mark_s, mark_f = bar[self._r_mark_prev], bar[self._r_mark]
         if tpl.fill == "open":
             ref, trad = bar[self._r_ref], bar[self._r_trad]
@@ -963,24 +1055,24 @@ class VectorStockTradingEnv(VectorEnv):
         return part if self._out is None else self._out.copy_(part)
 
     def _gather(self, t: torch.Tensor, out: bool = True) -> torch.Tensor:
-        """The window rows of bar ``t`` in a new observation tensor (or ``self._out``
-        when ``out`` and observations go to the shared buffer); the last A + 1 columns
-        are not set."""
-        buf = self._out if out else None
-        if self._windows is not None:
-            if buf is None:
-                return torch.index_select(self._windows, 0, t)
-            return torch.index_select(self._windows, 0, t, out=buf)
-        obs = self._new_obs_buffer() if buf is None else buf
-        obs[:, : self._nf] = self._flat[t[:, None] + self._win_offsets].reshape(self.num_envs, -1)
+        """The windows of bars ``t`` in a new observation tensor (from ``_fresh_obs``),
+        or ``self._out`` where observations go to the shared buffer; the last A + 1
+        columns are not set. ``out=False``: inside the compiled step, whole rows of the
+        precomputed ``_windows`` in a tensor of the step's own."""
+        if not out:
+            return torch.index_select(self._windows, 0, t)
+        obs = self._out if self._out is not None else self._fresh_obs()
+        torch.index_select(self._win_view, 0, t, out=obs.narrow(1, 0, self._nf))
         return obs
 
     def _obs(self, t: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """Observations as of bar ``t`` from the window rows (one aten gather) and the
         ``tail`` (see ``_obs_part``); a new tensor, or ``self._out``."""
         obs = self._gather(t)
-        obs[:, self._nf :] = tail
+        obs.narrow(1, self._nf, tail.shape[1]).copy_(tail)  # (faster than obs[:, nf:] = )
         return obs
 
     def close_extras(self, **kwargs: Any) -> None:
         self._out = None
+        if self._pool is not None:
+            self._pool = []
