@@ -198,7 +198,7 @@ def test_dqn_mlp_path_only_for_plain_mlps():
 
 
 def test_fused_adam_shortcut_equals_optimizer_step():
-    from stockgym.agents.dqn import fused_adam_step
+    from stockgym.agents.common import fused_adam_step
 
     torch.manual_seed(0)
     p1 = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
@@ -220,13 +220,21 @@ def test_fused_adam_shortcut_equals_optimizer_step():
     o3 = torch.optim.Adam(p2, lr=1e-2, eps=1e-5, fused=True)
     o3.load_state_dict(o2.state_dict())
     assert all(float(st["step"]) == 6 for st in o3.state.values())
+    # a parameter's first gradient leaves the step to optimizer.step(), which must then
+    # count every parameter's step once (the shortcut shares one step counter)
+    p3 = nn.Parameter(torch.randn(2))
+    o2.add_param_group({"params": [p3]})
+    p3.grad = torch.randn(2)
+    assert not fused_adam_step(o2)
+    o2.step()
+    assert [float(o2.state[p]["step"]) for p in (*p2, p3)] == [7.0, 7.0, 1.0]
     # not for other optimizers or options
     assert not fused_adam_step(torch.optim.Adam(p1, lr=1e-2, foreach=True))
     assert not fused_adam_step(torch.optim.AdamW(p1, lr=1e-2, fused=True))
 
 
 def test_clip_grad_norm_equals_torch():
-    from stockgym.agents.dqn import clip_grad_norm
+    from stockgym.agents.common import clip_grad_norm
 
     torch.manual_seed(0)
     p1 = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3))]

@@ -34,7 +34,9 @@ from stockgym.agents.common import (
     TorchVecEnv,
     as_torch_vec_env,
     build_space,
+    clip_grad_norm,
     describe_space,
+    fused_adam_step,
     layout_of,
     make_config,
     make_generator,
@@ -147,6 +149,14 @@ class Agent:
         self.params = self._trainable()
         return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
                                 foreach=True)
+
+    def _optimizer_step(self, max_grad_norm: float | None) -> None:
+        """Clip the gradients' global norm to ``max_grad_norm`` (``None``: no clipping)
+        and step the optimizer (a fused Adam through :func:`fused_adam_step`)."""
+        if max_grad_norm is not None:
+            clip_grad_norm(self.params, max_grad_norm)
+        if not fused_adam_step(self.optimizer):
+            self.optimizer.step()
 
     # ------------------------------------------------------------ env checks
     def set_env(self, env: Any) -> None:

@@ -23,7 +23,7 @@ Every vector step (one transition per env):
 Speed: a plain-MLP Q-network (an env without a stockgym layout, e.g. CartPole) trains
 through :meth:`DQN._gradient_step_mlp`, the same update with its backward pass written out
 (:func:`mlp_backward`; equal to autograd's, tested), gradients in one flat buffer and
-PyTorch's fused Adam kernel called directly (:func:`fused_adam_step`): for such small
+PyTorch's fused Adam kernel called directly (``stockgym.agents.common.fused_adam_step``): for such small
 networks per-call overhead, not arithmetic, is most of an update's time. Other networks
 use autograd (:meth:`DQN._gradient_step`). ``DQNConfig.for_env("CartPole-v1")`` holds
 settings tuned for time to a good policy (:data:`ENV_DEFAULTS`).
@@ -197,53 +197,6 @@ def mlp_backward(layers: list[tuple[nn.Linear, str | None]], hs: list[torch.Tens
     return out
 
 
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> None:
-    """Scale the gradients so their global L2 norm is at most ``max_norm`` (as
-    ``torch.nn.utils.clip_grad_norm_``: factor ``min(1, max_norm / (norm + 1e-6))``), in
-    four tensor calls for parameters on one device and dtype."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
-
-
-def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
-    """``optimizer.step()`` for a fused ``torch.optim.Adam`` whose state exists, as one
-    call of PyTorch's fused kernel (what ``Adam.step`` ends in) without its ~0.1 ms of
-    Python bookkeeping per call, a good part of a small network's update. The state
-    stays PyTorch's own (``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints and
-    ``optimizer.step()`` are unaffected. Returns False, having done nothing, where this
-    does not apply (another optimizer, no state yet, options the shortcut lacks): call
-    ``optimizer.step()`` then."""
-    kernel = getattr(torch, "_fused_adam_", None)
-    if kernel is None or type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
-        return False
-    group = optimizer.param_groups[0]
-    if not group.get("fused") or group["amsgrad"] or group["maximize"] or group["weight_decay"] \
-            or group.get("differentiable") or group.get("capturable") \
-            or not isinstance(group["lr"], float):
-        return False
-    params = [p for p in group["params"] if p.grad is not None]
-    states = [optimizer.state.get(p) for p in params]
-    if not params or any(not st for st in states):
-        return False
-    # The parameters step together, so they can share one step counter: one add per
-    # update instead of one per parameter (a loaded state has separate, equal counters).
-    step = states[0]["step"]
-    if any(st["step"] is not step for st in states):
-        if any(not torch.equal(st["step"], step) for st in states):
-            return False
-        for st in states:
-            st["step"] = step
-    step.add_(1)
-    beta1, beta2 = group["betas"]
-    kernel(params, [p.grad for p in params], [st["exp_avg"] for st in states],
-           [st["exp_avg_sq"] for st in states], [], [step] * len(params), lr=group["lr"], beta1=beta1,
-           beta2=beta2, weight_decay=0.0, eps=group["eps"], amsgrad=False, maximize=False)
-    return True
-
-
 def polyak_update(online: nn.Module, target: nn.Module, tau: float) -> None:
     """``target <- tau * online + (1 - tau) * target`` (``tau=1``: a copy)."""
     with torch.no_grad():
@@ -388,10 +341,7 @@ class DQN(Agent):
         """Clip (unless ``clipped``), step the optimizer, move the target network; returns
         ``(td, q_taken)`` (TD errors and Q-values of the minibatch, for :meth:`_log_update`)."""
         c, q, q_target = self.config, self.nets["q"], self.nets["q_target"]
-        if c.max_grad_norm is not None and not clipped:
-            clip_grad_norm(self.params, c.max_grad_norm)
-        if not fused_adam_step(self.optimizer):
-            self.optimizer.step()
+        self._optimizer_step(None if clipped else c.max_grad_norm)
         self.gradient_updates += 1
         if c.tau < 1.0:
             polyak_update(q, q_target, c.tau)

@@ -306,9 +306,7 @@ class PPO(Agent):
                     loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    if c.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
-                    opt.step()
+                    self._optimizer_step(c.max_grad_norm)
                     if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
                         stop = True
                         break

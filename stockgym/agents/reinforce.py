@@ -199,9 +199,7 @@ class REINFORCE(Agent):
             loss = policy_loss - c.ent_coef * entropy_mean + c.vf_coef * value_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if c.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
-            opt.step()
+            self._optimizer_step(c.max_grad_norm)
 
             n = self.num_timesteps
             log.scalar("losses/policy_loss", policy_loss.item(), n)
