@@ -150,6 +150,12 @@ class Agent:
         return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
                                 foreach=True)
 
+    def _zero_grad(self) -> None:
+        """``optimizer.zero_grad(set_to_none=True)`` for the trained parameters, without
+        its per-call bookkeeping (~70 us, a few percent of a small network's update)."""
+        for p in self.params:
+            p.grad = None
+
     def _optimizer_step(self, max_grad_norm: float | None) -> None:
         """Clip the gradients' global norm to ``max_grad_norm`` (``None``: no clipping)
         and step the optimizer (a fused Adam through :func:`fused_adam_step`)."""

@@ -49,7 +49,7 @@ from stockgym.agents.common import (
     _check_number,
     linear_schedule,
 )
-from stockgym.agents.networks import Net
+from stockgym.agents.networks import Net, mlp_layers
 
 
 @dataclass
@@ -139,25 +139,6 @@ def dqn_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: t
     else:
         next_value = next_q_target.max(dim=1).values
     return rewards + gamma * (1.0 - terminated.float()) * next_value
-
-
-def mlp_layers(net: nn.Module) -> list[tuple[nn.Linear, str | None]] | None:
-    """``net`` as a chain of linear layers, each followed by its activation (``"relu"``,
-    ``"tanh"`` or ``None``), when it is exactly that: the new-``mlp``-backbone Q-network
-    of an env without a stockgym layout (CartPole and other plain vectors); ``None`` for
-    anything else (a stockgym layout, CNN/LSTM backbones, dropout)."""
-    spec = getattr(getattr(net, "encoder", None), "spec", None)
-    if spec is None or spec["backbone"] != "mlp" or spec["layout"] is not None:
-        return None
-    layers: list[tuple[nn.Linear, str | None]] = []
-    for m in [*net.encoder.body.body, *net.head]:
-        if isinstance(m, nn.Linear):
-            layers.append((m, None))
-        elif isinstance(m, (nn.ReLU, nn.Tanh)) and layers and layers[-1][1] is None:
-            layers[-1] = (layers[-1][0], "relu" if isinstance(m, nn.ReLU) else "tanh")
-        else:
-            return None
-    return layers if layers and layers[-1][1] is None else None
 
 
 def mlp_forward(layers: list[tuple[nn.Linear, str | None]], x: torch.Tensor
@@ -292,7 +273,7 @@ class DQN(Agent):
             y = dqn_target(b_rew, b_term, q_target(b_next), c.gamma, next_online)
         q_taken = q_now.gather(1, b_act.unsqueeze(1)).squeeze(1)
         loss = F.huber_loss(q_taken, y, delta=c.huber_delta)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         loss.backward()
         return self._apply_gradients((q_taken - y).detach(), q_taken.detach())
 

@@ -164,6 +164,25 @@ def pretrained_spec(path: str | Path, obs_dim: int, layout: dict[str, Any] | Non
     return spec, fc
 
 
+def mlp_layers(net: nn.Module) -> list[tuple[nn.Linear, str | None]] | None:
+    """``net`` as a chain of linear layers, each followed by its activation (``"relu"``,
+    ``"tanh"`` or ``None``), when it is exactly that: the new-``mlp``-backbone network
+    of an env without a stockgym layout (CartPole and other plain vectors); ``None`` for
+    anything else (a stockgym layout, CNN/LSTM backbones, dropout)."""
+    spec = getattr(getattr(net, "encoder", None), "spec", None)
+    if spec is None or spec["backbone"] != "mlp" or spec["layout"] is not None:
+        return None
+    layers: list[tuple[nn.Linear, str | None]] = []
+    for m in [*net.encoder.body.body, *net.head]:
+        if isinstance(m, nn.Linear):
+            layers.append((m, None))
+        elif isinstance(m, (nn.ReLU, nn.Tanh)) and layers and layers[-1][1] is None:
+            layers[-1] = (layers[-1][0], "relu" if isinstance(m, nn.ReLU) else "tanh")
+        else:
+            return None
+    return layers if layers and layers[-1][1] is None else None
+
+
 class Net(nn.Module):
     """``Encoder`` + a head: ``obs -> (B, out_dim)`` (a value, Q-values or the parameters
     of an action distribution). With a stockgym layout the head has one hidden Tanh
@@ -182,7 +201,29 @@ class Net(nn.Module):
         self.head = nn.Sequential(*layers, layer_init(nn.Linear(width, out_dim), gain=gain))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        chain = self.__dict__.get("_chain")
+        if chain is None:  # a plain MLP runs as its layer chain (see _run_chain)
+            layers = mlp_layers(self)
+            chain = self._chain = () if layers is None else tuple(
+                (lin, _ACT_FNS[act]) for lin, act in layers)
+        if chain and obs.dim() == 2 and obs.shape[1] == chain[0][0].in_features:
+            return _run_chain(chain, obs)
         return self.head(self.encoder(obs))
+
+
+#: the hidden activations of :func:`mlp_layers` chains as functions
+_ACT_FNS = {"relu": torch.relu, "tanh": torch.tanh, None: None}
+
+
+def _run_chain(chain: tuple, x: torch.Tensor) -> torch.Tensor:
+    """``Net.forward`` of a plain MLP: the same operations as its modules (so the same
+    values and gradients) without ~10 nested module calls, a good part of a small
+    network's forward pass."""
+    for lin, act in chain:
+        x = torch.nn.functional.linear(x, lin.weight, lin.bias)
+        if act is not None:
+            x = act(x)
+    return x
 
 
 def load_forecaster_weights(net: Net, forecaster: Any) -> None:

@@ -304,7 +304,7 @@ class PPO(Agent):
                                         self.value(e_obs[mb]), e_val[mb], e_ret[mb], entropy,
                                         c.clip_coef, c.clip_vloss, c.norm_adv, diagnostics=diag)
                     loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
-                    opt.zero_grad(set_to_none=True)
+                    self._zero_grad()
                     loss.backward()
                     self._optimizer_step(c.max_grad_norm)
                     if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:

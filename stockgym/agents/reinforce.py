@@ -157,7 +157,7 @@ class REINFORCE(Agent):
         return batch
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
-        c, log, opt = self.config, self.logger, self.optimizer
+        c, log = self.config, self.logger
         actor, critic = self.nets["actor"], self.nets["critic"] if c.baseline == "value" else None
         stats = EpisodeStats(self.env.num_envs, self.device)
         sps = SPSMeter(self.num_timesteps)
@@ -197,7 +197,7 @@ class REINFORCE(Agent):
             policy_loss = -(logprob * advantages * mask).sum() / n_valid
             entropy_mean = (entropy * mask).sum() / n_valid
             loss = policy_loss - c.ent_coef * entropy_mean + c.vf_coef * value_loss
-            opt.zero_grad(set_to_none=True)
+            self._zero_grad()
             loss.backward()
             self._optimizer_step(c.max_grad_norm)
 
