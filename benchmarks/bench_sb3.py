@@ -1,6 +1,6 @@
 """Wall-clock time to a good policy: stockgym's agents against stable-baselines3.
 
-    python benchmarks/bench_sb3.py                       # everything, seeds 0 1 2
+    python benchmarks/bench_sb3.py                       # everything, the 10 held-out seeds
     python benchmarks/bench_sb3.py --task ppo-cartpole --seeds 0 1 2 3 4
     python benchmarks/bench_sb3.py --task dqn-cartpole edge --json results.json
 
@@ -350,6 +350,11 @@ def warm_up() -> None:
 
 
 TASKS = ("ppo-cartpole", "dqn-cartpole", "edge")
+#: The seeds the closing-note figures use: never used to choose any default (those were
+#: chosen on seeds 0-14). Ten, because a 5-seed median of per-seed time ratios swings
+#: widely (one library's lucky early evaluation on one seed moves it): on the final code
+#: PPO CartPole gave 7.1x on seeds 20-24 and 4.5x on 30-34.
+HELD_OUT_SEEDS = (20, 21, 22, 23, 24, 30, 31, 32, 33, 34)
 
 
 def run_task(task: str, seed: int, lib: str, args: argparse.Namespace) -> Result:
@@ -402,7 +407,7 @@ def summarise(task: str, pairs: list[tuple[Result, Result]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT_SEEDS))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for both")
     p.add_argument("--episodes", type=int, default=10, help="CartPole evaluation episodes")
     p.add_argument("--ppo-budget", type=int, default=100_000)
