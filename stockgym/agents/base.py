@@ -145,8 +145,19 @@ class Agent:
         """The parameters the optimizer updates (and gradient clipping sees)."""
         return [p for p in self.nets.parameters() if p.requires_grad]
 
+    #: Adam with PyTorch's fused kernel where the device has it: the same update in fewer
+    #: kernel launches (a small network's gradient step is launch-bound; about a third
+    #: faster on CPU), and :func:`fused_adam_step` can then skip ``Adam.step``'s Python.
+    fused_adam = False
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         self.params = self._trainable()
+        if self.fused_adam:
+            try:
+                return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
+                                        fused=True)
+            except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device
+                pass
         return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
                                 foreach=True)
 

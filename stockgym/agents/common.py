@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -106,6 +106,15 @@ class CommonConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the checkpoint and run configs store this)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    #: tuned settings per Gymnasium env id (each algorithm's module-level ``ENV_DEFAULTS``)
+    env_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def for_env(cls, env_id: str, **overrides: Any) -> CommonConfig:
+        """The config for a Gymnasium env id: this library's tuned defaults for it
+        (``env_defaults``), then ``overrides``; plain defaults for other ids."""
+        return cls.from_dict({**cls.env_defaults.get(env_id, {}), **overrides})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CommonConfig:

@@ -32,7 +32,7 @@ settings tuned for time to a good policy (:data:`ENV_DEFAULTS`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,19 @@ from stockgym.agents.common import (
     linear_schedule,
 )
 from stockgym.agents.networks import Net, mlp_layers
+
+#: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1``:
+#: tuned for wall-clock time to a mean deterministic evaluation return of 195 with
+#: ``learn(50_000)`` on 2 CPU cores (``benchmarks/bench_sb3.py``): 8 envs, an update of
+#: 2 gradient steps every vector step (one update per 4 env steps, as rl-zoo3's 128
+#: per 256 halved), learning from step 250, a hard target copy every 64 updates, and
+#: exploration over the first 5% of the steps (2,500 of 50,000).
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {"hidden_size": 128, "learning_rate": 2.3e-3, "batch_size": 128,
+                    "learning_starts": 250, "train_frequency": 8, "gradient_steps": 2,
+                    "target_update_interval": 64, "exploration_fraction": 0.05,
+                    "end_e": 0.04},
+}
 
 
 @dataclass
@@ -87,12 +100,7 @@ class DQNConfig(CommonConfig):
     exploration_fraction: float = 0.5
     save_replay_buffer: bool = False
     weight_decay: float = 0.0
-
-    @classmethod
-    def for_env(cls, env_id: str, **overrides: Any) -> DQNConfig:
-        """The config for a Gymnasium env id: this library's tuned defaults for it
-        (:data:`ENV_DEFAULTS`), then ``overrides``; plain defaults for other ids."""
-        return cls.from_dict({**ENV_DEFAULTS.get(env_id, {}), **overrides})
+    env_defaults: ClassVar[dict[str, dict[str, Any]]] = ENV_DEFAULTS
 
     def validate(self) -> None:
         super().validate()
@@ -107,20 +115,6 @@ class DQNConfig(CommonConfig):
         _check_number("tau", self.tau, 0.0, 1.0, lo_open=True)
         _check_number("huber_delta", self.huber_delta, 0.0, lo_open=True)
         _check_number("weight_decay", self.weight_decay, 0.0)
-
-
-#: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1``:
-#: tuned for wall-clock time to a mean deterministic evaluation return of 195 with
-#: ``learn(50_000)`` on 2 CPU cores (``benchmarks/bench_sb3.py``): 8 envs, an update of
-#: 2 gradient steps every vector step (one update per 4 env steps, as rl-zoo3's 128
-#: per 256 halved), learning from step 250, a hard target copy every 64 updates, and
-#: exploration over the first 5% of the steps (2,500 of 50,000).
-ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {"hidden_size": 128, "learning_rate": 2.3e-3, "batch_size": 128,
-                    "learning_starts": 250, "train_frequency": 8, "gradient_steps": 2,
-                    "target_update_interval": 64, "exploration_fraction": 0.05,
-                    "end_e": 0.04},
-}
 
 
 # ------------------------------------------------------------------ the maths
@@ -190,6 +184,7 @@ class DQN(Agent):
     """Deep Q-Network (see the module docstring and :class:`DQNConfig`)."""
 
     algo = "dqn"
+    fused_adam = True
     Config = DQNConfig
     config: DQNConfig
 
@@ -219,15 +214,9 @@ class DQN(Agent):
         return [p for p in self.nets["q"].parameters() if p.requires_grad]
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        self.params = self._trainable()
         if self.config.weight_decay == 0:
-            # PyTorch's fused Adam where the device has it: the same update in fewer
-            # kernel calls (a small network's update is call-bound)
-            try:
-                return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
-                                        fused=True)
-            except (RuntimeError, TypeError, ValueError):  # no fused kernel here
-                return super()._make_optimizer()
+            return super()._make_optimizer()
+        self.params = self._trainable()
         return torch.optim.AdamW(self.params, lr=self.config.learning_rate, eps=1e-5,
                                  weight_decay=self.config.weight_decay, foreach=True)
 
@@ -246,8 +235,6 @@ class DQN(Agent):
                                                        self.config.buffer_size)
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
-        if self._mlp is not None and not torch.is_grad_enabled():
-            return mlp_forward(self._mlp, obs)[-1].argmax(dim=1)  # no module-call overhead
         return self.nets["q"](obs).argmax(dim=1)
 
     def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -42,6 +42,24 @@ from stockgym.agents.common import (
     _check_number,
 )
 from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy
+
+#: Tuned defaults per Gymnasium env id (:meth:`PPOConfig.for_env`). ``CartPole-v1``:
+#: tuned for wall-clock time to a mean deterministic evaluation return of 475 on 2 CPU
+#: cores (``benchmarks/bench_sb3.py``; chosen on seeds 0-4 and 10-14, benchmarked on
+#: 20-24): the tanh MLP with orthogonal init of SB3 / CleanRL (``activation="tanh"``; with
+#: ReLU the same settings needed a median 34.8k steps instead of 16.4k on the tuning seeds,
+#: missing 2 of 10 within 60k), 32 numpy-vectorized envs x 32 steps, 5 epochs of 4
+#: minibatches of 256 at learning rate 3e-3 (annealed), rl-zoo3's short horizon (gamma
+#: 0.98, lambda 0.8), and no value clipping (returns reach ~50 while a clipped value loss
+#: lets the value move only ``clip_coef`` per update). 20 gradient steps per 1,024
+#: samples, where the zoo takes 80 (20 full-batch epochs on 256): fewer env steps than
+#: 1 minibatch x 10 epochs (which missed 475 within 60k steps on 5 of 10 tuning seeds)
+#: at a quarter of the zoo's update cost.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {"activation": "tanh", "num_envs": 32, "num_steps": 32, "num_minibatches": 4,
+                    "update_epochs": 5, "learning_rate": 3e-3, "gamma": 0.98, "gae_lambda": 0.8,
+                    "clip_vloss": False},
+}
 
 
 @dataclass
@@ -73,12 +91,7 @@ class PPOConfig(CommonConfig):
     target_kl: float | None = None
     squash: str = "clip"
     log_std_init: float = 0.0
-
-    @classmethod
-    def for_env(cls, env_id: str, **overrides: Any) -> PPOConfig:
-        """The config for a Gymnasium env id: this library's tuned defaults for it
-        (:data:`ENV_DEFAULTS`), then ``overrides``; plain defaults for other ids."""
-        return cls.from_dict({**ENV_DEFAULTS.get(env_id, {}), **overrides})
+    env_defaults: ClassVar[dict[str, dict[str, Any]]] = ENV_DEFAULTS
 
     def validate(self) -> None:
         super().validate()
@@ -97,25 +110,6 @@ class PPOConfig(CommonConfig):
         if self.num_steps * self.num_envs < self.num_minibatches:
             raise ValueError(f"num_steps * num_envs = {self.num_steps * self.num_envs} is "
                              f"smaller than num_minibatches = {self.num_minibatches}")
-
-
-#: Tuned defaults per Gymnasium env id (:meth:`PPOConfig.for_env`). ``CartPole-v1``:
-#: tuned for wall-clock time to a mean deterministic evaluation return of 475 on 2 CPU
-#: cores (``benchmarks/bench_sb3.py``; chosen on seeds 0-4 and 10-14, benchmarked on
-#: 20-24): the tanh MLP with orthogonal init of SB3 / CleanRL (``activation="tanh"``; with
-#: ReLU the same settings needed a median 34.8k steps instead of 16.4k on the tuning seeds,
-#: missing 2 of 10 within 60k), 32 numpy-vectorized envs x 32 steps, 5 epochs of 4
-#: minibatches of 256 at learning rate 3e-3 (annealed), rl-zoo3's short horizon (gamma
-#: 0.98, lambda 0.8), and no value clipping (returns reach ~50 while a clipped value loss
-#: lets the value move only ``clip_coef`` per update). 20 gradient steps per 1,024
-#: samples, where the zoo takes 80 (20 full-batch epochs on 256): fewer env steps than
-#: 1 minibatch x 10 epochs (which missed 475 within 60k steps on 5 of 10 tuning seeds)
-#: at a quarter of the zoo's update cost.
-ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {"activation": "tanh", "num_envs": 32, "num_steps": 32, "num_minibatches": 4,
-                    "update_epochs": 5, "learning_rate": 3e-3, "gamma": 0.98, "gae_lambda": 0.8,
-                    "clip_vloss": False},
-}
 
 
 # ------------------------------------------------------------------ the maths
@@ -189,6 +183,7 @@ class PPO(Agent):
     """Proximal Policy Optimization (see the module docstring and :class:`PPOConfig`)."""
 
     algo = "ppo"
+    fused_adam = True
     Config = PPOConfig
     config: PPOConfig
 
@@ -206,17 +201,6 @@ class PPO(Agent):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.nets["critic"](obs).squeeze(-1)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam as every agent has it (``eps=1e-5``), with PyTorch's fused kernel where
-        the device supports it: the same update in fewer kernel launches (a small
-        network's gradient step is launch-bound; about a third faster on CPU)."""
-        self.params = self._trainable()
-        try:
-            return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
-                                    fused=True)
-        except (RuntimeError, TypeError, ValueError):  # no fused Adam for this device / dtype
-            return super()._make_optimizer()
 
     def _evaluate(self, obs: torch.Tensor, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log-prob of raw, entropy)`` as ``Policy.evaluate`` computes them; for
