@@ -375,9 +375,9 @@ class VectorStockTradingEnv(VectorEnv):
         self._pool: list[torch.Tensor] | None = (
             [] if self.copy and self.device.type == "cpu" and _use_count is not None else None
         )
-        self._obs_in_kernel = (
-            self.compiled and self._windows is not None and self._obs_dim <= _OBS_IN_KERNEL_MAX
-        )
+        # the compiled step writes whole observations exactly where _setup_data built
+        # their precomputed rows
+        self._obs_in_kernel = self._windows is not None
 
     # ------------------------------------------------------------------ setup
     def _setup_data(self, tpl: StockTradingEnv) -> None:
