@@ -49,7 +49,7 @@ from stockgym.agents.common import (
     _check_number,
     linear_schedule,
 )
-from stockgym.agents.networks import Net, mlp_layers
+from stockgym.agents.networks import Net, mlp_forward, mlp_layers
 
 #: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1``:
 #: tuned for wall-clock time to a mean deterministic evaluation return of 195 with
@@ -133,17 +133,6 @@ def dqn_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: t
     else:
         next_value = next_q_target.max(dim=1).values
     return rewards + gamma * (1.0 - terminated.float()) * next_value
-
-
-def mlp_forward(layers: list[tuple[nn.Linear, str | None]], x: torch.Tensor
-                ) -> list[torch.Tensor]:
-    """Outputs of the chain: ``[x, h1, ..., out]`` (each layer's activated output)."""
-    hs = [x]
-    for lin, act in layers:
-        x = torch.addmm(lin.bias, x, lin.weight.t())
-        x = x.relu_() if act == "relu" else x.tanh_() if act == "tanh" else x
-        hs.append(x)
-    return hs
 
 
 def mlp_backward(layers: list[tuple[nn.Linear, str | None]], hs: list[torch.Tensor],

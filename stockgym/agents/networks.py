@@ -183,6 +183,19 @@ def mlp_layers(net: nn.Module) -> list[tuple[nn.Linear, str | None]] | None:
     return layers if layers and layers[-1][1] is None else None
 
 
+def mlp_forward(layers: list[tuple[nn.Linear, str | None]], x: torch.Tensor
+                ) -> list[torch.Tensor]:
+    """Outputs of the chain: ``[x, h1, ..., out]`` (each layer's activated output).
+    The same operations as the modules' forward (so the same values and gradients)
+    without ~10 nested module calls, a good part of a small network's forward pass."""
+    hs = [x]
+    for lin, act in layers:
+        x = torch.addmm(lin.bias, x, lin.weight.t())
+        x = x.relu_() if act == "relu" else x.tanh_() if act == "tanh" else x
+        hs.append(x)
+    return hs
+
+
 class Net(nn.Module):
     """``Encoder`` + a head: ``obs -> (B, out_dim)`` (a value, Q-values or the parameters
     of an action distribution). With a stockgym layout the head has one hidden Tanh
@@ -201,29 +214,12 @@ class Net(nn.Module):
         self.head = nn.Sequential(*layers, layer_init(nn.Linear(width, out_dim), gain=gain))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        chain = self.__dict__.get("_chain")
-        if chain is None:  # a plain MLP runs as its layer chain (see _run_chain)
-            layers = mlp_layers(self)
-            chain = self._chain = () if layers is None else tuple(
-                (lin, _ACT_FNS[act]) for lin, act in layers)
-        if chain and obs.dim() == 2 and obs.shape[1] == chain[0][0].in_features:
-            return _run_chain(chain, obs)
+        layers = self.__dict__.get("_layers")
+        if layers is None:  # a plain MLP runs as its layer chain (see mlp_forward)
+            layers = self._layers = mlp_layers(self) or []
+        if layers and obs.dim() == 2 and obs.shape[1] == layers[0][0].in_features:
+            return mlp_forward(layers, obs)[-1]
         return self.head(self.encoder(obs))
-
-
-#: the hidden activations of :func:`mlp_layers` chains as functions
-_ACT_FNS = {"relu": torch.relu, "tanh": torch.tanh, None: None}
-
-
-def _run_chain(chain: tuple, x: torch.Tensor) -> torch.Tensor:
-    """``Net.forward`` of a plain MLP: the same operations as its modules (so the same
-    values and gradients) without ~10 nested module calls, a good part of a small
-    network's forward pass."""
-    for lin, act in chain:
-        x = torch.nn.functional.linear(x, lin.weight, lin.bias)
-        if act is not None:
-            x = act(x)
-    return x
 
 
 def load_forecaster_weights(net: Net, forecaster: Any) -> None:
