@@ -170,20 +170,47 @@ def test_dqn_written_out_backward_equals_autograd(kw):
     assert a.gradient_updates == b.gradient_updates == before + 25
 
 
-def test_mlp_backward_matches_autograd_gradients_by_hand():
-    from stockgym.agents.dqn import mlp_backward, mlp_forward
+def test_numpy_mlp_matches_autograd():
+    from stockgym.agents import numpy_mlp
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
     layers = [(net[0], "tanh"), (net[2], "relu"), (net[4], None)]
+    arrays = numpy_mlp.mlp_arrays(layers)
     x = torch.randn(6, 3)
     w = torch.randn(4, 2)
-    (net(x)[:4] * w).sum().backward()  # rows 4-5 take part in the forward only
-    with torch.no_grad():
-        grads = mlp_backward(layers, mlp_forward(layers, x), w)
+    out = net(x)
+    (out[:4] * w).sum().backward()  # rows 4-5 take part in the forward only
+    hs = numpy_mlp.forward(arrays, x.numpy())
+    torch.testing.assert_close(torch.from_numpy(hs[-1]), out.detach())
     expected = [t.grad for m in (net[0], net[2], net[4]) for t in (m.weight, m.bias)]
+    grads = [np.full(tuple(e.shape), np.nan, dtype=np.float32) for e in expected]
+    numpy_mlp.backward(arrays, hs, w.numpy(), grads)
     for g, e in zip(grads, expected, strict=True):
-        torch.testing.assert_close(g, e)
+        torch.testing.assert_close(torch.from_numpy(g), e)
+    # the arrays are the parameters' memory: an in-place step is seen at once
+    with torch.no_grad():
+        net[4].bias.add_(1.0)
+    assert np.allclose(numpy_mlp.forward(arrays, x.numpy())[-1], net(x).detach().numpy())
+    # by hand: one relu unit, y = relu(2x - 1), x = (1, 0.25): dy/dw = x where 2x - 1 > 0
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+        lin.bias.fill_(-1.0)
+    g = [np.zeros((1, 1), np.float32), np.zeros(1, np.float32)]
+    arr = numpy_mlp.mlp_arrays([(lin, "relu")])
+    numpy_mlp.backward(arr, numpy_mlp.forward(arr, np.array([[1.0], [0.25]], np.float32)),
+                       np.ones((2, 1), np.float32), g)
+    assert g[0].item() == 1.0 and g[1].item() == 1.0  # only x = 1 is past the hinge
+
+
+def test_numpy_mlp_only_for_cpu_float32():
+    from stockgym.agents import numpy_mlp
+
+    lin = nn.Linear(3, 2)
+    assert numpy_mlp.mlp_arrays([(lin, None)]) is not None
+    assert numpy_mlp.mlp_arrays([(lin.double(), None)]) is None
+    assert numpy_mlp.mlp_arrays(None) is None
 
 
 def test_dqn_mlp_path_only_for_plain_mlps():

@@ -97,17 +97,22 @@ def test_discounted_returns_several_envs():
 
 
 # ------------------------------------------------------------------ DQN
-def test_double_dqn_target_by_hand():
+@pytest.mark.parametrize("kind", ["torch", "numpy", "numpy-bool"])
+def test_double_dqn_target_by_hand(kind):
     rewards = torch.tensor([1.0, 0.5, -1.0])
     terminated = torch.tensor([0.0, 1.0, 0.0])
     online = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 5.0]])   # picks 0, 0, 1
     target = torch.tensor([[10.0, 20.0], [30.0, 40.0], [7.0, -2.0]])
+    if kind != "torch":  # the same function on numpy arrays (DQN's CPU MLP path)
+        rewards, online, target = rewards.numpy(), online.numpy(), target.numpy()
+        terminated = terminated.numpy().astype(bool if kind == "numpy-bool" else np.float32)
     # Double DQN: the online net picks, the target net values: 10, (terminated), -2
     y = dqn_target(rewards, terminated, target, 0.9, next_q_online=online)
-    torch.testing.assert_close(y, torch.tensor([1 + .9 * 10, 0.5, -1 + .9 * -2]))
+    assert isinstance(y, torch.Tensor if kind == "torch" else np.ndarray)
+    torch.testing.assert_close(torch.as_tensor(y), torch.tensor([1 + .9 * 10, 0.5, -1 + .9 * -2]))
     # plain DQN: max of the target net: 20, (terminated), 7
     y = dqn_target(rewards, terminated, target, 0.9)
-    torch.testing.assert_close(y, torch.tensor([1 + .9 * 20, 0.5, -1 + .9 * 7]))
+    torch.testing.assert_close(torch.as_tensor(y), torch.tensor([1 + .9 * 20, 0.5, -1 + .9 * 7]))
 
 
 def test_polyak_update():
@@ -131,6 +136,23 @@ def test_replay_buffer_wraps_and_samples_with_the_generator():
     a, b = rb.sample(8, g1), rb.sample(8, g2)
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y)
+    # the numpy reads (DQN's CPU path) give the same rows for the same generator state
+    g1.manual_seed(3), g2.manual_seed(3)
+    for x, y in zip(rb.sample(6, g1), rb.sample_arrays(6, g2), strict=True):
+        np.testing.assert_array_equal(x.numpy(), y)
+
+
+def test_replay_buffer_copy_writes_its_own_memory():
+    import copy
+
+    rb = ReplayBuffer(4, 1, torch.device("cpu"))
+    rb.add(torch.ones(2, 1), torch.tensor([1, 1]), torch.ones(2), torch.ones(2, 1),
+           torch.tensor([False, False]))
+    twin = copy.deepcopy(rb)
+    twin.add(torch.full((2, 1), 7.0), torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, 1),
+             torch.tensor([True, False]))  # written through the copy's numpy views
+    assert twin.obs[2:, 0].tolist() == [7.0, 7.0] and twin.terminated[2].item() == 1.0
+    assert rb.obs[2:, 0].tolist() == [0.0, 0.0] and rb.size == 2
 
 
 def test_dqn_checkpoint_can_carry_the_replay_buffer(tmp_path):

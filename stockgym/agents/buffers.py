@@ -1,8 +1,11 @@
 """Experience storage on the agent's device: a fixed-size rollout (PPO) and a circular
-replay buffer (DQN). Both are plain preallocated tensors; nothing leaves the device."""
+replay buffer (DQN). Both are plain preallocated tensors; nothing leaves the device.
+On the CPU the replay buffer also reads and writes through numpy views of the same
+memory (a numpy call costs ~1 us, a PyTorch one ~4 us; DQN does five per step)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -50,11 +53,32 @@ class ReplayBuffer:
         self.capacity = capacity
         self.pos = 0  # next row to write
         self.size = 0
+        self._bind_arrays()
+
+    def _bind_arrays(self) -> None:
+        #: numpy views of :attr:`FIELDS` (the same memory) on the CPU, else ``None``
+        self.arrays = tuple(getattr(self, k).numpy() for k in self.FIELDS) \
+            if self.obs.device.type == "cpu" else None
+
+    def __getstate__(self) -> dict:  # a copy binds views of its own tensors
+        return {k: v for k, v in self.__dict__.items() if k != "arrays"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_arrays()
 
     def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
             next_obs: torch.Tensor, terminated: torch.Tensor) -> None:
         """Add a batch of ``n`` transitions (one per env), overwriting the oldest."""
         n = obs.shape[0]
+        if self.arrays is not None and self.pos + n <= self.capacity and obs.device.type == "cpu":
+            rows = slice(self.pos, self.pos + n)
+            for dst, src in zip(self.arrays, (obs, next_obs, actions, rewards, terminated),
+                                strict=True):
+                dst[rows] = src.numpy()
+            self.pos = (self.pos + n) % self.capacity
+            self.size = min(self.size + n, self.capacity)
+            return
         if self.pos + n <= self.capacity:  # no wrap: plain slices, cheaper than an index
             idx: slice | torch.Tensor = slice(self.pos, self.pos + n)
         else:
@@ -108,3 +132,11 @@ class ReplayBuffer:
                             device=self.obs.device)
         return (self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
                 self.terminated[idx])
+
+    def sample_arrays(self, batch_size: int, generator: torch.Generator
+                      ) -> tuple[np.ndarray, ...]:
+        """:meth:`sample` as numpy arrays (CPU buffers only): the same rows for the same
+        generator state, in the same order."""
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator).numpy()
+        obs, next_obs, actions, rewards, terminated = self.arrays
+        return obs[idx], actions[idx], rewards[idx], next_obs[idx], terminated[idx]

@@ -20,25 +20,31 @@ Every vector step (one transition per env):
    ``theta_target <- tau * theta + (1 - tau) * theta_target`` (``tau < 1``: Polyak) or, with
    ``tau = 1``, is copied every ``target_update_interval`` updates.
 
-Speed: a plain-MLP Q-network (an env without a stockgym layout, e.g. CartPole) trains
-through :meth:`DQN._gradient_step_mlp`, the same update with its backward pass written out
-(:func:`mlp_backward`; equal to autograd's, tested), gradients in one flat buffer and
-PyTorch's fused Adam kernel called directly (``stockgym.agents.common.fused_adam_step``): for such small
-networks per-call overhead, not arithmetic, is most of an update's time. Other networks
-use autograd (:meth:`DQN._gradient_step`). ``DQNConfig.for_env("CartPole-v1")`` holds
-settings tuned for time to a good policy (:data:`ENV_DEFAULTS`).
+Speed: a plain-MLP Q-network on the CPU (an env without a stockgym layout, e.g.
+CartPole) acts and trains through :mod:`stockgym.agents.numpy_mlp`: the same update
+(:meth:`DQN._gradient_step_mlp`) with the forward and backward passes in numpy over the
+parameters' own memory (equal to autograd's up to float rounding, tested), gradients in
+one flat buffer and PyTorch's fused Adam kernel called directly
+(``stockgym.agents.common.fused_adam_step``). For such small networks per-call overhead
+is a large part of an update's time, and a numpy call costs a quarter of a PyTorch one.
+numpy's BLAS is held to PyTorch's thread count while learning. Other networks and
+devices use autograd (:meth:`DQN._gradient_step`). ``DQNConfig.for_env("CartPole-v1")``
+holds settings tuned for time to a good policy (:data:`ENV_DEFAULTS`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
+from stockgym.agents import numpy_mlp
 from stockgym.agents.base import Agent, Callback
 from stockgym.agents.buffers import ReplayBuffer
 from stockgym.agents.common import (
@@ -49,7 +55,9 @@ from stockgym.agents.common import (
     _check_number,
     linear_schedule,
 )
-from stockgym.agents.networks import Net, mlp_forward, mlp_layers
+from stockgym.agents.networks import Net, mlp_layers
+
+Array = torch.Tensor | np.ndarray
 
 #: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1``:
 #: tuned for wall-clock time to a mean deterministic evaluation return of 195 with
@@ -118,47 +126,25 @@ class DQNConfig(CommonConfig):
 
 
 # ------------------------------------------------------------------ the maths
-def dqn_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor,
-               gamma: float, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
-    """TD targets ``(B,)``. ``next_q_target`` / ``next_q_online``: ``(B, n_actions)``
-    Q-values of the next observations under the target / online network.
+def dqn_target(rewards: Array, terminated: Array, next_q_target: Array, gamma: float,
+               next_q_online: Array | None = None) -> Array:
+    """TD targets ``(B,)``, as torch tensors or numpy arrays (all arguments one kind).
+    ``next_q_target`` / ``next_q_online``: ``(B, n_actions)`` Q-values of the next
+    observations under the target / online network; ``terminated`` bool or 0/1.
 
     With ``next_q_online`` (Double DQN) the online network picks the next action and the
     target network values it: ``r + gamma * (1 - term) * Q_target(s', argmax_a Q_online(s', a))``;
     without it, ``r + gamma * (1 - term) * max_a Q_target(s', a)``.
     """
-    if next_q_online is not None:
-        best = next_q_online.argmax(dim=1, keepdim=True)
-        next_value = next_q_target.gather(1, best).squeeze(1)
+    numpy = isinstance(next_q_target, np.ndarray)
+    if next_q_online is None:
+        next_value = next_q_target.max(1) if numpy else next_q_target.max(dim=1).values
+    elif numpy:
+        next_value = next_q_target[np.arange(len(next_q_target)), next_q_online.argmax(1)]
     else:
-        next_value = next_q_target.max(dim=1).values
-    return rewards + gamma * (1.0 - terminated.float()) * next_value
-
-
-def mlp_backward(layers: list[tuple[nn.Linear, str | None]], hs: list[torch.Tensor],
-                 grad_out: torch.Tensor, out: list[torch.Tensor] | None = None
-                 ) -> list[torch.Tensor]:
-    """Gradients ``[dW1, db1, dW2, db2, ...]`` of a loss with ``d loss / d out =
-    grad_out`` (its first ``len(grad_out)`` rows; rows of ``hs`` after those belong to
-    other inputs and get no gradient): the chain rule written out, ``dz = dh * act'(z)``
-    (relu: ``h > 0``; tanh: ``1 - h^2``; the aten kernels autograd itself uses),
-    ``dW = dz^T h_in``, ``db = sum dz``, ``dh_in = dz W``. Written into ``out`` (tensors
-    shaped like the parameters) when given."""
-    rows = grad_out.shape[0]
-    if out is None:
-        out = [torch.empty_like(t) for lin, _ in layers for t in (lin.weight, lin.bias)]
-    g = grad_out
-    for i in range(len(layers) - 1, -1, -1):
-        lin, act = layers[i]
-        if act == "relu":
-            g = torch.ops.aten.threshold_backward(g, hs[i + 1][:rows], 0)
-        elif act == "tanh":
-            g = torch.ops.aten.tanh_backward(g, hs[i + 1][:rows])
-        torch.mm(g.t(), hs[i][:rows], out=out[2 * i])
-        torch.sum(g, 0, out=out[2 * i + 1])
-        if i > 0:
-            g = g.mm(lin.weight)
-    return out
+        next_value = next_q_target.gather(1, next_q_online.argmax(1, keepdim=True)).squeeze(1)
+    live = 1.0 - (terminated.astype(next_value.dtype, copy=False) if numpy else terminated.float())
+    return rewards + gamma * live * next_value
 
 
 def polyak_update(online: nn.Module, target: nn.Module, tau: float) -> None:
@@ -195,9 +181,27 @@ class DQN(Agent):
         self.nets["q_target"].requires_grad_(False)
         self.gradient_updates = 0
         self.epsilon = self.config.end_e
-        # plain-MLP Q-networks train through the written-out backward pass
-        self._mlp = mlp_layers(self.nets["q"])
-        self._mlp_target = mlp_layers(self.nets["q_target"])
+        self._bind_numpy()
+
+    def _bind_numpy(self) -> None:
+        """Plain-MLP Q-networks on the CPU act and train in numpy (:mod:`numpy_mlp`):
+        bind numpy views of their parameters (``_mlp`` stays ``None`` otherwise)."""
+        layers = mlp_layers(self.nets["q"])
+        self._mlp = numpy_mlp.mlp_arrays(layers)
+        self._mlp_target = numpy_mlp.mlp_arrays(mlp_layers(self.nets["q_target"]))
+        self._mlp_params = [t for lin, _ in layers for t in (lin.weight, lin.bias)] \
+            if self._mlp is not None else []
+        self._grad_views = None
+
+    #: numpy views of tensors: a copy (deepcopy, pickle) must bind its own, not copies
+    _NUMPY_VIEWS = ("_mlp", "_mlp_target", "_grad_views", "_grad_arrays")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._NUMPY_VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_numpy()
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.nets["q"].parameters() if p.requires_grad]
@@ -224,6 +228,8 @@ class DQN(Agent):
                                                        self.config.buffer_size)
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        if self._mlp is not None and obs.device.type == "cpu":
+            return torch.from_numpy(numpy_mlp.forward(self._mlp, obs.numpy())[-1].argmax(1))
         return self.nets["q"](obs).argmax(dim=1)
 
     def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -253,45 +259,45 @@ class DQN(Agent):
         loss.backward()
         return self._apply_gradients((q_taken - y).detach(), q_taken.detach())
 
-    @torch.no_grad()
     def _gradient_step_mlp(self, rb: ReplayBuffer) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_gradient_step` for a plain-MLP Q-network (:func:`mlp_layers`): the
-        same minibatch, targets, loss and gradients (equal to autograd's up to float
-        rounding; tested), with the backward pass written out instead of recorded. For
-        the small networks this serves, autograd's per-op bookkeeping costs more than
-        the arithmetic, so an update is several times cheaper."""
+        """:meth:`_gradient_step` for a plain-MLP Q-network on the CPU: the same
+        minibatch, targets, loss and gradients (equal to autograd's up to float rounding;
+        tested), computed in numpy (:mod:`stockgym.agents.numpy_mlp`) over the parameters'
+        memory, then the same clipping and Adam step."""
         c, layers = self.config, self._mlp
-        b_obs, b_act, b_rew, b_next, b_term = rb.sample(c.batch_size, self.generator)
+        b_obs, b_act, b_rew, b_next, b_term = rb.sample_arrays(c.batch_size, self.generator)
         B = len(b_obs)
-        hs = mlp_forward(layers, torch.cat([b_obs, b_next]))
+        hs = numpy_mlp.forward(layers, np.concatenate([b_obs, b_next]))
         q_now, q_next = hs[-1][:B], hs[-1][B:]
-        next_online = q_next if c.double_dqn else None
-        y = dqn_target(b_rew, b_term, mlp_forward(self._mlp_target, b_next)[-1], c.gamma,
-                       next_online)
-        a = b_act.unsqueeze(1)
-        q_taken = q_now.gather(1, a).squeeze(1)
+        q_next_target = numpy_mlp.forward(self._mlp_target, b_next)[-1]
+        y = dqn_target(b_rew, b_term, q_next_target, c.gamma, q_next if c.double_dqn else None)
+        rows = np.arange(B)
+        q_taken = q_now[rows, b_act]
         # d mean(Huber(q_taken - y)) / d q_taken; zero for the actions not taken
         td = q_taken - y
-        g = td.clamp(-c.huber_delta, c.huber_delta).div_(B)
+        grad_q = np.zeros_like(q_now)
+        grad_q[rows, b_act] = np.clip(td, -c.huber_delta, c.huber_delta) / B
         flat, grads = self._mlp_grads()
-        mlp_backward(layers, hs, torch.zeros_like(q_now).scatter_(1, a, g.unsqueeze(1)), grads)
+        numpy_mlp.backward(layers, hs, grad_q, grads)
         if c.max_grad_norm is not None:  # one norm over the one gradient buffer
-            flat.mul_((c.max_grad_norm / (flat.norm() + 1e-6)).clamp_(max=1.0))
-        return self._apply_gradients(td, q_taken, clipped=True)
+            flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
+        return self._apply_gradients(torch.from_numpy(td), torch.from_numpy(q_taken), clipped=True)
 
-    def _mlp_grads(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One flat gradient buffer for the MLP's parameters and its per-parameter views,
-        set as their ``.grad`` (so clipping is one norm and one multiply)."""
-        params = [t for lin, _ in self._mlp for t in (lin.weight, lin.bias)]
-        views = getattr(self, "_grad_views", None)
+    def _mlp_grads(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One flat gradient buffer for the MLP's parameters, set as their ``.grad``
+        (per-parameter views), as numpy views: the buffer and the per-parameter arrays
+        (so clipping is one norm and one multiply)."""
+        params = self._mlp_params
+        views = self._grad_views
         if views is None or any(p.grad is not v for p, v in zip(params, views, strict=True)):
             flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
             views = list(torch.split(flat, [p.numel() for p in params]))
             views = [v.view_as(p) for v, p in zip(views, params, strict=True)]
             for p, v in zip(params, views, strict=True):
                 p.grad = v
-            self._grad_flat, self._grad_views = flat, views
-        return self._grad_flat, views
+            self._grad_views = views
+            self._grad_arrays = flat.numpy(), [v.numpy() for v in views]
+        return self._grad_arrays
 
     def _apply_gradients(self, td: torch.Tensor, q_taken: torch.Tensor, clipped: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,12 +320,19 @@ class DQN(Agent):
         self.logger.scalar("losses/q_values", q_taken.mean().item(), step)
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
-        c, env, log = self.config, self.env, self.logger
-        N = env.num_envs
-        if not hasattr(self, "replay") or self.replay.obs.shape[1] != env.obs_dim:
-            self.replay = ReplayBuffer(c.buffer_size, env.obs_dim, self.device)
+        obs_dim = self.env.obs_dim
+        if not hasattr(self, "replay") or self.replay.obs.shape[1] != obs_dim:
+            self.replay = ReplayBuffer(self.config.buffer_size, obs_dim, self.device)
         rb = self.replay
         update = self._gradient_step if self._mlp is None else self._gradient_step_mlp
+        with numpy_mlp.blas_threads(torch.get_num_threads()) if self._mlp is not None \
+                else nullcontext():
+            self._learn_loop(total_timesteps, callback, rb, update)
+
+    def _learn_loop(self, total_timesteps: int, callback: Callback | None, rb: ReplayBuffer,
+                    update: Any) -> None:
+        c, env, log = self.config, self.env, self.logger
+        N = env.num_envs
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()

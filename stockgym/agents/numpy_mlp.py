@@ -1,0 +1,88 @@
+"""A plain MLP's forward and backward passes in numpy, over the memory of its PyTorch
+parameters (CPU, float32).
+
+Why: DQN on a classic-control task (CartPole's 2x128 Q-network, minibatches of 128)
+spends its time in ~60 small operations per update. The matrix products are the same
+BLAS ``sgemm`` in numpy and in PyTorch, but a PyTorch CPU call costs ~4 us of dispatch
+against numpy's ~1 us, and a few of PyTorch's kernels are slow for the thin shapes here
+(4 inputs, 2 outputs). An update is about a quarter cheaper in numpy (measured with
+``benchmarks/bench_sb3.py``; see ``docs/agents.md``). Only the arithmetic moves: the
+parameters stay PyTorch tensors (optimizer, checkpoints, other devices unchanged), and
+the arrays here are views of their storage, so an in-place optimizer step is seen at once.
+
+``layers`` is :func:`stockgym.agents.networks.mlp_layers`' chain: ``(nn.Linear,
+activation)`` pairs, activation ``"relu"``, ``"tanh"`` or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+#: ``(weight (out, in), bias (out,), activation)`` views of one linear layer
+Arrays = list[tuple[np.ndarray, np.ndarray, str | None]]
+
+
+def mlp_arrays(layers: list[tuple[nn.Linear, str | None]] | None) -> Arrays | None:
+    """numpy views of the chain's weights and biases (shared memory), or ``None`` when
+    the chain is missing or not float32 on the CPU (those networks stay in PyTorch)."""
+    if not layers:
+        return None
+    params = [t for lin, _ in layers for t in (lin.weight, lin.bias)]
+    if any(t is None or t.device.type != "cpu" or t.dtype != torch.float32 for t in params):
+        return None
+    return [(lin.weight.detach().numpy(), lin.bias.detach().numpy(), act) for lin, act in layers]
+
+
+def forward(arrays: Arrays, x: np.ndarray) -> list[np.ndarray]:
+    """Outputs of the chain for ``x (B, in)``: ``[x, h1, ..., out]``, each layer's
+    activated output ``act(h W^T + b)``, as the PyTorch modules compute it."""
+    hs = [x]
+    for w, b, act in arrays:
+        x = x @ w.T
+        x += b
+        if act == "relu":
+            np.maximum(x, 0.0, out=x)
+        elif act == "tanh":
+            np.tanh(x, out=x)
+        hs.append(x)
+    return hs
+
+
+def backward(arrays: Arrays, hs: list[np.ndarray], grad_out: np.ndarray,
+             out: list[np.ndarray]) -> None:
+    """Write the gradients ``[dW1, db1, dW2, db2, ...]`` of a loss with ``d loss / d out =
+    grad_out`` into ``out`` (arrays shaped like the parameters). ``grad_out`` covers the
+    first ``len(grad_out)`` rows of ``hs`` (:func:`forward`'s outputs); later rows took
+    part in the forward pass only. The chain rule written out: ``dz = dh * act'(z)``
+    (relu: ``h > 0``; tanh: ``1 - h^2``, both from the activated output ``h``, as
+    PyTorch's own backward does), ``dW = dz^T h_in``, ``db = sum_rows dz``,
+    ``dh_in = dz W``."""
+    rows = grad_out.shape[0]
+    g = grad_out
+    for i in range(len(arrays) - 1, -1, -1):
+        w, _, act = arrays[i]
+        h = hs[i + 1][:rows]
+        if act == "relu":
+            g = g * (h > 0)
+        elif act == "tanh":
+            g = g * (1.0 - h * h)
+        np.matmul(g.T, hs[i][:rows], out=out[2 * i])
+        np.sum(g, axis=0, out=out[2 * i + 1])
+        if i > 0:
+            g = g @ w
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """numpy's BLAS uses ``n`` threads inside the block (as many as PyTorch is told to
+    use, so a run's thread count means one thing; threadpoolctl, which scikit-learn
+    already depends on, is how to set it at run time)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
