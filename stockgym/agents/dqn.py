@@ -187,7 +187,7 @@ class DQN(Agent):
         """Plain-MLP Q-networks on the CPU act and train in numpy (:mod:`numpy_mlp`):
         bind numpy views of their parameters (``_mlp`` stays ``None`` otherwise)."""
         layers = mlp_layers(self.nets["q"])
-        self._mlp = numpy_mlp.mlp_arrays(layers)
+        self._mlp = numpy_mlp.mlp_arrays(layers)  # None: not a CPU float32 plain MLP
         self._mlp_target = numpy_mlp.mlp_arrays(mlp_layers(self.nets["q_target"]))
         self._mlp_params = [t for lin, _ in layers for t in (lin.weight, lin.bias)] \
             if self._mlp is not None else []
@@ -233,12 +233,18 @@ class DQN(Agent):
         return self.nets["q"](obs).argmax(dim=1)
 
     def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
-        """Epsilon-greedy actions (random draws from the agent's generator)."""
+        """Epsilon-greedy actions from one draw of ``2 x B`` uniforms ``u`` (the agent's
+        generator): where ``u[0] < epsilon`` the action ``floor(u[1] * n)``, a uniform
+        one, else the greedy one."""
         n = int(self.action_space.n)
-        b = obs.shape[0]
-        random_a = torch.randint(0, n, (b,), generator=self.generator, device=self.device)
-        coin = torch.rand(b, generator=self.generator, device=self.device)
-        return torch.where(coin < epsilon, random_a, self._greedy(obs))
+        u = torch.rand(2, obs.shape[0], generator=self.generator, device=self.device)
+        if self._mlp is not None and obs.device.type == "cpu":  # numpy, as the updates
+            u = u.numpy()
+            greedy = numpy_mlp.forward(self._mlp, obs.numpy())[-1].argmax(1)
+            random_a = np.minimum(u[1] * n, n - 1).astype(np.int64)
+            return torch.from_numpy(np.where(u[0] < epsilon, random_a, greedy))
+        random_a = (u[1] * n).long().clamp_(max=n - 1)
+        return torch.where(u[0] < epsilon, random_a, self._greedy(obs))
 
     def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         a = self._greedy(obs) if deterministic else self._explore(obs, self.epsilon)
@@ -264,10 +270,10 @@ class DQN(Agent):
         minibatch, targets, loss and gradients (equal to autograd's up to float rounding;
         tested), computed in numpy (:mod:`stockgym.agents.numpy_mlp`) over the parameters'
         memory, then the same clipping and Adam step."""
-        c, layers = self.config, self._mlp
+        c = self.config
         b_obs, b_act, b_rew, b_next, b_term = rb.sample_arrays(c.batch_size, self.generator)
         B = len(b_obs)
-        hs = numpy_mlp.forward(layers, np.concatenate([b_obs, b_next]))
+        hs = numpy_mlp.forward(self._mlp, np.concatenate([b_obs, b_next]))
         q_now, q_next = hs[-1][:B], hs[-1][B:]
         q_next_target = numpy_mlp.forward(self._mlp_target, b_next)[-1]
         y = dqn_target(b_rew, b_term, q_next_target, c.gamma, q_next if c.double_dqn else None)
@@ -278,7 +284,7 @@ class DQN(Agent):
         grad_q = np.zeros_like(q_now)
         grad_q[rows, b_act] = np.clip(td, -c.huber_delta, c.huber_delta) / B
         flat, grads = self._mlp_grads()
-        numpy_mlp.backward(layers, hs, grad_q, grads)
+        numpy_mlp.backward(self._mlp, hs, grad_q, grads)
         if c.max_grad_norm is not None:  # one norm over the one gradient buffer
             flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
         return self._apply_gradients(torch.from_numpy(td), torch.from_numpy(q_taken), clipped=True)
@@ -342,6 +348,7 @@ class DQN(Agent):
         pending = getattr(self, "_pending", 0) if self.num_timesteps > start else 0
         next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
         last = None
+        start_action = int(self.action_space.start)
 
         while self.num_timesteps - start < total_timesteps:
             # 1. act
@@ -349,11 +356,12 @@ class DQN(Agent):
                                            self.num_timesteps - start)
             with torch.no_grad():
                 actions = self._explore(obs, self.epsilon)
-            step = env.step(actions + int(self.action_space.start))
+            step = env.step(actions + start_action if start_action else actions)
             # 2. store (the final observation where an episode ended)
             real_next = step.obs if step.final_obs is None else torch.where(
                 step.done.unsqueeze(1), step.final_obs, step.obs)
-            rb.add(obs, actions, step.reward * c.reward_scale, real_next, step.terminated)
+            reward = step.reward * c.reward_scale if c.reward_scale != 1.0 else step.reward
+            rb.add(obs, actions, reward, real_next, step.terminated)
             obs = self._last_obs = step.obs  # _last_obs: what a checkpoint continues from
             self.num_timesteps += N
             log.episodes(stats, stats.update(step), self.num_timesteps)
