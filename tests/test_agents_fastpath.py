@@ -286,3 +286,49 @@ def test_dqn_for_env_gives_the_tuned_defaults_then_overrides():
             assert getattr(c, k) == v
     assert c.learning_rate == 1e-4
     assert DQNConfig.for_env("Acrobot-v1") == DQNConfig()
+
+
+# ------------------------------------------------------------------ PPO's MLP minibatch step
+@pytest.mark.parametrize("kw", [
+    {},  # CartPole's tuned defaults: tanh, no value clipping
+    {"activation": "relu", "clip_vloss": True, "ent_coef": 0.05, "norm_adv": False},
+    {"clip_vloss": True, "max_grad_norm": None, "hidden_size": 16, "num_layers": 3},
+    {"max_grad_norm": 0.01, "clip_coef": 0.05},  # clipping active on every step
+])
+def test_ppo_numpy_minibatch_step_equals_autograd(kw):
+    import copy
+
+    a = PPO("CartPole-v1", PPOConfig.for_env("CartPole-v1", seed=0, device="cpu", **kw))
+    a.learn(2048)
+    assert a._np_actor is not None
+    b = copy.deepcopy(a)  # binds views of its own parameters
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(64, 4, generator=g)
+    raw = torch.randint(0, 2, (64,), generator=g)
+    with torch.no_grad():
+        logp, _ = a._evaluate(obs, raw)
+        old_value = a.value(obs)
+    # old log-probs and values spread across the clip ranges; advantages of both signs
+    old_logp = logp + 0.3 * torch.randn(64, generator=g)
+    old_value = old_value + 0.5 * torch.randn(64, generator=g)
+    adv, ret = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    start = [t.detach().clone() for t in a.nets.parameters()]
+    for _ in range(6):
+        la = a._minibatch_autograd(obs, raw, old_logp, adv, old_value, ret, True)
+        lb = b._minibatch_mlp(obs, raw, old_logp, adv, old_value, ret, True)
+        for x, y in zip(la, lb, strict=True):
+            torch.testing.assert_close(x.detach(), y, rtol=1e-4, atol=1e-5)
+    for (name, pa), pb in zip(a.nets.named_parameters(), b.nets.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
+    moved = [not torch.equal(t, t0) for t, t0 in zip(a.nets.parameters(), start, strict=True)]
+    assert sum(moved) >= 12  # both networks' chains (the encoder's unused head stays)
+
+
+def test_ppo_numpy_path_only_for_discrete_plain_mlps():
+    from stockgym.data import load_prices
+    from stockgym.envs import StockTradingEnv
+
+    assert PPO("CartPole-v1", device="cpu")._np_actor is not None
+    assert PPO("Pendulum-v1", device="cpu")._np_actor is None  # Box actions
+    prices = load_prices("X", source="synthetic", kind="edge", edge=0.3, n_days=120, seed=0)
+    assert PPO(StockTradingEnv(prices, window_size=5), device="cpu")._np_actor is None

@@ -128,6 +128,40 @@ class Agent:
         self._after_build()
         self.generator = make_generator(config.seed, self.device)
         self.optimizer = self._make_optimizer()
+        self._bind_numpy()
+
+    # ------------------------------------------------------------ numpy fast paths
+    #: attributes holding numpy views of tensors: a copy (deepcopy, pickle) must bind
+    #: views of its own tensors, not carry copies of the original's memory
+    _NUMPY_VIEWS: tuple[str, ...] = ("_grad_views", "_grad_arrays")
+
+    def _bind_numpy(self) -> None:
+        """Bind the numpy views a CPU fast path uses (subclasses add theirs)."""
+        self._grad_views = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._NUMPY_VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_numpy()
+
+    def _flat_grads(self, params: list[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One flat gradient buffer for ``params`` (CPU), set as their ``.grad``
+        (per-parameter views), returned as numpy views: the buffer and one array per
+        parameter. A written-out backward pass fills the arrays; clipping is then one
+        norm and one multiply, and the optimizer sees ordinary ``.grad`` tensors."""
+        views = self._grad_views
+        if views is None or len(views) != len(params) \
+                or any(p.grad is not v for p, v in zip(params, views, strict=True)):
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+            views = [v.view_as(p) for v, p in
+                     zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
+            for p, v in zip(params, views, strict=True):
+                p.grad = v
+            self._grad_views = views
+            self._grad_arrays = flat.numpy(), [v.numpy() for v in views]
+        return self._grad_arrays
 
     def _rng_devices(self) -> list[int]:
         return [self.device.index or 0] if self.device.type == "cuda" else []

@@ -181,27 +181,19 @@ class DQN(Agent):
         self.nets["q_target"].requires_grad_(False)
         self.gradient_updates = 0
         self.epsilon = self.config.end_e
-        self._bind_numpy()
+
+    #: numpy views of the Q-networks' parameters (see Agent._bind_numpy)
+    _NUMPY_VIEWS = (*Agent._NUMPY_VIEWS, "_mlp", "_mlp_target")
 
     def _bind_numpy(self) -> None:
         """Plain-MLP Q-networks on the CPU act and train in numpy (:mod:`numpy_mlp`):
         bind numpy views of their parameters (``_mlp`` stays ``None`` otherwise)."""
+        super()._bind_numpy()
         layers = mlp_layers(self.nets["q"])
         self._mlp = numpy_mlp.mlp_arrays(layers)  # None: not a CPU float32 plain MLP
         self._mlp_target = numpy_mlp.mlp_arrays(mlp_layers(self.nets["q_target"]))
         self._mlp_params = [t for lin, _ in layers for t in (lin.weight, lin.bias)] \
             if self._mlp is not None else []
-        self._grad_views = None
-
-    #: numpy views of tensors: a copy (deepcopy, pickle) must bind its own, not copies
-    _NUMPY_VIEWS = ("_mlp", "_mlp_target", "_grad_views", "_grad_arrays")
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in self._NUMPY_VIEWS}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._bind_numpy()
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.nets["q"].parameters() if p.requires_grad]
@@ -283,27 +275,11 @@ class DQN(Agent):
         td = q_taken - y
         grad_q = np.zeros_like(q_now)
         grad_q[rows, b_act] = np.clip(td, -c.huber_delta, c.huber_delta) / B
-        flat, grads = self._mlp_grads()
+        flat, grads = self._flat_grads(self._mlp_params)
         numpy_mlp.backward(self._mlp, hs, grad_q, grads)
         if c.max_grad_norm is not None:  # one norm over the one gradient buffer
             flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
         return self._apply_gradients(torch.from_numpy(td), torch.from_numpy(q_taken), clipped=True)
-
-    def _mlp_grads(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One flat gradient buffer for the MLP's parameters, set as their ``.grad``
-        (per-parameter views), as numpy views: the buffer and the per-parameter arrays
-        (so clipping is one norm and one multiply)."""
-        params = self._mlp_params
-        views = self._grad_views
-        if views is None or any(p.grad is not v for p, v in zip(params, views, strict=True)):
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
-            views = list(torch.split(flat, [p.numel() for p in params]))
-            views = [v.view_as(p) for v, p in zip(views, params, strict=True)]
-            for p, v in zip(params, views, strict=True):
-                p.grad = v
-            self._grad_views = views
-            self._grad_arrays = flat.numpy(), [v.numpy() for v in views]
-        return self._grad_arrays
 
     def _apply_gradients(self, td: torch.Tensor, q_taken: torch.Tensor, clipped: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,17 +21,28 @@ One update, as the code below does it:
    ``L = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + vf_coef * L_V - ent_coef * H``
    with ``ratio = pi(a|s) / pi_old(a|s)``; stops early when the approximate KL exceeds
    ``target_kl``.
+
+Speed: with ``Discrete`` actions and plain-MLP actor and critic on the CPU (an env
+without a stockgym layout, e.g. CartPole), a minibatch step is computed in numpy over
+the parameters' memory (:meth:`PPO._minibatch_mlp`, :mod:`stockgym.agents.numpy_mlp`):
+the same losses with their gradients written out (:func:`ppo_grads`; equal to
+autograd's up to float rounding, tested), one flat gradient buffer, one clipping norm
+and PyTorch's fused Adam. Other networks and devices use autograd
+(:meth:`PPO._minibatch_autograd`).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
+from stockgym.agents import numpy_mlp
 from stockgym.agents.base import Agent, Callback
 from stockgym.agents.buffers import RolloutBuffer
 from stockgym.agents.common import (
@@ -41,7 +52,7 @@ from stockgym.agents.common import (
     _check_int,
     _check_number,
 )
-from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy
+from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy, mlp_layers
 
 #: Tuned defaults per Gymnasium env id (:meth:`PPOConfig.for_env`). ``CartPole-v1``:
 #: tuned for wall-clock time to a mean deterministic evaluation return of 475 on 2 CPU
@@ -178,6 +189,65 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     return PPOLosses(policy_loss, value_loss, entropy.mean(), approx_kl, clipfrac)
 
 
+def _max_weights(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How ``max(x, y)`` passes its gradient on (as PyTorch's ``maximum``): all to the
+    larger, half to each where they are equal."""
+    tie = 0.5 * (x == y)
+    return (x > y) + tie, (x < y) + tie
+
+
+def ppo_grads(logits: np.ndarray, actions: np.ndarray, old_logprob: np.ndarray,
+              advantages: np.ndarray, new_value: np.ndarray, old_value: np.ndarray,
+              returns: np.ndarray, clip_coef: float, clip_vloss: bool, norm_adv: bool,
+              ent_coef: float, vf_coef: float) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """:func:`ppo_losses` for ``Discrete`` actions in numpy, with the gradients of
+    ``L = policy - ent_coef * entropy + vf_coef * value`` written out. ``logits (M, n)``
+    and ``new_value (M,)`` are the networks' outputs on a minibatch of M rows.
+
+    Returns (the loss terms and diagnostics as floats, ``dL/dlogits (M, n)``,
+    ``dL/dvalue (M,)``). With ``p = softmax(logits)``, ``r = pi / pi_old``:
+    ``dL/dr = -A / M`` where the unclipped term is the larger one (and, for the clipped
+    term, only inside the clip range; half each on ties, as autograd's ``max``),
+    ``dL/dlogits = dL/dr * r * (onehot(a) - p) + ent_coef / M * p * (log p + H)``
+    (the entropy's gradient is ``-p (log p + H)``), ``dL/dv = vf_coef * (v - R) / M``
+    (value clipping: to the larger of the two squared errors, as for the policy)."""
+    M = len(actions)
+    rows = np.arange(M)
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    p = np.exp(logp)
+    entropy = -(p * logp).sum(axis=1)
+    logratio = logp[rows, actions] - old_logprob
+    ratio = np.exp(logratio)
+    adv = advantages
+    if norm_adv and M > 1:
+        adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+    lo, hi = 1.0 - clip_coef, 1.0 + clip_coef
+    pg1, pg2 = -adv * ratio, -adv * np.clip(ratio, lo, hi)
+    w1, w2 = _max_weights(pg1, pg2)
+    g_logp = -(adv / M) * (w1 + w2 * ((ratio >= lo) & (ratio <= hi))) * ratio
+    g_logits = -p * g_logp[:, None]
+    g_logits[rows, actions] += g_logp
+    g_logits += (ent_coef / M) * p * (logp + entropy[:, None])
+    err = new_value - returns
+    if clip_vloss:
+        step = new_value - old_value
+        err_c = old_value + np.clip(step, -clip_coef, clip_coef) - returns
+        sq1, sq2 = err * err, err_c * err_c
+        value_loss = 0.5 * np.maximum(sq1, sq2).mean()
+        v1, v2 = _max_weights(sq1, sq2)
+        inside = (step >= -clip_coef) & (step <= clip_coef)
+        g_value = (vf_coef / M) * (v1 * err + v2 * err_c * inside)
+    else:
+        value_loss = 0.5 * (err * err).mean()
+        g_value = (vf_coef / M) * err
+    terms = {"policy": float(np.maximum(pg1, pg2).mean()), "value": float(value_loss),
+             "entropy": float(entropy.mean()),
+             "approx_kl": float(((ratio - 1.0) - logratio).mean()),
+             "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
+    return terms, g_logits.astype(np.float32, copy=False), g_value.astype(np.float32, copy=False)
+
+
 # ------------------------------------------------------------------ the agent
 class PPO(Agent):
     """Proximal Policy Optimization (see the module docstring and :class:`PPOConfig`)."""
@@ -212,6 +282,67 @@ class PPO(Agent):
         return (logp.gather(-1, raw.long().unsqueeze(-1)).squeeze(-1),
                 -(logp.exp() * logp).sum(-1))
 
+    #: numpy views of the actor's and critic's parameters (see Agent._bind_numpy)
+    _NUMPY_VIEWS = (*Agent._NUMPY_VIEWS, "_np_actor", "_np_critic")
+
+    def _bind_numpy(self) -> None:
+        """``Discrete`` actions with plain-MLP actor and critic on the CPU: bind numpy views of their parameters for :meth:`_minibatch_mlp`
+        (``_np_actor`` stays ``None`` otherwise)."""
+        super()._bind_numpy()
+        self._np_actor = self._np_critic = None
+        if self.dist.kind != "discrete":
+            return
+        la, lc = mlp_layers(self.nets["actor"].net), mlp_layers(self.nets["critic"])
+        aa, ac = numpy_mlp.mlp_arrays(la), numpy_mlp.mlp_arrays(lc)
+        if aa is None or ac is None:
+            return
+        chain = [t for layers in (la, lc) for lin, _ in layers for t in (lin.weight, lin.bias)]
+        # the chains must hold what is trained; other parameters (the MLP encoder's unused
+        # forecaster head) get no gradient on either path
+        if not {id(t) for t in chain} <= {id(t) for t in self.params}:
+            return
+        self._np_actor, self._np_critic, self._np_params = aa, ac, chain
+
+    def _minibatch_autograd(self, obs: torch.Tensor, raw: torch.Tensor, old_logprob: torch.Tensor,
+                            adv: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
+                            diagnostics: bool) -> PPOLosses:
+        """One gradient step on a minibatch (autograd); returns its losses."""
+        c = self.config
+        new_logprob, entropy = self._evaluate(obs, raw)
+        losses = ppo_losses(new_logprob, old_logprob, adv, self.value(obs), old_value, returns,
+                            entropy, c.clip_coef, c.clip_vloss, c.norm_adv, diagnostics=diagnostics)
+        loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
+        self._zero_grad()
+        loss.backward()
+        self._optimizer_step(c.max_grad_norm)
+        return losses
+
+    def _minibatch_mlp(self, obs: torch.Tensor, raw: torch.Tensor, old_logprob: torch.Tensor,
+                       adv: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor,
+                       diagnostics: bool) -> PPOLosses:
+        """:meth:`_minibatch_autograd` in numpy for ``Discrete`` actions and plain-MLP
+        networks on the CPU: forward passes (:func:`numpy_mlp.forward`), the loss
+        gradients of :func:`ppo_grads`, backward passes (:func:`numpy_mlp.backward`) into
+        one flat buffer, one clipping norm, the fused Adam step."""
+        c = self.config
+        x = obs.numpy()
+        ha, hc = numpy_mlp.forward(self._np_actor, x), numpy_mlp.forward(self._np_critic, x)
+        terms, g_logits, g_value = ppo_grads(
+            ha[-1], raw.numpy(), old_logprob.numpy(), adv.numpy(), hc[-1][:, 0],
+            old_value.numpy(), returns.numpy(), c.clip_coef, c.clip_vloss, c.norm_adv,
+            c.ent_coef, c.vf_coef)
+        flat, grads = self._flat_grads(self._np_params)
+        k = 2 * len(self._np_actor)
+        numpy_mlp.backward(self._np_actor, ha, g_logits, grads[:k])
+        numpy_mlp.backward(self._np_critic, hc, g_value[:, None], grads[k:])
+        if c.max_grad_norm is not None:  # as clip_grad_norm, over the one buffer
+            flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
+        self._optimizer_step(None)
+        t = {k: torch.tensor(v, dtype=torch.float32) for k, v in terms.items()}
+        return PPOLosses(t["policy"], t["value"], t["entropy"],
+                         t["approx_kl"] if diagnostics else None,
+                         t["clipfrac"] if diagnostics else None)
+
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         """The loop of the module docstring. Kept lean because a small network's step is
         bound by per-op overhead, not arithmetic: rollout rows are written in place,
@@ -234,82 +365,81 @@ class PPO(Agent):
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()
+        # Discrete actions, plain MLPs, CPU: minibatch steps in numpy (module docstring)
+        numpy_path = self._np_actor is not None and self.device.type == "cpu"
+        minibatch_step = self._minibatch_mlp if numpy_path else self._minibatch_autograd
+        blas = numpy_mlp.blas_threads(torch.get_num_threads()) if numpy_path else nullcontext()
 
-        for update in range(done_updates + 1, num_updates + 1):
-            lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
-            for group in opt.param_groups:
-                group["lr"] = lr
+        with blas:  # numpy's BLAS threads held to torch's
+            for update in range(done_updates + 1, num_updates + 1):
+                lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
+                for group in opt.param_groups:
+                    group["lr"] = lr
 
-            # 1. rollout
-            with torch.no_grad():
-                for t in range(T):
-                    buf.obs[t] = obs
-                    raw, logprob = actor.act(obs, self.generator)
-                    buf.values[t] = self.value(obs)
-                    step = env.step(self.dist.to_env(raw))
-                    buf.actions[t] = raw
-                    buf.logprobs[t] = logprob
-                    torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
-                    buf.terminated[t] = step.terminated
-                    buf.truncated[t] = step.truncated
-                    if step.final_obs is not None:
-                        buf.final_obs[t] = step.final_obs
-                    self.num_timesteps += N
-                    log.episodes(stats, stats.update(step), self.num_timesteps)
-                    obs = step.obs
-            self._last_obs = obs
+                # 1. rollout
+                with torch.no_grad():
+                    for t in range(T):
+                        buf.obs[t] = obs
+                        raw, logprob = actor.act(obs, self.generator)
+                        buf.values[t] = self.value(obs)
+                        step = env.step(self.dist.to_env(raw))
+                        buf.actions[t] = raw
+                        buf.logprobs[t] = logprob
+                        torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
+                        buf.terminated[t] = step.terminated
+                        buf.truncated[t] = step.truncated
+                        if step.final_obs is not None:
+                            buf.final_obs[t] = step.final_obs
+                        self.num_timesteps += N
+                        log.episodes(stats, stats.update(step), self.num_timesteps)
+                        obs = step.obs
+                self._last_obs = obs
 
-            # 2. advantages (truncated episodes bootstrapped from their final observation)
-            with torch.no_grad():
-                final_values = torch.zeros_like(buf.values)
-                trunc = buf.truncated & ~buf.terminated
-                if bool(trunc.any()):
-                    final_values[trunc] = self.value(buf.final_obs[trunc])
-                next_values = bootstrap_values(buf.values, self.value(obs), buf.terminated,
-                                               trunc, final_values)
-                advantages, returns = compute_gae(buf.rewards, buf.values, next_values,
-                                                  buf.dones, c.gamma, c.gae_lambda)
+                # 2. advantages (truncated episodes bootstrapped from their final observation)
+                with torch.no_grad():
+                    final_values = torch.zeros_like(buf.values)
+                    trunc = buf.truncated & ~buf.terminated
+                    if bool(trunc.any()):
+                        final_values[trunc] = self.value(buf.final_obs[trunc])
+                    next_values = bootstrap_values(buf.values, self.value(obs), buf.terminated,
+                                                   trunc, final_values)
+                    advantages, returns = compute_gae(buf.rewards, buf.values, next_values,
+                                                      buf.dones, c.gamma, c.gae_lambda)
 
-            # 3. minibatch epochs
-            flat = (buf.obs.reshape(batch, -1), buf.actions.reshape(batch, *raw_shape),
-                    buf.logprobs.reshape(-1), advantages.reshape(-1), buf.values.reshape(-1),
-                    returns.reshape(-1))
-            b_values, b_returns = flat[4], flat[5]
-            stop = False
-            for epoch in range(c.update_epochs):
-                perm = torch.randperm(batch, generator=self.generator, device=self.device)
-                e_obs, e_act, e_logp, e_adv, e_val, e_ret = (x[perm] for x in flat)
-                for start in starts:
-                    mb = slice(start, start + minibatch)
-                    diag = c.target_kl is not None or (epoch == c.update_epochs - 1
-                                                       and start == last_start)
-                    new_logprob, entropy = self._evaluate(e_obs[mb], e_act[mb])
-                    losses = ppo_losses(new_logprob, e_logp[mb], e_adv[mb],
-                                        self.value(e_obs[mb]), e_val[mb], e_ret[mb], entropy,
-                                        c.clip_coef, c.clip_vloss, c.norm_adv, diagnostics=diag)
-                    loss = losses.policy - c.ent_coef * losses.entropy + c.vf_coef * losses.value
-                    self._zero_grad()
-                    loss.backward()
-                    self._optimizer_step(c.max_grad_norm)
-                    if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
-                        stop = True
+                # 3. minibatch epochs
+                flat = (buf.obs.reshape(batch, -1), buf.actions.reshape(batch, *raw_shape),
+                        buf.logprobs.reshape(-1), advantages.reshape(-1), buf.values.reshape(-1),
+                        returns.reshape(-1))
+                b_values, b_returns = flat[4], flat[5]
+                stop = False
+                for epoch in range(c.update_epochs):
+                    perm = torch.randperm(batch, generator=self.generator, device=self.device)
+                    e_obs, e_act, e_logp, e_adv, e_val, e_ret = (x[perm] for x in flat)
+                    for start in starts:
+                        mb = slice(start, start + minibatch)
+                        diag = c.target_kl is not None or (epoch == c.update_epochs - 1
+                                                           and start == last_start)
+                        losses = minibatch_step(e_obs[mb], e_act[mb], e_logp[mb], e_adv[mb],
+                                                e_val[mb], e_ret[mb], diag)
+                        if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
+                            stop = True
+                            break
+                    if stop:
                         break
-                if stop:
-                    break
 
-            # 4. log: the update's scalars in one host copy
-            step_n = self.num_timesteps
-            with torch.no_grad():
-                var_y = b_returns.var()
-                explained = torch.where(var_y > 0, 1.0 - (b_returns - b_values).var() / var_y,
-                                        torch.nan)
-                vals = torch.stack([losses.value.detach(), losses.policy.detach(),
-                                    losses.entropy.detach(), losses.approx_kl, losses.clipfrac,
-                                    explained.to(losses.value.dtype)]).tolist()
-            log.scalar("charts/learning_rate", lr, step_n)
-            for tag, v in zip(("value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac",
-                               "explained_variance"), vals, strict=True):
-                log.scalar(f"losses/{tag}", v, step_n)
-            log.progress(step_n, sps(step_n), stats)
-            if callback is not None and callback(self, step_n) is False:
-                break
+                # 4. log: the update's scalars in one host copy
+                step_n = self.num_timesteps
+                with torch.no_grad():
+                    var_y = b_returns.var()
+                    explained = torch.where(var_y > 0, 1.0 - (b_returns - b_values).var() / var_y,
+                                            torch.nan)
+                    vals = torch.stack([losses.value.detach(), losses.policy.detach(),
+                                        losses.entropy.detach(), losses.approx_kl, losses.clipfrac,
+                                        explained.to(losses.value.dtype)]).tolist()
+                log.scalar("charts/learning_rate", lr, step_n)
+                for tag, v in zip(("value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac",
+                                   "explained_variance"), vals, strict=True):
+                    log.scalar(f"losses/{tag}", v, step_n)
+                log.progress(step_n, sps(step_n), stats)
+                if callback is not None and callback(self, step_n) is False:
+                    break
