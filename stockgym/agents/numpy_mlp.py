@@ -73,8 +73,8 @@ def backward(arrays: Arrays, hs: list[np.ndarray], grad_out: np.ndarray,
         h = hs[i + 1][:rows]
         if act == "relu":
             g = g * (h > 0)
-        elif act == "tanh":
-            g = g * (1.0 - h * h)
+        elif act == "tanh":  # g * (1 - h^2), PyTorch's kernel: one pass, no temporaries
+            g = torch.ops.aten.tanh_backward(torch.from_numpy(g), torch.from_numpy(h)).numpy()
         np.matmul(g.T, hs[i][:rows], out=out[2 * i])
         np.sum(g, axis=0, out=out[2 * i + 1])
         if i > 0:

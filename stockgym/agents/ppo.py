@@ -189,6 +189,12 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     return PPOLosses(policy_loss, value_loss, entropy.mean(), approx_kl, clipfrac)
 
 
+#: what :meth:`PPO._minibatch_mlp` returns for a step without diagnostics: ``_learn``
+#: reads only the losses of an epoch's last minibatch, or every step's approx_kl with
+#: ``target_kl`` - both steps with diagnostics - so these are never read
+_UNREAD = PPOLosses(*[torch.tensor(float("nan"))] * 3, None, None)
+
+
 def _max_weights(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How ``max(x, y)`` passes its gradient on (as PyTorch's ``maximum``): all to the
     larger, half to each where they are equal."""
@@ -199,13 +205,14 @@ def _max_weights(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def ppo_grads(logits: np.ndarray, actions: np.ndarray, old_logprob: np.ndarray,
               advantages: np.ndarray, new_value: np.ndarray, old_value: np.ndarray,
               returns: np.ndarray, clip_coef: float, clip_vloss: bool, norm_adv: bool,
-              ent_coef: float, vf_coef: float) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+              ent_coef: float, vf_coef: float, terms: bool = True
+              ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """:func:`ppo_losses` for ``Discrete`` actions in numpy, with the gradients of
     ``L = policy - ent_coef * entropy + vf_coef * value`` written out. ``logits (M, n)``
     and ``new_value (M,)`` are the networks' outputs on a minibatch of M rows.
 
-    Returns (the loss terms and diagnostics as floats, ``dL/dlogits (M, n)``,
-    ``dL/dvalue (M,)``). With ``p = softmax(logits)``, ``r = pi / pi_old``:
+    Returns (the loss terms and diagnostics as floats - ``{}`` with ``terms=False`` -,
+    ``dL/dlogits (M, n)``, ``dL/dvalue (M,)``). With ``p = softmax(logits)``, ``r = pi / pi_old``:
     ``dL/dr = -A / M`` where the unclipped term is the larger one (and, for the clipped
     term, only inside the clip range; half each on ties, as autograd's ``max``),
     ``dL/dlogits = dL/dr * r * (onehot(a) - p) + ent_coef / M * p * (log p + H)``
@@ -234,18 +241,19 @@ def ppo_grads(logits: np.ndarray, actions: np.ndarray, old_logprob: np.ndarray,
         step = new_value - old_value
         err_c = old_value + np.clip(step, -clip_coef, clip_coef) - returns
         sq1, sq2 = err * err, err_c * err_c
-        value_loss = 0.5 * np.maximum(sq1, sq2).mean()
         v1, v2 = _max_weights(sq1, sq2)
         inside = (step >= -clip_coef) & (step <= clip_coef)
         g_value = (vf_coef / M) * (v1 * err + v2 * err_c * inside)
     else:
-        value_loss = 0.5 * (err * err).mean()
+        sq1 = sq2 = err * err
         g_value = (vf_coef / M) * err
-    terms = {"policy": float(np.maximum(pg1, pg2).mean()), "value": float(value_loss),
-             "entropy": float(entropy.mean()),
-             "approx_kl": float(((ratio - 1.0) - logratio).mean()),
-             "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
-    return terms, g_logits.astype(np.float32, copy=False), g_value.astype(np.float32, copy=False)
+    out = {} if not terms else {
+        "policy": float(np.maximum(pg1, pg2).mean()),
+        "value": float(0.5 * np.maximum(sq1, sq2).mean()),
+        "entropy": float(entropy.mean()),
+        "approx_kl": float(((ratio - 1.0) - logratio).mean()),
+        "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
+    return out, g_logits.astype(np.float32, copy=False), g_value.astype(np.float32, copy=False)
 
 
 # ------------------------------------------------------------------ the agent
@@ -330,7 +338,7 @@ class PPO(Agent):
         terms, g_logits, g_value = ppo_grads(
             ha[-1], raw.numpy(), old_logprob.numpy(), adv.numpy(), hc[-1][:, 0],
             old_value.numpy(), returns.numpy(), c.clip_coef, c.clip_vloss, c.norm_adv,
-            c.ent_coef, c.vf_coef)
+            c.ent_coef, c.vf_coef, terms=diagnostics)
         flat, grads = self._flat_grads(self._np_params)
         k = 2 * len(self._np_actor)
         numpy_mlp.backward(self._np_actor, ha, g_logits, grads[:k])
@@ -338,10 +346,9 @@ class PPO(Agent):
         if c.max_grad_norm is not None:  # as clip_grad_norm, over the one buffer
             flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
         self._optimizer_step(None)
-        t = {k: torch.tensor(v, dtype=torch.float32) for k, v in terms.items()}
-        return PPOLosses(t["policy"], t["value"], t["entropy"],
-                         t["approx_kl"] if diagnostics else None,
-                         t["clipfrac"] if diagnostics else None)
+        if not diagnostics:  # a step whose losses nobody reads (see _learn): not computed
+            return _UNREAD
+        return PPOLosses(*torch.tensor(list(terms.values()), dtype=torch.float32).unbind())
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         """The loop of the module docstring. Kept lean because a small network's step is
