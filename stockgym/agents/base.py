@@ -33,6 +33,7 @@ from stockgym.agents.common import (
     Logger,
     TorchVecEnv,
     as_torch_vec_env,
+    blas_threads,
     build_space,
     clip_grad_norm,
     describe_space,
@@ -302,7 +303,8 @@ class Agent:
                              purge_step=purge_step, start_step=self.schedule["start"],
                              initial=self.num_timesteps - self.schedule["start"])
         try:
-            with torch_threads(self.config.threads):
+            # numpy's BLAS (the CPU MLP paths) as many threads as PyTorch
+            with torch_threads(self.config.threads), blas_threads(torch.get_num_threads()):
                 self._learn(total_timesteps, callback)
         finally:
             self.logger.close()

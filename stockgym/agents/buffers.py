@@ -71,23 +71,20 @@ class ReplayBuffer:
             next_obs: torch.Tensor, terminated: torch.Tensor) -> None:
         """Add a batch of ``n`` transitions (one per env), overwriting the oldest."""
         n = obs.shape[0]
-        if self.arrays is not None and self.pos + n <= self.capacity and obs.device.type == "cpu":
-            rows = slice(self.pos, self.pos + n)
-            for dst, src in zip(self.arrays, (obs, next_obs, actions, rewards, terminated),
-                                strict=True):
-                dst[rows] = src.numpy()
-            self.pos = (self.pos + n) % self.capacity
-            self.size = min(self.size + n, self.capacity)
-            return
         if self.pos + n <= self.capacity:  # no wrap: plain slices, cheaper than an index
             idx: slice | torch.Tensor = slice(self.pos, self.pos + n)
         else:
             idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
-        self.obs[idx] = obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.next_obs[idx] = next_obs
-        self.terminated[idx] = terminated.float()
+        if self.arrays is not None and isinstance(idx, slice) and obs.device.type == "cpu":
+            for dst, src in zip(self.arrays, (obs, next_obs, actions, rewards, terminated),
+                                strict=True):
+                dst[idx] = src.numpy()
+        else:
+            self.obs[idx] = obs
+            self.actions[idx] = actions
+            self.rewards[idx] = rewards
+            self.next_obs[idx] = next_obs
+            self.terminated[idx] = terminated.float()
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

@@ -192,6 +192,18 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """numpy's BLAS uses ``n`` threads inside the block. ``learn`` holds it to PyTorch's
+    count, so a run's thread setting means one thing for the agents' numpy paths
+    (:mod:`stockgym.agents.numpy_mlp`) and PyTorch alike. threadpoolctl (a scikit-learn
+    dependency) is how to set it at run time."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     """A torch generator on ``device`` seeded with ``seed``: every random draw an agent
     makes (actions, exploration, minibatches, replay samples) comes from it."""
@@ -649,6 +661,14 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
         return
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
+
+
+def clip_flat_grad(flat: np.ndarray, max_norm: float | None) -> None:
+    """:func:`clip_grad_norm` for gradients held in one flat buffer (a written-out
+    backward pass's): the same factor ``min(1, max_norm / (norm + 1e-6))``, one norm and
+    one multiply; ``None``: no clipping."""
+    if max_norm is not None:
+        flat *= min(1.0, max_norm / (float(np.linalg.norm(flat)) + 1e-6))
 
 
 def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:

@@ -27,14 +27,13 @@ parameters' own memory (equal to autograd's up to float rounding, tested), gradi
 one flat buffer and PyTorch's fused Adam kernel called directly
 (``stockgym.agents.common.fused_adam_step``). For such small networks per-call overhead
 is a large part of an update's time, and a numpy call costs a quarter of a PyTorch one.
-numpy's BLAS is held to PyTorch's thread count while learning. Other networks and
+Other networks and
 devices use autograd (:meth:`DQN._gradient_step`). ``DQNConfig.for_env("CartPole-v1")``
 holds settings tuned for time to a good policy (:data:`ENV_DEFAULTS`).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -53,6 +52,7 @@ from stockgym.agents.common import (
     SPSMeter,
     _check_int,
     _check_number,
+    clip_flat_grad,
     linear_schedule,
 )
 from stockgym.agents.networks import Net, mlp_layers
@@ -220,7 +220,7 @@ class DQN(Agent):
                                                        self.config.buffer_size)
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
-        if self._mlp is not None and obs.device.type == "cpu":
+        if self._mlp is not None:  # numpy (CPU only)
             return torch.from_numpy(numpy_mlp.forward(self._mlp, obs.numpy())[-1].argmax(1))
         return self.nets["q"](obs).argmax(dim=1)
 
@@ -230,11 +230,10 @@ class DQN(Agent):
         one, else the greedy one."""
         n = int(self.action_space.n)
         u = torch.rand(2, obs.shape[0], generator=self.generator, device=self.device)
-        if self._mlp is not None and obs.device.type == "cpu":  # numpy, as the updates
+        if self._mlp is not None:  # numpy (CPU only), as the updates
             u = u.numpy()
-            greedy = numpy_mlp.forward(self._mlp, obs.numpy())[-1].argmax(1)
             random_a = np.minimum(u[1] * n, n - 1).astype(np.int64)
-            return torch.from_numpy(np.where(u[0] < epsilon, random_a, greedy))
+            return torch.from_numpy(np.where(u[0] < epsilon, random_a, self._greedy(obs).numpy()))
         random_a = (u[1] * n).long().clamp_(max=n - 1)
         return torch.where(u[0] < epsilon, random_a, self._greedy(obs))
 
@@ -277,8 +276,7 @@ class DQN(Agent):
         grad_q[rows, b_act] = np.clip(td, -c.huber_delta, c.huber_delta) / B
         flat, grads = self._flat_grads(self._mlp_params)
         numpy_mlp.backward(self._mlp, hs, grad_q, grads)
-        if c.max_grad_norm is not None:  # one norm over the one gradient buffer
-            flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
+        clip_flat_grad(flat, c.max_grad_norm)
         return self._apply_gradients(torch.from_numpy(td), torch.from_numpy(q_taken), clipped=True)
 
     def _apply_gradients(self, td: torch.Tensor, q_taken: torch.Tensor, clipped: bool = False
@@ -307,12 +305,6 @@ class DQN(Agent):
             self.replay = ReplayBuffer(self.config.buffer_size, obs_dim, self.device)
         rb = self.replay
         update = self._gradient_step if self._mlp is None else self._gradient_step_mlp
-        with numpy_mlp.blas_threads(torch.get_num_threads()) if self._mlp is not None \
-                else nullcontext():
-            self._learn_loop(total_timesteps, callback, rb, update)
-
-    def _learn_loop(self, total_timesteps: int, callback: Callback | None, rb: ReplayBuffer,
-                    update: Any) -> None:
         c, env, log = self.config, self.env, self.logger
         N = env.num_envs
         stats = EpisodeStats(N, self.device)

@@ -18,9 +18,6 @@ activation)`` pairs, activation ``"relu"``, ``"tanh"`` or ``None``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -79,14 +76,3 @@ def backward(arrays: Arrays, hs: list[np.ndarray], grad_out: np.ndarray,
         np.sum(g, axis=0, out=out[2 * i + 1])
         if i > 0:
             g = g @ w
-
-
-@contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """numpy's BLAS uses ``n`` threads inside the block (as many as PyTorch is told to
-    use, so a run's thread count means one thing; threadpoolctl, which scikit-learn
-    already depends on, is how to set it at run time)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield

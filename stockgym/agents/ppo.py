@@ -34,7 +34,6 @@ and PyTorch's fused Adam. Other networks and devices use autograd
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -51,6 +50,7 @@ from stockgym.agents.common import (
     SPSMeter,
     _check_int,
     _check_number,
+    clip_flat_grad,
 )
 from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy, mlp_layers
 
@@ -343,8 +343,7 @@ class PPO(Agent):
         k = 2 * len(self._np_actor)
         numpy_mlp.backward(self._np_actor, ha, g_logits, grads[:k])
         numpy_mlp.backward(self._np_critic, hc, g_value[:, None], grads[k:])
-        if c.max_grad_norm is not None:  # as clip_grad_norm, over the one buffer
-            flat *= min(1.0, c.max_grad_norm / (float(np.linalg.norm(flat)) + 1e-6))
+        clip_flat_grad(flat, c.max_grad_norm)
         self._optimizer_step(None)
         if not diagnostics:  # a step whose losses nobody reads (see _learn): not computed
             return _UNREAD
@@ -373,80 +372,78 @@ class PPO(Agent):
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()
         # Discrete actions, plain MLPs, CPU: minibatch steps in numpy (module docstring)
-        numpy_path = self._np_actor is not None and self.device.type == "cpu"
-        minibatch_step = self._minibatch_mlp if numpy_path else self._minibatch_autograd
-        blas = numpy_mlp.blas_threads(torch.get_num_threads()) if numpy_path else nullcontext()
+        minibatch_step = self._minibatch_autograd if self._np_actor is None \
+            else self._minibatch_mlp
 
-        with blas:  # numpy's BLAS threads held to torch's
-            for update in range(done_updates + 1, num_updates + 1):
-                lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        for update in range(done_updates + 1, num_updates + 1):
+            lr = c.learning_rate * (1.0 - (update - 1.0) / num_updates) if c.anneal_lr else c.learning_rate
+            for group in opt.param_groups:
+                group["lr"] = lr
 
-                # 1. rollout
-                with torch.no_grad():
-                    for t in range(T):
-                        buf.obs[t] = obs
-                        raw, logprob = actor.act(obs, self.generator)
-                        buf.values[t] = self.value(obs)
-                        step = env.step(self.dist.to_env(raw))
-                        buf.actions[t] = raw
-                        buf.logprobs[t] = logprob
-                        torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
-                        buf.terminated[t] = step.terminated
-                        buf.truncated[t] = step.truncated
-                        if step.final_obs is not None:
-                            buf.final_obs[t] = step.final_obs
-                        self.num_timesteps += N
-                        log.episodes(stats, stats.update(step), self.num_timesteps)
-                        obs = step.obs
-                self._last_obs = obs
+            # 1. rollout
+            with torch.no_grad():
+                for t in range(T):
+                    buf.obs[t] = obs
+                    raw, logprob = actor.act(obs, self.generator)
+                    buf.values[t] = self.value(obs)
+                    step = env.step(self.dist.to_env(raw))
+                    buf.actions[t] = raw
+                    buf.logprobs[t] = logprob
+                    torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
+                    buf.terminated[t] = step.terminated
+                    buf.truncated[t] = step.truncated
+                    if step.final_obs is not None:
+                        buf.final_obs[t] = step.final_obs
+                    self.num_timesteps += N
+                    log.episodes(stats, stats.update(step), self.num_timesteps)
+                    obs = step.obs
+            self._last_obs = obs
 
-                # 2. advantages (truncated episodes bootstrapped from their final observation)
-                with torch.no_grad():
-                    final_values = torch.zeros_like(buf.values)
-                    trunc = buf.truncated & ~buf.terminated
-                    if bool(trunc.any()):
-                        final_values[trunc] = self.value(buf.final_obs[trunc])
-                    next_values = bootstrap_values(buf.values, self.value(obs), buf.terminated,
-                                                   trunc, final_values)
-                    advantages, returns = compute_gae(buf.rewards, buf.values, next_values,
-                                                      buf.dones, c.gamma, c.gae_lambda)
+            # 2. advantages (truncated episodes bootstrapped from their final observation)
+            with torch.no_grad():
+                final_values = torch.zeros_like(buf.values)
+                trunc = buf.truncated & ~buf.terminated
+                if bool(trunc.any()):
+                    final_values[trunc] = self.value(buf.final_obs[trunc])
+                next_values = bootstrap_values(buf.values, self.value(obs), buf.terminated,
+                                               trunc, final_values)
+                advantages, returns = compute_gae(buf.rewards, buf.values, next_values,
+                                                  buf.dones, c.gamma, c.gae_lambda)
 
-                # 3. minibatch epochs
-                flat = (buf.obs.reshape(batch, -1), buf.actions.reshape(batch, *raw_shape),
-                        buf.logprobs.reshape(-1), advantages.reshape(-1), buf.values.reshape(-1),
-                        returns.reshape(-1))
-                b_values, b_returns = flat[4], flat[5]
-                stop = False
-                for epoch in range(c.update_epochs):
-                    perm = torch.randperm(batch, generator=self.generator, device=self.device)
-                    e_obs, e_act, e_logp, e_adv, e_val, e_ret = (x[perm] for x in flat)
-                    for start in starts:
-                        mb = slice(start, start + minibatch)
-                        diag = c.target_kl is not None or (epoch == c.update_epochs - 1
-                                                           and start == last_start)
-                        losses = minibatch_step(e_obs[mb], e_act[mb], e_logp[mb], e_adv[mb],
-                                                e_val[mb], e_ret[mb], diag)
-                        if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
-                            stop = True
-                            break
-                    if stop:
+            # 3. minibatch epochs
+            flat = (buf.obs.reshape(batch, -1), buf.actions.reshape(batch, *raw_shape),
+                    buf.logprobs.reshape(-1), advantages.reshape(-1), buf.values.reshape(-1),
+                    returns.reshape(-1))
+            b_values, b_returns = flat[4], flat[5]
+            stop = False
+            for epoch in range(c.update_epochs):
+                perm = torch.randperm(batch, generator=self.generator, device=self.device)
+                e_obs, e_act, e_logp, e_adv, e_val, e_ret = (x[perm] for x in flat)
+                for start in starts:
+                    mb = slice(start, start + minibatch)
+                    diag = c.target_kl is not None or (epoch == c.update_epochs - 1
+                                                       and start == last_start)
+                    losses = minibatch_step(e_obs[mb], e_act[mb], e_logp[mb], e_adv[mb],
+                                            e_val[mb], e_ret[mb], diag)
+                    if c.target_kl is not None and float(losses.approx_kl) > c.target_kl:
+                        stop = True
                         break
-
-                # 4. log: the update's scalars in one host copy
-                step_n = self.num_timesteps
-                with torch.no_grad():
-                    var_y = b_returns.var()
-                    explained = torch.where(var_y > 0, 1.0 - (b_returns - b_values).var() / var_y,
-                                            torch.nan)
-                    vals = torch.stack([losses.value.detach(), losses.policy.detach(),
-                                        losses.entropy.detach(), losses.approx_kl, losses.clipfrac,
-                                        explained.to(losses.value.dtype)]).tolist()
-                log.scalar("charts/learning_rate", lr, step_n)
-                for tag, v in zip(("value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac",
-                                   "explained_variance"), vals, strict=True):
-                    log.scalar(f"losses/{tag}", v, step_n)
-                log.progress(step_n, sps(step_n), stats)
-                if callback is not None and callback(self, step_n) is False:
+                if stop:
                     break
+
+            # 4. log: the update's scalars in one host copy
+            step_n = self.num_timesteps
+            with torch.no_grad():
+                var_y = b_returns.var()
+                explained = torch.where(var_y > 0, 1.0 - (b_returns - b_values).var() / var_y,
+                                        torch.nan)
+                vals = torch.stack([losses.value.detach(), losses.policy.detach(),
+                                    losses.entropy.detach(), losses.approx_kl, losses.clipfrac,
+                                    explained.to(losses.value.dtype)]).tolist()
+            log.scalar("charts/learning_rate", lr, step_n)
+            for tag, v in zip(("value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac",
+                               "explained_variance"), vals, strict=True):
+                log.scalar(f"losses/{tag}", v, step_n)
+            log.progress(step_n, sps(step_n), stats)
+            if callback is not None and callback(self, step_n) is False:
+                break
