@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{summary['ours_median_sps']:,.0f} vs SB3 {summary['sb3_median_sps']:,.0f}",
                   flush=True)
     if args.json:
-        from stockgym.data.atomic import write_json
+        from stockgym.core import write_json
 
         write_json(args.json, out)
     return out

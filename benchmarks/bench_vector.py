@@ -418,7 +418,7 @@ def main() -> None:
         for name, ok in checks:
             print(f"  [{'met' if ok else 'MISSED'}] {name}")
     if args.out:
-        from stockgym.data.atomic import write_json
+        from stockgym.core import write_json
 
         write_json(
             args.out,

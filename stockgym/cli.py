@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from stockgym.core import UsageError
 from stockgym.data.errors import DataError
 
 # Each module adds its subcommand group with ``register(subparsers)`` and binds handlers
@@ -24,8 +25,6 @@ SUBCOMMAND_MODULES: list[str] = [
 ]
 
 
-class UsageError(Exception):
-    """A bad flag, value or file on the command line (printed without a traceback)."""
 
 DATA_EXAMPLES = """examples:
   stockgym data show AAPL --source sample

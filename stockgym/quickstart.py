@@ -165,7 +165,7 @@ class QuickstartConfig:
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string, got {self.device!r}")
-        from stockgym.forecasters.forecaster import resolve_device
+        from stockgym.core import resolve_device
 
         resolve_device(self.device)  # ValueError naming an unknown or absent device
 
@@ -230,7 +230,7 @@ class _Step:
     def __exit__(self, *exc: Any) -> None:
         self._redirect.__exit__(*exc)
         self.timings[self.name] = round(time.perf_counter() - self.t0, 2)
-        from stockgym.data.atomic import write_text
+        from stockgym.core import write_text
 
         write_text(self.out / "logs" / f"{self.name}.txt", self.buffer.getvalue())
 
@@ -254,7 +254,7 @@ def _num(x: float | None) -> str:
 # ---------------------------------------------------------------------------- steps
 def _step_data(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     from stockgym.data import DEFAULT_FEATURES, build_features, load_prices, split
-    from stockgym.data.atomic import write_json
+    from stockgym.core import write_json
     from stockgym.forecasters.storage import data_hash
 
     prices = load_prices(cfg.symbol, source="sample")
@@ -389,7 +389,7 @@ def _step_backtest(cfg: QuickstartConfig, out: Path, agents: dict[str, Any]
 def _step_signal(out: Path, data: dict[str, Any]) -> dict[str, Any]:
     from stockgym.agents.run import load_run, run_env
     from stockgym.agents.signals import next_signal
-    from stockgym.data.atomic import write_json
+    from stockgym.core import write_json
 
     run_dir = out / "agents" / "ppo"
     record, agent = load_run(run_dir)
@@ -428,7 +428,7 @@ def run_quickstart(config: QuickstartConfig | None = None, *,
     progress lines and the final report. The output directory must be new or empty. A
     run that fails removes the directory it created (a Ctrl-C keeps it).
     """
-    from stockgym.data.atomic import write_json
+    from stockgym.core import write_json
 
     cfg = dataclasses.replace(config or QuickstartConfig(), **fields)
     cfg.validate()
@@ -464,7 +464,7 @@ def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, fl
          echo: Callable[[str], None]) -> tuple[dict[str, Any], str]:
     import stockgym
     from stockgym.agents.run import git_commit
-    from stockgym.data.atomic import write_json
+    from stockgym.core import write_json
 
     write_json(out / "quickstart.json", {
         "format": "stockgym.quickstart", "version": 1,
@@ -619,7 +619,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
     """Handler of ``stockgym quickstart``."""
-    from stockgym.cli import UsageError
+    from stockgym.core import UsageError
 
     cfg = QuickstartConfig(symbol=args.symbol, out=args.out or "", budget=args.budget,
                            seed=args.seed, device=args.device, threads=args.threads,

@@ -36,7 +36,7 @@ from stockgym.forecasters.evaluation import (
     rmse,
     skill,
 )
-from stockgym.forecasters.forecaster import resolve_device
+from stockgym.core import resolve_device
 from stockgym.forecasters.training import _mean_loss, loss_function, prepare, resolve
 
 TINY = dict(window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=3, patience=2,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockgym.data import DataError, FeatureScaler, build_features, load_prices, split
-from stockgym.data import atomic as atomic_mod
+from stockgym import core as atomic_mod
 
 
 def features(n_days=200, seed=0, symbols=("A", "B")):

@@ -28,6 +28,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from stockgym.core import resolve_device
 from stockgym.agents.common import (
     CommonConfig,
     Logger,
@@ -41,7 +42,6 @@ from stockgym.agents.common import (
     layout_of,
     make_config,
     make_generator,
-    resolve_device,
     space_str,
     torch_threads,
 )
@@ -86,7 +86,7 @@ class Agent:
     # ------------------------------------------------------------ construction
     def _setup(self, env: Any, config: CommonConfig, saved: dict[str, Any] | None) -> None:
         self.config = config
-        self.device = resolve_device(config.device, env)
+        self.device = resolve_device(config.device, kinds=None, env=env)
         self.env: TorchVecEnv | None = None
         self.num_timesteps = 0
         self.logger: Logger | None = None

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli import UsageError
+from stockgym.core import UsageError
 
 TRAIN_EXAMPLES = """examples:
   stockgym train --algo ppo --symbol AAPL --source sample --total-timesteps 200000

@@ -167,17 +167,6 @@ def make_config(cls: type[CommonConfig], config: Any, overrides: dict[str, Any])
 
 
 # ------------------------------------------------------------------ device, seeds
-def resolve_device(device: str | torch.device = "auto", env: Any = None) -> torch.device:
-    """``"auto"``: the device of a torch vector env if ``env`` is one, else cuda when
-    available, else cpu. Anything else must exist here."""
-    from stockgym.forecasters.forecaster import resolve_device as check_device
-
-    env_dev = getattr(env, "device", None)
-    if str(device) == "auto" and isinstance(env_dev, torch.device):
-        return env_dev
-    return check_device(device, kinds=None)
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Use ``n`` CPU threads inside the block (``None``: leave torch's setting)."""

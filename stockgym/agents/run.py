@@ -548,7 +548,7 @@ def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str
 
 
 def _env_device(device: str) -> str:
-    from stockgym.agents.common import resolve_device
+    from stockgym.core import resolve_device
 
     return str(resolve_device(device))
 

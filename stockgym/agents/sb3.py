@@ -534,7 +534,7 @@ def make_agent(venv: Any, config: SB3Config) -> SB3Agent:
     :class:`~stockgym.envs.VectorStockTradingEnv`, through ``SB3VecEnv``). SB3's own
     refusals (an action space the algorithm cannot handle, bad sizes) become
     ``ValueError`` naming the algorithm."""
-    from stockgym.agents.common import resolve_device
+    from stockgym.core import resolve_device
     from stockgym.agents.networks import load_forecaster_weights
     from stockgym.envs.sb3 import SB3VecEnv
 

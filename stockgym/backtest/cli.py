@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli import UsageError
+from stockgym.core import UsageError
 
 BACKTEST_EXAMPLES = """examples:
   stockgym backtest --strategy buy_and_hold --symbol AAPL --source sample --out runs/bh

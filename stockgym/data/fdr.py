@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.data.atomic import write_bytes
+from stockgym.core import write_bytes
 from stockgym.data.errors import DataError
 from stockgym.data.validate import OHLCV, normalize_columns
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stockgym.data.atomic import write_text
+from stockgym.core import write_text
 from stockgym.data.errors import DataError
 
 KINDS = ("standard", "minmax", "robust")

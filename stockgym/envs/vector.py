@@ -348,7 +348,7 @@ class VectorStockTradingEnv(VectorEnv):
                 raise ValueError(f"{bad} is not supported by the vector env")
         tpl = StockTradingEnv(prices, **env_kwargs)
         self.template = tpl
-        from stockgym.forecasters.forecaster import resolve_device  # the one device check
+        from stockgym.core import resolve_device  # the one device check
 
         self.device = resolve_device(device, kinds=None)
         self.num_envs = int(num_envs)

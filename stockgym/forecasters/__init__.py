@@ -33,7 +33,6 @@ _NAMES = {
     "train": "training",
     "load_run": "training",
     "Forecaster": "forecaster",
-    "resolve_device": "forecaster",
     "Evaluation": "evaluation",
     "evaluate": "evaluation",
     "score": "evaluation",

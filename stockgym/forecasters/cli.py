@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli import UsageError
+from stockgym.core import UsageError
 
 FORECAST_EXAMPLES = """examples:
   stockgym forecast train --model lstm --symbol AAPL --source sample

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stockgym.core import resolve_device
 from stockgym.data import FeatureScaler
 from stockgym.forecasters import storage
 from stockgym.forecasters.data import (
@@ -41,25 +42,6 @@ from stockgym.forecasters.models import MODELS, ForecastNet
 FORMAT = "stockgym.Forecaster"
 VERSION = 1
 FILES = ("model.pt", "forecaster.json", "scaler.json")
-
-
-def resolve_device(device: str | torch.device = "auto",
-                   kinds: tuple[str, ...] | None = ("cpu", "cuda")) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else must exist here
-    (``ValueError`` naming it otherwise) and, unless ``kinds`` is ``None``, be one of
-    ``kinds``. The one device check of forecasters, envs and agents."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available here "
-                         "(torch sees no CUDA GPU); use 'auto' or 'cpu'")
-    if kinds is not None and dev.type not in kinds:
-        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
-    return dev
 
 
 class Forecaster:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.data.atomic import write_bytes, write_json, write_text  # noqa: F401 (re-exported)
+from stockgym.core import write_bytes, write_json, write_text  # noqa: F401 (re-exported)
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:

@@ -55,7 +55,8 @@ from stockgym.forecasters.data import (
     valuation_close,
 )
 from stockgym.forecasters.evaluation import Evaluation, evaluate, plot_losses, plot_predictions
-from stockgym.forecasters.forecaster import Forecaster, resolve_device
+from stockgym.core import resolve_device
+from stockgym.forecasters.forecaster import Forecaster
 from stockgym.forecasters.models import MODELS, ForecastNet, build_model
 
 OPTIMIZERS = ("adam", "adamw")

@@ -47,7 +47,8 @@ from stockgym.forecasters.data import (
     single_symbol,
     valuation_close,
 )
-from stockgym.forecasters.forecaster import Forecaster, resolve_device
+from stockgym.core import resolve_device
+from stockgym.forecasters.forecaster import Forecaster
 from stockgym.forecasters.models import build_model
 from stockgym.forecasters.training import (
     DictConfig,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli import UsageError
+from stockgym.core import UsageError
 
 SWEEP_EXAMPLES = """examples:
   stockgym sweep sweep.toml                           (a local Ray on this machine)
@@ -150,7 +150,7 @@ def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None
     import pandas as pd
 
     from stockgym.agents.run import git_commit
-    from stockgym.data.atomic import write_json, write_text
+    from stockgym.core import write_json, write_text
     from stockgym.sweep import results as res
     from stockgym.sweep.runner import check_resources, ray_session, run_trials
 

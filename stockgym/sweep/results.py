@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from stockgym.data.atomic import write_json, write_text
+from stockgym.core import write_json, write_text
 from stockgym.sweep.config import SweepConfig, build_tree
 
 NOTE_TEST = ("test period: backtested once, after the best configuration was chosen on "

@@ -1,0 +1,133 @@
+"""The bottom layer: helpers every other part of stockgym may import, and that import
+nothing of stockgym's.
+
+- :class:`UsageError`: a bad flag, value or file on the command line.
+- :func:`resolve_device`: the one device check of forecasters, envs and agents.
+- :func:`torch_threads`: run a block with a given number of torch CPU threads.
+- :func:`check_int` / :func:`check_number`: validation with one clear message.
+- :func:`write_bytes` / :func:`write_text` / :func:`write_json`: atomic writes (temp file
+  in the target directory, fsync, ``os.replace``), so a crash never leaves a half-written
+  file under the final name (at worst a ``.*.tmp`` leftover, which readers ignore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class UsageError(Exception):
+    """A bad flag, value or file on the command line (printed without a traceback)."""
+
+
+# ------------------------------------------------------------------ device, threads
+def resolve_device(
+    device: str | torch.device = "auto",
+    kinds: tuple[str, ...] | None = ("cpu", "cuda"),
+    env: Any = None,
+) -> torch.device:
+    """``"auto"`` -> the device of a torch vector env if ``env`` is one, else cuda when
+    available, else cpu. Anything else must exist here (``ValueError`` naming it
+    otherwise) and, unless ``kinds`` is ``None``, be one of ``kinds``."""
+    if str(device) == "auto":
+        env_dev = getattr(env, "device", None)
+        if isinstance(env_dev, torch.device):
+            return env_dev
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(device)!r} asked for but CUDA is not available here "
+            "(torch sees no CUDA GPU); use 'auto' or 'cpu'"
+        )
+    if kinds is not None and dev.type not in kinds:
+        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` CPU threads inside the block (``None``: leave torch's setting)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ number checks
+def check_int(name: str, value: Any, lo: int | None = None) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is an integer ``>= lo``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value!r}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a finite number in the range
+    (``lo`` excluded when ``lo_open``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        rng = ""
+        if lo is not None or hi is not None:
+            left = "(" if lo_open else "["
+            low = lo if lo is not None else "-inf"
+            high = hi if hi is not None else "inf"
+            rng = f" in {left}{low}, {high}]"
+        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}")
+
+
+# ------------------------------------------------------------------ atomic writes
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data`` (temp file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
+    """Atomically write ``obj`` as JSON (NaN/inf rejected)."""
+    return write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
