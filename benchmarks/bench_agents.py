@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from stockgym.agents import PPO  # noqa: E402
-from stockgym.agents.run import holdout_returns, train  # noqa: E402
+from stockgym.experiment import holdout_returns, train  # noqa: E402
 
 
 def bench_edge(seeds: list[int], algos: list[str]) -> None:

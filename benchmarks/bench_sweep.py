@@ -47,7 +47,7 @@ def sequential(sweep, root: Path) -> tuple[float, float]:
     """The sweep's runs one after another in this process: (wall s, summed train s)."""
     import torch
 
-    from stockgym.agents.run import TrainConfig, train
+    from stockgym.experiment import TrainConfig, train
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args(argv)
-    import stockgym.agents.run  # noqa: F401  (imports before any clock starts)
+    import stockgym.experiment  # noqa: F401  (imports before any clock starts)
 
     sweep = sweep_config(a.trials, a.timesteps, a.cpus)
     n = len(sweep.trials())

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from stockgym.agents.cli import print_summary
-from stockgym.agents.run import DataSpec, EnvSpec, TrainConfig, load_config, train
+from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, load_config, train
+from stockgym.experiment.train import format_summary
 
 
 def default_config() -> TrainConfig:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             **({"source": args.source} if args.source else {})))
     if args.backbone:
         config = config.replace(agent={**config.agent, "backbone": args.backbone})
-    print_summary(train(config))
+    print(format_summary(train(config)))
 
 
 if __name__ == "__main__":

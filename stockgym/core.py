@@ -19,10 +19,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only where a device or threads are asked for
+    import torch
 
 
 class UsageError(Exception):
@@ -38,6 +40,8 @@ def resolve_device(
     """``"auto"`` -> the device of a torch vector env if ``env`` is one, else cuda when
     available, else cpu. Anything else must exist here (``ValueError`` naming it
     otherwise) and, unless ``kinds`` is ``None``, be one of ``kinds``."""
+    import torch
+
     if str(device) == "auto":
         env_dev = getattr(env, "device", None)
         if isinstance(env_dev, torch.device):
@@ -63,6 +67,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

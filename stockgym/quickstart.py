@@ -15,7 +15,7 @@ directory:
    targets dated <= t; ``stockgym forecast walk-forward``): ``walk_forward/``.
 3. **agents** - PPO whose LSTM backbone starts from the forecaster (``pretrained``),
    and DQN with an MLP backbone, trained on the training period by
-   :func:`stockgym.agents.run.train` (the code of ``stockgym train``), validated on the
+   :func:`stockgym.experiment.train` (the code of ``stockgym train``), validated on the
    validation period while they learn: ``agents/ppo/``, ``agents/dqn/``.
 4. **backtest** - each agent on the held-out test period (``stockgym backtest --model``),
    and the walk-forward forecasts as a signal (``forecast_sign``: long while the forecast
@@ -43,18 +43,18 @@ for tests and a first look - the agents learn almost nothing in it).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
 import math
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from stockgym.core import torch_threads
 
 QUICKSTART_EXAMPLES = """examples:
   stockgym quickstart                              (AAPL, about 2-4 minutes on 2 CPU cores)
@@ -201,19 +201,6 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class _Step:
     """Times one step and keeps what it printed (written to ``logs/<name>.txt``)."""
 
@@ -233,14 +220,6 @@ class _Step:
         from stockgym.core import write_text
 
         write_text(self.out / "logs" / f"{self.name}.txt", self.buffer.getvalue())
-
-
-def _cli(argv: list[str]) -> None:
-    """Run one ``stockgym`` subcommand in this process (errors propagate)."""
-    from stockgym.cli import build_parser
-
-    args = build_parser().parse_args(argv)
-    args.func(args)
 
 
 def _pct(x: float | None) -> str:
@@ -316,7 +295,7 @@ def _step_forecaster(cfg: QuickstartConfig, budget: Budget, out: Path, data: dic
 
 
 def _train_config(cfg: QuickstartConfig, budget: Budget, out: Path, algo: str) -> Any:
-    from stockgym.agents.run import DataSpec, EnvSpec, TrainConfig
+    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig
 
     if algo == "ppo":  # the LSTM backbone starts from the forecaster (its window, features, scaler)
         steps = budget.ppo_steps
@@ -335,8 +314,8 @@ def _train_config(cfg: QuickstartConfig, budget: Budget, out: Path, algo: str) -
 
 def _step_agents(cfg: QuickstartConfig, budget: Budget, out: Path, data: dict[str, Any]
                  ) -> dict[str, Any]:
-    from stockgym.agents.cli import print_summary
-    from stockgym.agents.run import train
+    from stockgym.experiment import train
+    from stockgym.experiment.train import format_summary
 
     runs: dict[str, Any] = {}
     for algo in ("ppo", "dqn"):
@@ -345,7 +324,7 @@ def _step_agents(cfg: QuickstartConfig, budget: Budget, out: Path, data: dict[st
             print(f"{algo.upper()} skipped (0 steps)")
             continue
         result = train(tc, prices=data["prices"])
-        print_summary(result)
+        print(format_summary(result))
         s = result.summary
         runs[algo] = {"dir": str(result.run_dir), "backbone": result.record["agent"]["backbone"],
                       "pretrained": result.record["forecaster"] is not None,
@@ -360,17 +339,26 @@ LABELS = {"ppo": "PPO", "dqn": "DQN", "forecast_sign": "walk-forward LSTM > 0"}
 def _step_backtest(cfg: QuickstartConfig, out: Path, agents: dict[str, Any]
                    ) -> dict[str, Any]:
     from stockgym.backtest.compare import load_run, text_table, write_compare
-    from stockgym.backtest.report import atomic_dir
+    from stockgym.backtest import make_strategy
+    from stockgym.backtest.report import atomic_dir, write_backtest
+    from stockgym.backtest.strategy_run import BacktestSpec, backtest_strategy
+    from stockgym.experiment import backtest_run
     from stockgym.forecasters.storage import read_json
 
     dirs: dict[str, Path] = {}
     for algo, run in agents.items():
         dirs[algo] = out / "backtests" / algo
-        _cli(["backtest", "--model", run["dir"], "--out", str(dirs[algo])])
+        bt = backtest_run(run["dir"], "test")
+        config = bt.report_config(dirs[algo])
+        with atomic_dir(dirs[algo]) as tmp:
+            write_backtest(bt.result, tmp, config)
     dirs["forecast_sign"] = out / "backtests" / "forecast_sign"
-    _cli(["backtest", "--strategy", "forecast_sign", "--symbol", cfg.symbol, "--source",
-          "sample", "--period", "test", "--market", MARKET, "--forecast",
-          str(out / "walk_forward"), "--out", str(dirs["forecast_sign"])])
+    spec = BacktestSpec(symbols=[cfg.symbol], source="sample", period="test", market=MARKET,
+                        forecast=str(out / "walk_forward"))
+    result, config = backtest_strategy(spec, make_strategy("forecast_sign"),
+                                       out=dirs["forecast_sign"])
+    with atomic_dir(dirs["forecast_sign"]) as tmp:
+        write_backtest(result, tmp, config)
     runs = [load_run(d, LABELS[k]) for k, d in dirs.items()]
     with atomic_dir(out / "compare") as tmp:
         frame = write_compare(runs, tmp)
@@ -387,7 +375,7 @@ def _step_backtest(cfg: QuickstartConfig, out: Path, agents: dict[str, Any]
 
 
 def _step_signal(out: Path, data: dict[str, Any]) -> dict[str, Any]:
-    from stockgym.agents.run import load_run, run_env
+    from stockgym.experiment import load_run, run_env
     from stockgym.agents.signals import next_signal
     from stockgym.core import write_json
 
@@ -441,7 +429,7 @@ def run_quickstart(config: QuickstartConfig | None = None, *,
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        with _torch_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             summary, table = _run(cfg, budget, out, timings, echo)
     except KeyboardInterrupt:
         raise
@@ -463,7 +451,7 @@ def run_quickstart(config: QuickstartConfig | None = None, *,
 def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, float],
          echo: Callable[[str], None]) -> tuple[dict[str, Any], str]:
     import stockgym
-    from stockgym.agents.run import git_commit
+    from stockgym.experiment.records import git_commit
     from stockgym.core import write_json
 
     write_json(out / "quickstart.json", {
@@ -565,9 +553,9 @@ def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, fl
         "signal": sig,
         "tensorboard": f"tensorboard --logdir {out}",
     }
-    from stockgym.agents.run import _json_ready
+    from stockgym.experiment.records import json_ready
 
-    return _json_ready(summary), bt["table"]
+    return json_ready(summary), bt["table"]
 
 
 def _beat(metrics: dict[str, Any]) -> bool | None:
@@ -584,51 +572,3 @@ def _flags(cfg: QuickstartConfig) -> list[str]:
         if getattr(cfg, name) is not None:
             flags += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     return flags
-
-
-# ---------------------------------------------------------------------------- CLI
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``quickstart`` subcommand."""
-    qs = subparsers.add_parser(
-        "quickstart", help="the whole pipeline on the bundled sample, offline, in minutes",
-        description="Data -> LSTM forecaster (+ walk-forward forecasts) -> PPO and DQN "
-        "on the training period -> backtests on the held-out test period against "
-        "buy-and-hold -> next-day signal; one output directory, one comparison table.",
-        epilog=QUICKSTART_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    from stockgym.data import sample_symbols
-
-    qs.add_argument("--symbol", default="AAPL", choices=sample_symbols(),
-                    help="bundled sample symbol (default AAPL)")
-    qs.add_argument("--out", metavar="DIR",
-                    help="output directory, new or empty (default runs/quickstart-<time>)")
-    qs.add_argument("--budget", choices=list(BUDGETS), default="default",
-                    help="compute budget: default (about 2-4 min on 2 CPU cores) or small "
-                    "(under a minute, for tests; the agents learn almost nothing)")
-    qs.add_argument("--fast", dest="budget", action="store_const", const="small",
-                    help="same as --budget small")
-    qs.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
-    qs.add_argument("--ppo-steps", type=int, help="PPO env steps (default: the budget's)")
-    qs.add_argument("--dqn-steps", type=int, help="DQN env steps, 0 skips DQN (default: the budget's)")
-    qs.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, auto")
-    qs.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: fastest for these small models on a "
-                    "busy machine)")
-    qs.set_defaults(func=cmd_quickstart)
-
-
-def cmd_quickstart(args: argparse.Namespace) -> None:
-    """Handler of ``stockgym quickstart``."""
-    from stockgym.core import UsageError
-
-    cfg = QuickstartConfig(symbol=args.symbol, out=args.out or "", budget=args.budget,
-                           seed=args.seed, device=args.device, threads=args.threads,
-                           ppo_steps=args.ppo_steps, dqn_steps=args.dqn_steps)
-    try:
-        cfg.validate()
-        if args.out:
-            check_out(args.out)
-    except ValueError as exc:
-        raise UsageError(f"quickstart: {exc}") from exc
-    run_quickstart(cfg, echo=lambda line: print(line, flush=True))
-    sys.stdout.flush()

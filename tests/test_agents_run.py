@@ -13,16 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stockgym.agents import TrainConfig, load_run, train
-from stockgym.agents.run import (
-    DataSpec,
-    EnvSpec,
-    load_config,
-    load_data,
-    parse_value,
-    run_env,
-    to_toml,
-)
+from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, load_config, load_run, run_env, train
+from stockgym.experiment.config import parse_value, to_toml
+from stockgym.experiment.records import load_data
 from stockgym.agents.signals import next_signal, observation_at
 
 COMMON_TAGS = {"charts/episodic_return", "charts/portfolio_value", "charts/SPS",

@@ -275,7 +275,7 @@ def test_halted_first_fill_is_bought_on_the_next_bar():
 
 
 def test_importing_backtest_does_not_import_torch_or_matplotlib():
-    code = ("import sys, stockgym.backtest, stockgym.backtest.cli, stockgym.backtest.report, "
+    code = ("import sys, stockgym.backtest, stockgym.backtest.strategy_run, stockgym.backtest.report, "
             "stockgym.backtest.compare; "
             "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

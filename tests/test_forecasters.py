@@ -73,7 +73,7 @@ def trained(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------ imports
-@pytest.mark.parametrize("module", ["stockgym.forecasters", "stockgym.forecasters.cli"])
+@pytest.mark.parametrize("module", ["stockgym.forecasters", "stockgym.cli.forecast"])
 def test_import_does_not_pull_in_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

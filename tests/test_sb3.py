@@ -16,19 +16,21 @@ import torch
 from stable_baselines3 import DQN, PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stockgym.agents import load_agent, load_run
+from stockgym.agents import load_agent
 from stockgym.agents.networks import Encoder
 from stockgym.agents.sb3 import (
     LSTMFeatures,
     SB3Agent,
     StockFeatures,
     find_layout,
+    load_sb3,
     stock_policy_kwargs,
 )
 from stockgym.cli import main
 from stockgym.data import load_prices
 from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
 from stockgym.envs.sb3 import SB3VecEnv
+from stockgym.experiment import load_run
 from stockgym.forecasters.models import MODELS
 
 BACKBONES = ["mlp", "cnn", "lstm"]
@@ -218,10 +220,12 @@ def test_sb3_ppo_run_backtest_signal_compare(isolated, capsys):
     assert len(found["eval/return"]) == 3  # 300, 600 and the end
     assert found["eval/return"][-1] == pytest.approx(summary["valid"]["agent"]["return"])
 
-    # loading: load_run and load_agent give the SB3 agent back
+    # loading: the run's record decides the loader (load_run); our loader never opens a zip
     rec, agent = load_run(run_dir)
     assert isinstance(agent, SB3Agent) and agent.num_timesteps == summary["timesteps"]
-    again = load_agent(run_dir / "model", device="cpu")
+    with pytest.raises(FileNotFoundError, match="agent.pt"):
+        load_agent(run_dir / "model", device="cpu")
+    again = load_sb3(run_dir / "model", device="cpu")
     obs = some_obs(StockTradingEnv(load_prices("X", source="synthetic", kind="edge", n_days=400),
                                    window_size=5), 5)
     np.testing.assert_array_equal(agent.predict(obs)[0], again.predict(obs)[0])
@@ -326,8 +330,7 @@ def test_bad_sb3_config_is_clear_and_writes_nothing(isolated, capsys, argv, mess
 
 
 def test_pretrained_forecaster_starts_the_sb3_extractor(isolated):
-    from stockgym.agents import TrainConfig, train
-    from stockgym.agents.run import DataSpec, EnvSpec
+    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, train
     from stockgym.forecasters import ForecastConfig, Forecaster
     from stockgym.forecasters import train as train_forecaster
 

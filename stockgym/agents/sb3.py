@@ -20,10 +20,10 @@ SB3's policy puts its ``net_arch`` MLP heads on top::
     PPO("MlpPolicy", env, policy_kwargs=stock_policy_kwargs(env, backbone="lstm"))  # the same
 
 The observation Box carries no layout, so ``layout`` (the env's ``obs_layout``, its
-``to_dict()`` or :func:`~stockgym.agents.common.layout_of`'s dict) must be given for
+``to_dict()`` or :func:`~stockgym.agents.spaces.layout_of`'s dict) must be given for
 ``cnn`` / ``lstm``; without it ``mlp`` reads the whole observation as one row.
 
-Training runs: :func:`train_sb3` is what ``stockgym.agents.train`` calls for an
+Training runs: :func:`stockgym.experiment.train` trains an
 ``sb3-*`` algorithm. Same data loading, split, scaler, envs, validation backtests and
 run-dir layout as our agents (``config.json``, ``config.toml``, ``scaler.json``,
 ``tensorboard/``, ``model/``, ``summary.json``); the SB3 algorithm trains on the
@@ -51,18 +51,10 @@ interrupted run can still be backtested).
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
-import inspect
 import io
-import math
 import time
-import types
-import typing
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,38 +70,11 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the [sb3] extra is miss
         "stable-baselines3 is not installed: pip install 'stockgym[sb3]' "
         "(needed by stockgym.agents.sb3 and the sb3-* algorithms)") from exc
 
-from stockgym.agents.common import describe_space, layout_of, torch_threads
+from stockgym.agents.monitor import Logger
+from stockgym.agents.spaces import describe_space, layout_of
+from stockgym.agents.sb3_config import SB3_ALGOS, SB3Config, algo_class
+from stockgym.core import torch_threads
 from stockgym.agents.networks import Encoder, encoder_spec, pretrained_spec
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from stockgym.agents.run import TrainConfig, TrainResult
-
-#: ``stockgym train`` algorithm name -> stable-baselines3 class name.
-SB3_ALGOS = {"sb3-ppo": "PPO", "sb3-dqn": "DQN", "sb3-a2c": "A2C"}
-
-#: Our ``[agent]`` keys for SB3 runs and their defaults (the rest are SB3's arguments).
-STOCK_KEYS: dict[str, Any] = {"backbone": "mlp", "hidden_size": 64, "num_layers": 2,
-                              "kernel_size": 3, "reward_scale": 1.0, "pretrained": None,
-                              "freeze_pretrained": False, "threads": None}
-
-#: Where a stock-trading SB3 run starts (``[agent]`` values win; anything not named here
-#: is SB3's default). As for our agents (``run.STOCK_DEFAULTS``): rewards in percent and
-#: a short horizon. PPO: 64 steps x 8 envs per rollout, minibatches of 128; DQN: a
-#: 100k-transition buffer (SB3's 1M would reserve GBs), 2000 steps before learning.
-SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sb3-ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "n_steps": 64,
-                "batch_size": 128},
-    "sb3-a2c": {"reward_scale": 100.0, "gamma": 0.9},
-    "sb3-dqn": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3,
-                "buffer_size": 100_000, "learning_starts": 2000, "batch_size": 128,
-                "target_update_interval": 250, "exploration_fraction": 0.3},
-}
-
-#: SB3 constructor arguments a config may not set (the run sets them, or they are not data).
-_RUN_OWNED = ("self", "policy", "env", "seed", "device", "tensorboard_log", "verbose",
-              "_init_setup_model")
 
 FORMAT = "stockgym.sb3_agent"
 VERSION = 1
@@ -239,156 +204,6 @@ def stock_policy_kwargs(env: Any, backbone: str = "mlp", hidden_size: int = 64,
             **policy_kwargs}
 
 
-# ------------------------------------------------------------------ config
-def algo_class(algo: str) -> type:
-    """The stable-baselines3 class of ``sb3-ppo | sb3-dqn | sb3-a2c``."""
-    if algo not in SB3_ALGOS:
-        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(SB3_ALGOS)}")
-    return getattr(stable_baselines3, SB3_ALGOS[algo])
-
-
-def sb3_params(algo: str) -> dict[str, inspect.Parameter]:
-    """The SB3 constructor arguments ``[agent]`` may set for ``algo``."""
-    sig = inspect.signature(algo_class(algo).__init__)
-    return {k: p for k, p in sig.parameters.items() if k not in _RUN_OWNED}
-
-
-def _accepts(value: Any, ann: Any) -> bool:
-    """Whether a config value (TOML types) fits an SB3 annotation."""
-    if ann is inspect.Parameter.empty or ann is Any or isinstance(ann, (str, typing.ForwardRef)):
-        return True
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(value, a) for a in typing.get_args(ann))
-    if ann is type(None):
-        return value is None
-    if ann is bool:
-        return isinstance(value, bool)
-    if ann is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ann is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if ann is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        args = typing.get_args(ann)
-        return (isinstance(value, (list, tuple)) and len(value) == len(args)
-                and all(_accepts(v, a) for v, a in zip(value, args, strict=True)))
-    if ann is dict or origin is dict:
-        return isinstance(value, dict)
-    if origin in (collections.abc.Callable, type) or ann is type:
-        return False  # classes and functions cannot come from a config file
-    return True
-
-
-def _type_name(ann: Any) -> str:
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType):
-        names = [_type_name(a) for a in typing.get_args(ann)]
-        return " or ".join(n for n in names if n)
-    if ann in (bool, int, float, str):
-        return ann.__name__
-    if origin is tuple:
-        return "[" + ", ".join(_type_name(a) for a in typing.get_args(ann)) + "]"
-    if ann is dict or origin is dict:
-        return "a table"
-    return ""
-
-
-@dataclass
-class SB3Config:
-    """The resolved ``[agent]`` of an SB3 run: ``algo``, our keys (:data:`STOCK_KEYS`),
-    the run's ``seed`` / ``device`` / ``num_envs`` and ``sb3`` (every constructor
-    argument of the SB3 class, SB3's defaults filled in)."""
-
-    algo: str
-    backbone: str = "mlp"
-    hidden_size: int = 64
-    num_layers: int = 2
-    kernel_size: int = 3
-    reward_scale: float = 1.0
-    pretrained: str | None = None
-    freeze_pretrained: bool = False
-    threads: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_envs: int = 8
-    sb3: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat, JSON-able (what ``config.json``'s ``agent`` holds)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sb3"}
-        return {**out, **self.sb3}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SB3Config:
-        """Back from :meth:`to_dict` (SB3 arguments are every key that is not ours)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"sb3"}
-        ours = {k: v for k, v in data.items() if k in names}
-        return cls(**ours, sb3={k: v for k, v in data.items() if k not in names})
-
-
-def sb3_config(config: TrainConfig) -> SB3Config:
-    """The :class:`SB3Config` of a :class:`~stockgym.agents.run.TrainConfig` whose
-    ``algo`` is ``sb3-*``: :data:`SB3_DEFAULTS`, then ``[agent]``; ``ValueError`` naming
-    the key and the algorithm for anything SB3's constructor does not take or a value of
-    the wrong type."""
-    from stockgym.agents.common import BACKBONES, _check_int, _check_number
-
-    algo = config.algo
-    params = sb3_params(algo)
-    cls_name = f"SB3 {SB3_ALGOS[algo]}"
-    for key in ("seed", "device", "num_envs"):
-        if key in config.agent:
-            raise ValueError(f"set {key} at the top level of the config (or [env] for "
-                             "num_envs), not in [agent]")
-    merged = {**SB3_DEFAULTS[algo], **config.agent}
-    unknown = sorted(k for k in merged if k not in STOCK_KEYS and k not in params)
-    if unknown:
-        settable = [k for k, p in params.items() if _type_name(p.annotation)]
-        raise ValueError(
-            f"unknown [agent] key(s) {unknown} for {algo}: it takes stockgym keys "
-            f"{', '.join(STOCK_KEYS)} and {cls_name} arguments {', '.join(settable)}")
-    ours = {**STOCK_KEYS, **{k: v for k, v in merged.items() if k in STOCK_KEYS}}
-    if ours["backbone"] not in BACKBONES:
-        raise ValueError(f"[agent] backbone for {algo} must be one of {BACKBONES}, "
-                         f"got {ours['backbone']!r}")
-    for name in ("hidden_size", "num_layers", "kernel_size"):
-        _check_int(f"[agent] {name}", ours[name], 1)
-    _check_number("[agent] reward_scale", ours["reward_scale"], lo=0.0, lo_open=True)
-    if ours["threads"] is not None:
-        _check_int("[agent] threads", ours["threads"], 1)
-    if ours["pretrained"] is not None and not isinstance(ours["pretrained"], str):
-        raise ValueError(f"[agent] pretrained must be a path, got {ours['pretrained']!r}")
-    if not isinstance(ours["freeze_pretrained"], bool):
-        raise ValueError(f"[agent] freeze_pretrained must be true or false, "
-                         f"got {ours['freeze_pretrained']!r}")
-    sb3: dict[str, Any] = {}
-    for key, p in params.items():
-        if key not in merged:
-            sb3[key] = p.default if p.default is not inspect.Parameter.empty else None
-            continue
-        value = merged[key]
-        if not _accepts(value, p.annotation):
-            want = _type_name(p.annotation)
-            if not want:
-                raise ValueError(f"[agent] {key} of {algo} takes a Python class or function "
-                                 "and cannot be set from a config")
-            raise ValueError(f"[agent] {key} of {algo} ({cls_name}) must be {want}, "
-                             f"got {value!r}")
-        if key == "train_freq" and isinstance(value, list):
-            value = tuple(value)
-        sb3[key] = value
-    pk = sb3.get("policy_kwargs") or {}
-    taken = sorted({"features_extractor_class", "features_extractor_kwargs"} & set(pk))
-    if taken:
-        raise ValueError(f"[agent] policy_kwargs {taken}: the extractor is set by "
-                         "backbone / hidden_size / num_layers / kernel_size")
-    return SB3Config(algo=algo, **ours, seed=config.seed, device=config.device,
-                     num_envs=config.num_envs, sb3=sb3)
-
-
 # ------------------------------------------------------------------ the agent
 class _ScaleReward(VecEnvWrapper):
     """Multiply rewards by ``scale`` (episode returns in ``info`` stay unscaled)."""
@@ -411,11 +226,66 @@ class SB3Agent:
     ``device``, ``save(dir)`` / :meth:`load` (``dir/sb3.zip`` + ``dir/agent.json``).
     ``model`` is the SB3 algorithm object itself."""
 
+    #: no optimizer / RNG / env state is saved: an SB3 run cannot resume
+    resumable = False
+
     def __init__(self, model: Any, config: SB3Config, layout: dict[str, Any] | None) -> None:
         self.model = model
         self.config = config
         self.algo = config.algo
         self.layout = layout
+        self.log_dir: str | Path | None = None
+        self.progress = False
+        self.logger: Logger | None = None
+
+    def learn(self, total_timesteps: int, *, callback: Any = None,
+              log_dir: str | Path | None = None, progress: bool | None = None,
+              resume: bool = False, purge_step: int | None = None) -> SB3Agent:
+        """SB3's ``learn`` with our agents' face: ``callback(agent, step)`` after every
+        env step (returning ``False`` stops), ``charts/episodic_return`` /
+        ``charts/episodic_length`` and the callback's ``agent.logger.scalar`` into
+        TensorBoard at ``log_dir`` beside SB3's own scalars, a progress bar."""
+        if resume:
+            raise ValueError("stable-baselines3 runs cannot resume (no optimizer, RNG or "
+                             "env state is saved)")
+        from stable_baselines3.common.logger import Logger as SB3Logger
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+        log_dir = log_dir if log_dir is not None else self.log_dir
+        progress = self.progress if progress is None else progress
+        self.logger = Logger(log_dir, progress, total_timesteps, desc=self.algo,
+                             purge_step=purge_step)
+        if log_dir is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            fmt = TensorBoardOutputFormat(str(log_dir))
+            self.model.set_logger(SB3Logger(str(log_dir), [fmt]))
+        else:
+            self.model.set_logger(SB3Logger(None, []))
+        start = self.num_timesteps
+        t0 = time.perf_counter()
+
+        def on_step(infos: list[dict[str, Any]], step: int) -> bool:
+            done = [info["episode"] for info in infos if info.get("episode") is not None]
+            if done:
+                self.logger.scalar("charts/episodic_return",
+                                   float(np.mean([float(ep["r"]) for ep in done])), step)
+                self.logger.scalar("charts/episodic_length",
+                                   float(np.mean([float(ep["l"]) for ep in done])), step)
+            if self.logger.bar is not None:
+                self.logger.bar.n = step - start
+                self.logger.bar.refresh()
+            if step - start > 0:
+                self.logger.scalar("charts/SPS", (step - start) / (time.perf_counter() - t0), step)
+            return callback is None or callback(self, step) is not False
+
+        try:
+            with torch_threads(self.config.threads):
+                self.model.learn(total_timesteps, callback=_StepCallback(on_step),
+)
+        finally:
+            self.logger.close()
+            self.model.logger.close()
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -515,6 +385,17 @@ class SB3Agent:
         return cls(model, config, meta.get("layout"))
 
 
+class _StepCallback(BaseCallback):
+    """Calls ``fn(infos, num_timesteps)`` after every env step; ``False`` stops."""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__(verbose=0)
+        self.fn = fn
+
+    def _on_step(self) -> bool:
+        return self.fn(self.locals.get("infos") or [], int(self.model.num_timesteps))
+
+
 def sb3_model_file(path: str | Path) -> Path | None:
     """``sb3.zip`` at ``path`` (the file, a model dir or a run dir), or ``None``."""
     path = Path(path)
@@ -571,149 +452,5 @@ def make_agent(venv: Any, config: SB3Config) -> SB3Agent:
     return SB3Agent(model, config, layout)
 
 
-# ------------------------------------------------------------------ training runs
-class _RunCallback(BaseCallback):
-    """Episode charts, validation backtests, model saves and the progress bar."""
-
-    def __init__(self, fn: Any) -> None:
-        super().__init__(verbose=0)
-        self.fn = fn
-
-    def _on_step(self) -> bool:
-        return self.fn(self.locals.get("infos") or [], int(self.model.num_timesteps))
-
-
-def train_sb3(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainResult:
-    """``stockgym.agents.train`` for an ``sb3-*`` algorithm (see the module docstring):
-    the same run dir as our agents. Bad config values fail before anything is written;
-    a failure while training removes the run dir; Ctrl-C keeps it (the model so far and
-    ``"interrupted": true`` in ``summary.json``) and re-raises."""
-    from stockgym.agents import run as R
-    from stockgym.forecasters import storage
-
-    prep = R.prepare(config, prices)
-    run_dir = Path(config.run_dir) if config.run_dir else R._default_run_dir(config)
-    storage.check_new_dir(run_dir)
-    config = config.replace(run_dir=str(run_dir),
-                            env=dataclasses.replace(config.env, num_envs=config.num_envs))
-    agent = make_agent(prep["venv"], prep["agent_config"])
-    dates = prep["dates"]
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        record = R.run_record(config, prep, agent)
-        record["versions"]["stable-baselines3"] = stable_baselines3.__version__
-        storage.write_json(run_dir / "config.json", record)
-        storage.write_text(run_dir / "config.toml", R.to_toml(R._toml_ready(config)))
-        if prep["scaler"] is not None:
-            prep["scaler"].save(run_dir / "scaler.json")
-        bench = R.buy_and_hold(prep["valid_env"], (dates["valid"]["first"], dates["valid"]["last"]))
-    except BaseException:
-        R._remove(run_dir, created)
-        raise
-    try:
-        return _learn(config, prep, run_dir, agent, record, bench)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:
-        R._remove(run_dir, created)
-        raise
-
-
-def _learn(config: TrainConfig, prep: dict[str, Any], run_dir: Path, agent: SB3Agent,
-           record: dict[str, Any], bench: dict[str, float]) -> TrainResult:
-    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
-
-    from stockgym.agents import run as R
-    from stockgym.forecasters import storage
-
-    valid_env, dates = prep["valid_env"], prep["dates"]
-    valid_period = (dates["valid"]["first"], dates["valid"]["last"])
-    tb = run_dir / "tensorboard"
-    writer = None
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb.mkdir(exist_ok=True)
-        agent.model.set_logger(Logger(str(tb), [TensorBoardOutputFormat(str(tb))]))
-        writer = SummaryWriter(log_dir=str(tb))  # our scalars (charts/*, eval/*) beside SB3's
-    else:
-        agent.model.set_logger(Logger(None, []))
-    bar = None
-    if config.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.total_timesteps, desc=config.algo, unit="step",
-                   dynamic_ncols=True, disable=None, leave=False)
-    history: list[dict[str, Any]] = []
-    recent: deque[float] = deque(maxlen=100)
-    state = {"next_eval": config.eval_freq or None, "next_save": config.checkpoint_freq or None,
-             "shown": 0}
-
-    def on_step(infos: list[dict[str, Any]], step: int) -> bool:
-        for info in infos:
-            ep = info.get("episode")
-            if ep is not None:
-                recent.append(float(ep["r"]))
-                if writer is not None:
-                    writer.add_scalar("charts/episodic_return", ep["r"], step)
-                    writer.add_scalar("charts/episodic_length", ep["l"], step)
-        nxt = state["next_eval"]
-        if nxt is not None and step >= nxt:
-            while state["next_eval"] <= step:
-                state["next_eval"] += config.eval_freq
-            ev = R.evaluate_on(agent, valid_env, valid_period)[0]
-            ev["excess_return"] = ev["return"] - bench["return"]
-            history.append({"step": step, **ev})
-            if writer is not None:
-                for key in ("return", "sharpe", "excess_return"):
-                    writer.add_scalar(f"eval/{key}", ev[key], step)
-        nxt = state["next_save"]
-        if nxt is not None and step >= nxt:
-            while state["next_save"] <= step:
-                state["next_save"] += config.checkpoint_freq
-            agent.save(run_dir / "model")  # an interrupted run can still be backtested
-        if bar is not None:
-            bar.update(min(step, config.total_timesteps) - state["shown"])
-            state["shown"] = min(step, config.total_timesteps)
-        return True
-
-    interrupted = False
-    try:
-        with torch_threads(agent.config.threads):
-            t0 = time.perf_counter()
-            try:
-                agent.model.learn(config.total_timesteps, callback=_RunCallback(on_step))
-            except KeyboardInterrupt:
-                interrupted = True
-            seconds = time.perf_counter() - t0
-            final = R.evaluate_on(agent, valid_env, valid_period)[0]
-        final["excess_return"] = final["return"] - bench["return"]
-        if writer is not None:
-            for key in ("return", "sharpe", "excess_return"):
-                writer.add_scalar(f"eval/{key}", final[key], agent.num_timesteps)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-        agent.model.logger.close()
-    agent.save(run_dir / "model")
-    steps = agent.num_timesteps
-    summary = {
-        "algo": config.algo, "timesteps": steps, "seconds": round(seconds, 2),
-        "sps": round(steps / seconds, 1) if seconds > 0 else None,
-        "interrupted": interrupted, "resumes": 0,
-        "train_recent_return": R._finite(float(np.mean(recent))) if recent else None,
-        "valid": {"period": dates["valid"], "agent": final, "buy_and_hold": bench},
-        "eval_history": history,
-    }
-    storage.write_json(run_dir / "summary.json", R._json_ready(summary))
-    if interrupted:
-        raise KeyboardInterrupt
-    return R.TrainResult(agent, run_dir, record, summary)
-
-
-__all__ = ["SB3_ALGOS", "SB3_DEFAULTS", "STOCK_KEYS", "CNNFeatures", "LSTMFeatures",
-           "MLPFeatures", "SB3Agent", "SB3Config", "StockFeatures", "find_layout", "load_sb3",
-           "make_agent", "sb3_config", "stock_policy_kwargs", "train_sb3"]
+__all__ = ["CNNFeatures", "LSTMFeatures", "MLPFeatures", "SB3Agent", "StockFeatures",
+           "find_layout", "load_sb3", "make_agent", "stock_policy_kwargs"]

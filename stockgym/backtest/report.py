@@ -272,3 +272,23 @@ def metrics_table(metrics: dict[str, Any], keys: tuple[str, ...] = METRIC_KEYS) 
             line += f"{fmt_value(k, bench.get(k)):>16}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) -> str:
+    """The report a backtest prints: what ran on what, the period, costs, benchmark, the
+    metrics table and the files written to ``out``."""
+    env, bt, b = config["env"], config["backtest"], config["benchmark"]
+    fill = "next open" if env["fill"] == "open" else "same close"
+    plots = " equity.png drawdown.png trades.png" if (Path(out) / "equity.png").exists() else ""
+    return "\n".join([
+        f"backtest   {config['strategy']['description']} on {', '.join(env['symbols'])} "
+        f"[source={config['data']['source']}]",
+        f"period     {bt['first']} .. {bt['last']} ({bt['days']} trading days; decisions "
+        f"at the close, fills at the {fill})",
+        f"costs      market={config['market']}: {format_costs(env['costs'])}",
+        f"benchmark  buy-and-hold {' '.join(b['symbols'])} over the same dates, same costs",
+        "",
+        metrics_table(metrics),
+        "",
+        f"wrote {out}/ (metrics.json equity.csv trades.csv config.json{plots})",
+    ])  # fmt: skip

@@ -7,15 +7,15 @@ output directory (atomically) and print the tables. Heavy imports happen in hand
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
-import hashlib
 import math
-import platform
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli.common import check_date, check_out, default_out, print_report
 from stockgym.core import UsageError
 
 BACKTEST_EXAMPLES = """examples:
@@ -176,17 +176,6 @@ def _check_strategy(args: argparse.Namespace):
         raise UsageError(f"--strategy {name}: {exc}") from exc
 
 
-def _check_date(flag: str, value: str | None):
-    import pandas as pd
-
-    if value is None:
-        return None
-    try:
-        return pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"{flag}: {value!r} is not a date; use YYYY-MM-DD") from exc
-
-
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("commission", "sell_tax", "slippage_bps", "min_commission"):
         v = getattr(args, flag)
@@ -206,231 +195,45 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--risk-free is an annual rate (0.03 = 3%), got {args.risk_free}")
 
 
-# ---------------------------------------------------------------- data
-def _lookback_days(window: int, strategy_lookback: int) -> int:
-    """Calendar days to load before --start: feature warm-up, the observation window and
-    the strategy's history, with room for weekends and holidays."""
-    rows = 25 + window + strategy_lookback
-    return int(rows * 1.6) + 20
-
-
-def _load(symbols: list[str], source: str, start, end, args, seed_opts: dict):
-    from stockgym.data import load_prices
-
-    opts: dict[str, Any] = dict(seed_opts) if source == "synthetic" else {}
-    if source in ("auto", "fdr"):
-        opts["cache_dir"] = args.cache_dir
-    target = symbols[0] if len(symbols) == 1 else list(symbols)
-    prices = load_prices(target, start, end, source=source, adjust=not args.raw, **opts)
-    if source == "csv":  # name CSV symbols by file stem, not path
-        names = [Path(s).stem for s in symbols]
-        if len(symbols) == 1:
-            prices.attrs["symbols"] = names
-        else:
-            prices = prices.rename(columns=dict(zip(symbols, names, strict=True)), level=0)
-    return prices
-
-
-def _forecast_file(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir() and (p / "forecasts.csv").is_file():  # a `stockgym forecast walk-forward` run
-        p = p / "forecasts.csv"
-    if not p.is_file():
-        raise UsageError(f"--forecast: file not found: {p}")
-    return p
-
-
-def _read_forecast(path: str, column: str, symbols: list[str]):
-    import pandas as pd
-
-    p = _forecast_file(path)
-    try:
-        raw = pd.read_csv(p)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"--forecast: cannot read {p}: {exc}") from exc
-    cols = {c.lower(): c for c in raw.columns}
-    if "date" not in cols or column not in raw.columns:
-        raise UsageError(
-            f"--forecast: {p} needs columns 'date' and {column!r} (and 'symbol' for several "
-            f"symbols); it has {list(raw.columns)}"
-        )
-    try:
-        raw["date"] = pd.to_datetime(raw[cols["date"]])
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"--forecast: {p} has a 'date' that is not a date: {exc}") from exc
-    if len(symbols) == 1 and "symbol" not in cols:
-        return raw.set_index("date")[[column]].astype("float64")
-    if "symbol" not in cols:
-        raise UsageError(f"--forecast: {p} needs a 'symbol' column for several symbols")
-    wide = raw.pivot(index="date", columns=cols["symbol"], values=column).astype("float64")
-    missing = [s for s in symbols if s not in wide.columns]
-    if missing:
-        raise UsageError(f"--forecast: {p} has no rows for symbol(s) {missing}")
-    return pd.concat({s: wide[[s]].set_axis([column], axis=1) for s in symbols}, axis=1)
-
-
-def _data_hash(prices) -> str:
-    import pandas as pd
-
-    h = hashlib.sha256(pd.util.hash_pandas_object(prices, index=True).to_numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- backtest
 def cmd_backtest(args: argparse.Namespace) -> None:
     """Handler of ``stockgym backtest``."""
-    from stockgym.backtest.report import OutputDirError, check_out_dir
+    from stockgym.backtest.report import atomic_dir, write_backtest
+    from stockgym.backtest.strategy_run import BacktestSpec, backtest_strategy
 
-    if args.model is not None:  # a trained agent: stockgym.agents builds its env
-        from stockgym.agents.cli import backtest_model
+    if args.model is not None:  # a trained agent: the run's own env and costs
+        from stockgym.cli.train import backtest_model
 
         return backtest_model(args)
     if args.strategy is None or not args.symbols:
         raise UsageError("give --strategy NAME and --symbol SYMBOL (or --model RUN_DIR)")
     args.period = args.period or "all"
     strategy = _check_strategy(args)
-    start = _check_date("--start", args.start)
-    end = _check_date("--end", args.end)
+    start = check_date("--start", args.start)
+    end = check_date("--end", args.end)
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--start {args.start} must be before --end {args.end}")
     _check_numbers(args)
     if strategy.name == "forecast_sign" and args.forecast is None and (
-            args.forecast_column in (None, "forecast")):
+        args.forecast_column in (None, "forecast")
+    ):
         raise UsageError(
             "--strategy forecast_sign needs --forecast FILE (a CSV with date,forecast), or "
             "--forecast-column naming an env feature (e.g. sma_ratio_20)"
         )
-    out = Path(args.out) if args.out else _default_out(strategy.name, args.symbols)
-    try:
-        check_out_dir(out, args.force)
-    except OutputDirError as exc:
-        raise UsageError(str(exc)) from exc
-    run = _prepare(args, strategy, start, end)
-    _execute(args, strategy, run, out)
-
-
-def _default_out(strategy: str, symbols: list[str]) -> Path:
-    syms = "-".join(Path(s).stem for s in symbols)[:60]
-    return Path("runs") / f"backtest-{strategy}-{syms}"
-
-
-def _prepare(args, strategy, start, end) -> dict[str, Any]:
-    """Load data, build the env keywords and resolve the period."""
-    import pandas as pd
-
-    from stockgym.data import split
-
-    seed_opts = {"seed": args.seed}
-    load_start = None
-    if start is not None and args.period == "all":
-        load_start = start - pd.Timedelta(days=_lookback_days(args.window_size, strategy.lookback))
-    prices = _load(args.symbols, args.source, load_start, end, args, seed_opts)
-    period_start, period_end, splits = start, end, None
-    if args.period != "all":
-        parts = split(prices)
-        splits = parts.dates
-        period_start = pd.Timestamp(splits[args.period]["first"])
-        period_end = pd.Timestamp(splits[args.period]["last"])
-    names = _symbol_names(prices)
-    extra = None
-    column = args.forecast_column or ("forecast" if strategy.name == "forecast_sign" else None)
-    if args.forecast:
-        extra = _read_forecast(args.forecast, column, names)
-    env_kwargs = {
-        "prices": prices, "extra_features": extra, "window_size": args.window_size,
-        "action_type": "continuous", "market": args.market, "commission": args.commission,
-        "sell_tax": args.sell_tax, "slippage_bps": args.slippage_bps,
-        "min_commission": args.min_commission, "initial_cash": args.initial_cash,
-        "fill": args.fill, "fractional": args.fractional,
-    }
-    bench = None
-    if args.benchmark:
-        bench = _load([args.benchmark], args.benchmark_source or args.source, prices.index[0],
-                      prices.index[-1], args, seed_opts)
-    return {"prices": prices, "env_kwargs": env_kwargs, "period": (period_start, period_end),
-            "splits": splits, "benchmark_prices": bench, "names": names}
-
-
-def _symbol_names(prices) -> list[str]:
-    import pandas as pd
-
-    if isinstance(prices.columns, pd.MultiIndex):
-        return [str(s) for s in dict.fromkeys(prices.columns.get_level_values(0))]
-    return [str(prices.attrs.get("symbols", ["asset"])[0])]
-
-
-def _resolve_start(env, period: tuple) -> tuple[Any, str | None]:
-    """Start no earlier than the first date with a full window; say so if moved."""
-    first = env.market.dates[env.window_size - 1]
-    start, end = period
-    if start is None or start >= first:
-        return (start, end), None
-    note = (
-        f"note: the backtest starts on {first.date()}, the first date with "
-        f"{env.window_size} rows of features (data from {env.market.dates[0].date()}; "
-        f"asked for {start.date()})"
+    out = Path(args.out) if args.out else default_out(strategy.name, args.symbols)
+    check_out(out, args.force)
+    names = {f.name for f in dataclasses.fields(BacktestSpec)} - {"start", "end"}
+    spec = BacktestSpec(start=start, end=end, **{k: getattr(args, k) for k in names})
+    result, config = backtest_strategy(
+        spec, strategy, out=out, command=_command(args, out), progress=True
     )
-    return (first, end), note
-
-
-def _execute(args, strategy, run: dict[str, Any], out: Path) -> None:
-    from stockgym.backtest.report import atomic_dir, write_backtest
-    from stockgym.backtest.runner import run_policy
-    from stockgym.envs.trading import StockTradingEnv
-
-    env = StockTradingEnv(**run["env_kwargs"])
-    period, note = _resolve_start(env, run["period"])
-    if note:
-        print(note)
-    bench = run["benchmark_prices"] if run["benchmark_prices"] is not None else True
-    result = run_policy(strategy, env, period, benchmark=bench, progress=True)
-    config = _config(args, strategy, run, env, result, out, note)
+    if config["backtest"]["note"]:
+        print(config["backtest"]["note"])
     with atomic_dir(out, args.force) as tmp:
         metrics = write_backtest(result, tmp, config, risk_free=args.risk_free,
                                  plots=not args.no_plots)
-    _print_report(config, metrics, out)
-
-
-def _market_name(args, names: list[str]) -> str:
-    from stockgym.envs.costs import market_of
-
-    return market_of(names[0]) if args.market == "auto" else args.market
-
-
-def _config(args, strategy, run, env, result, out: Path, note: str | None) -> dict[str, Any]:
-    import numpy as np
-    import pandas as pd
-
-    import stockgym
-
-    prices = run["prices"]
-    bench_syms = [args.benchmark] if args.benchmark else list(env.symbols)
-    return {
-        "command": _command(args, out),
-        "strategy": {"name": strategy.name, "params": strategy.params(),
-                     "description": strategy.describe()},
-        "seed": args.seed,
-        "data": {
-            "source": args.source, "symbols": list(args.symbols), "adjusted": not args.raw,
-            "start": args.start, "end": args.end, "period": args.period,
-            "loaded": {"first": str(prices.index[0].date()), "last": str(prices.index[-1].date()),
-                       "rows": len(prices)},
-            "hash": _data_hash(prices),
-        },
-        "splits": run["splits"],
-        "backtest": {**result.period, "note": note},
-        "market": _market_name(args, run["names"]),
-        "env": env.config(),
-        "benchmark": {"kind": "buy_and_hold", "symbols": bench_syms,
-                      "source": (args.benchmark_source or args.source) if args.benchmark else args.source,
-                      "same_costs": True},
-        "forecast": ({"file": str(_forecast_file(args.forecast).resolve()), "column": args.forecast_column
-                      or "forecast"} if args.forecast else None),
-        "risk_free": args.risk_free,
-        "out": str(out),
-        "versions": {"stockgym": stockgym.__version__, "numpy": np.__version__,
-                     "pandas": pd.__version__, "python": platform.python_version()},
-    }
+    print_report(config, metrics, out)
 
 
 def _command(args, out: Path) -> str:
@@ -445,35 +248,14 @@ def _command(args, out: Path) -> str:
     return shlex.join([*parts, "--out", str(out)])
 
 
-def _print_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) -> None:
-    from stockgym.backtest.report import format_costs, metrics_table
-
-    env, bt = config["env"], config["backtest"]
-    print(f"backtest   {config['strategy']['description']} on {', '.join(env['symbols'])} "
-          f"[source={config['data']['source']}]")
-    print(f"period     {bt['first']} .. {bt['last']} ({bt['days']} trading days; decisions "
-          f"at the close, fills at the {'next open' if env['fill'] == 'open' else 'same close'})")
-    print(f"costs      market={config['market']}: {format_costs(env['costs'])}")
-    b = config["benchmark"]
-    print(f"benchmark  buy-and-hold {' '.join(b['symbols'])} over the same dates, same costs")
-    print()
-    print(metrics_table(metrics))
-    print()
-    print(f"wrote {out}/ (metrics.json equity.csv trades.csv config.json"
-          f"{'' if not (out / 'equity.png').exists() else ' equity.png drawdown.png trades.png'})")
-
-
 # ---------------------------------------------------------------- compare
 def cmd_compare(args: argparse.Namespace) -> None:
     """Handler of ``stockgym compare``."""
     from stockgym.backtest.compare import compare_frame, load_runs, text_table, write_compare
-    from stockgym.backtest.report import OutputDirError, atomic_dir, check_out_dir
+    from stockgym.backtest.report import atomic_dir
 
     if args.out:
-        try:
-            check_out_dir(args.out, args.force)
-        except OutputDirError as exc:
-            raise UsageError(str(exc)) from exc
+        check_out(args.out, args.force)
     try:
         runs = load_runs(args.dirs)
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """``stockgym train`` and ``stockgym signal`` (registered by :func:`register`), and the
 handler of ``stockgym backtest --model RUN_DIR`` (:func:`backtest_model`).
 
-Thin: parse and check the flags, call :mod:`stockgym.agents.run`, print. Heavy imports
+Thin: parse and check the flags, call :mod:`stockgym.experiment`, print. Heavy imports
 (torch) happen in the handlers.
 """
 
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli.common import check_date, check_out, default_out, print_report
 from stockgym.core import UsageError
 
 TRAIN_EXAMPLES = """examples:
@@ -125,9 +126,9 @@ _FLAG_KEYS = {
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The :class:`~stockgym.agents.run.TrainConfig` of ``stockgym train``'s flags:
+    """The :class:`~stockgym.experiment.TrainConfig` of ``stockgym train``'s flags:
     the TOML file, then ``--set`` keys, then the named flags."""
-    from stockgym.agents.run import TrainConfig, parse_value, read_toml, set_key
+    from stockgym.experiment.config import TrainConfig, parse_value, read_toml, set_key
 
     tree: dict[str, Any] = read_toml(args.config) if args.config else {}
     for item in args.sets:
@@ -152,7 +153,8 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Handler of ``stockgym train``."""
-    from stockgym.agents.run import resume, train
+    from stockgym.experiment import resume, train
+    from stockgym.experiment.train import format_summary
 
     if args.resume:
         given = [f"--{d.replace('_', '-')}" for d in (*_FLAG_KEYS, "config")
@@ -166,154 +168,63 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"resumed    {args.resume} (resume #{result.summary['resumes']})")
     else:
         result = train(build_config(args))
-    print_summary(result)
-
-
-def print_summary(result: Any) -> None:
-    s, rec = result.summary, result.record
-    v = s["valid"]
-    cfg = rec["config"]
-    print(f"trained    {s['algo'].upper()} ({rec['agent']['backbone']}) on "
-          f"{', '.join(rec['env']['symbols'])} [source={rec['data']['source']}], "
-          f"{s['timesteps']:,} steps in {s['seconds']:.1f} s ({s['sps'] or 0:,.0f} steps/s), "
-          f"device {rec['device']}")
-    t = rec["splits"]["train"]
-    print(f"train      {t['first']} .. {t['last']}; episodes of "
-          f"{cfg['env']['episode_length'] or 'the whole period'} bars x {cfg['env']['num_envs']} envs")
-    print(f"validation {v['period']['first']} .. {v['period']['last']}: log return "
-          f"{v['agent']['return']:+.4f} (buy-and-hold {v['buy_and_hold']['return']:+.4f}), "
-          f"Sharpe {_num(v['agent']['sharpe'])} (buy-and-hold {_num(v['buy_and_hold']['sharpe'])})")
-    print(f"wrote      {result.run_dir}/ (config.json config.toml model/ summary.json"
-          f"{' tensorboard/' if cfg['tensorboard'] else ''})")
-    print(f"next       stockgym backtest --model {result.run_dir}")
-
-
-def _num(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.2f}"
+    print(format_summary(result))
 
 
 # ---------------------------------------------------------------- backtest --model
 def backtest_model(args: argparse.Namespace) -> None:
-    """``stockgym backtest --model RUN_DIR``: the trained agent through the backtest
-    runner on the run's test period (``--period`` another part, or ``all``; ``--start``
-    / ``--end`` dates), with the run's env (costs, features, scaler); the same output
-    files and report as a strategy backtest."""
-    import pandas as pd
-
-    from stockgym.agents.run import load_data
-    from stockgym.backtest.cli import _check_date, _default_out, _print_report
-    from stockgym.backtest.report import OutputDirError, atomic_dir, check_out_dir, write_backtest
-    from stockgym.backtest.runner import run_policy
+    """``stockgym backtest --model RUN_DIR``: :func:`stockgym.experiment.backtest_run` on
+    the run's test period (``--period`` another part, or ``all``; ``--start`` / ``--end``
+    dates), with the run's env (costs, features, scaler); the same output files and
+    report as a strategy backtest."""
+    from stockgym.backtest.report import atomic_dir, write_backtest
+    from stockgym.experiment import backtest_run, read_record
 
     for flag in ("strategy", "forecast", "benchmark", "commission", "sell_tax",
                  "slippage_bps", "min_commission", "fast", "slow", "rebalance", "p_long",
                  "forecast_column", "threshold"):
         if getattr(args, flag, None) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} does not apply with --model (the "
-                               "run's env, costs and policy are used)")
-    record, agent = _load(args.model, "cpu")
-    start = _check_date("--start", args.start)
-    end = _check_date("--end", args.end)
-    period_name = args.period or ("test" if start is None and end is None else "all")
-    spec = _data_spec(record, args)
-    out = Path(args.out) if args.out else _default_out(f"{record['config']['algo']}-agent", spec.symbols)
+                             "run's env, costs and policy are used)")
+    start = check_date("--start", args.start)
+    end = check_date("--end", args.end)
     try:
-        check_out_dir(out, args.force)
-    except OutputDirError as exc:
-        raise UsageError(str(exc)) from exc
-    prices = load_data(spec)
-    env = _env(args.model, record, prices, agent)
-    if period_name == "all":
-        first = env.market.dates[env.window_size - 1]
-        period = (max(start, first) if start is not None else first, end)
-    else:
-        part = record["splits"][period_name]
-        period = (pd.Timestamp(part["first"]), pd.Timestamp(part["last"]))
-    result = run_policy(agent, env, period, benchmark=True, progress=True)
-    name = f"{record['config']['algo']}_agent"
-    config = {
-        "command": f"stockgym backtest --model {args.model} --out {out}",
-        "strategy": {"name": name, "params": {"run_dir": str(Path(args.model).resolve())},
-                     "description": f"{record['config']['algo'].upper()} agent "
-                                    f"({record['agent']['backbone']}, run {Path(args.model).name})"},
-        "seed": record["config"]["seed"],
-        "data": {"source": spec.source, "symbols": list(spec.symbols), "period": period_name,
-                 "loaded": {"first": str(prices.index[0].date()),
-                            "last": str(prices.index[-1].date()), "rows": len(prices)}},
-        "splits": record["splits"],
-        "backtest": {**result.period, "note": None},
-        "market": _market(record["config"]["env"]["market"], env.symbols),
-        "env": env.config(),
-        "benchmark": {"kind": "buy_and_hold", "symbols": list(env.symbols), "source": spec.source,
-                      "same_costs": True},
-        "model": {"run_dir": str(Path(args.model).resolve()), "algo": record["config"]["algo"],
-                  "trained_steps": agent.num_timesteps},
-        "risk_free": args.risk_free,
-        "out": str(out),
-    }
-    with atomic_dir(out, args.force) as tmp:
-        metrics = write_backtest(result, tmp, config, risk_free=args.risk_free,
-                                 plots=not args.no_plots)
-    if period_name != "test":
-        print(f"note: backtesting the {period_name} period (the run's test period is "
-              f"{record['splits']['test']['first']} .. {record['splits']['test']['last']})")
-    _print_report(config, metrics, out)
-
-
-def _market(market: str, symbols: list[str]) -> str:
-    from stockgym.envs.costs import market_of
-
-    return market_of(symbols[0]) if market == "auto" else market
-
-
-def _load(run_dir: str, device: str) -> tuple[dict[str, Any], Any]:
-    from stockgym.agents.run import load_run
-
-    try:
-        return load_run(run_dir, device=device)
+        record = read_record(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
-
-
-def _data_spec(record: dict[str, Any], args: argparse.Namespace, **changes: Any) -> Any:
-    """The run's data spec with the command's --symbol / --source / --cache-dir."""
-    from stockgym.agents.run import run_data_spec
-
-    trained_on = record["config"]["data"]["symbols"]
-    if args.symbols:
-        if len(args.symbols) != len(trained_on):
-            raise UsageError(
-                f"--symbol: the model trades {len(trained_on)} symbol(s) ({' '.join(trained_on)}), "
-                f"got {len(args.symbols)} ({' '.join(args.symbols)})")
-        changes["symbols"] = list(args.symbols)
-    if args.source and args.source != "auto":
-        changes["source"] = args.source
-    if args.cache_dir:
-        changes["cache_dir"] = args.cache_dir
-    return run_data_spec(record, **changes)
-
-
-def _env(run_dir: str, record: dict[str, Any], prices: Any, agent: Any) -> Any:
-    from stockgym.agents.run import run_env
-
-    env = run_env(run_dir, record, prices)
+    symbols = args.symbols or record["config"]["data"]["symbols"]
+    out = Path(args.out) if args.out else default_out(f"{record['config']['algo']}-agent", symbols)
+    check_out(out, args.force)
     try:
-        agent.check_env(env)
-    except ValueError as exc:
+        bt = backtest_run(args.model, args.period, start=start, end=end, symbols=args.symbols,
+                          source=args.source, cache_dir=args.cache_dir, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
-    return env
+    config = bt.report_config(out, risk_free=args.risk_free)
+    with atomic_dir(out, args.force) as tmp:
+        metrics = write_backtest(bt.result, tmp, config, risk_free=args.risk_free,
+                                 plots=not args.no_plots)
+    if bt.period_name != "test":
+        test = bt.record["splits"]["test"]
+        print(f"note: backtesting the {bt.period_name} period (the run's test period is "
+              f"{test['first']} .. {test['last']})")
+    print_report(config, metrics, out)
 
 
 # ---------------------------------------------------------------- signal
 def cmd_signal(args: argparse.Namespace) -> None:
     """Handler of ``stockgym signal``."""
-    from stockgym.agents.run import load_data
     from stockgym.agents.signals import next_signal
+    from stockgym.experiment.evaluation import fitted_env, run_data
+    from stockgym.experiment.records import load_data, load_run
 
-    record, agent = _load(args.model, args.device)
-    spec = _data_spec(record, args, end=None)
-    prices = load_data(spec)
-    env = _env(args.model, record, prices, agent)
+    try:
+        record, agent = load_run(args.model, device=args.device)
+        spec = run_data(record, args.symbols, args.source, args.cache_dir, end=None)
+        prices = load_data(spec)
+        env = fitted_env(args.model, record, prices, agent)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--model: {exc}") from exc
     if args.shares is not None and len(args.shares) != len(env.symbols):
         raise UsageError(f"--shares needs one number per symbol ({len(env.symbols)}: "
                            f"{' '.join(env.symbols)}), got {len(args.shares)}")

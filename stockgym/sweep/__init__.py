@@ -1,6 +1,6 @@
 """Sweeps over seeds, symbols and hyperparameters on Ray Tune (``stockgym sweep``).
 
-Every trial is an ordinary ``stockgym train`` run (:func:`stockgym.agents.run.train`)
+Every trial is an ordinary ``stockgym train`` run (:func:`stockgym.experiment.train`)
 selected on the validation period; see ``docs/sweep.md``. Ray and Optuna (the ``[ray]``
 extra) are imported only when a sweep runs.
 """

@@ -47,27 +47,24 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from stockgym.sweep.space import (
+    Entry,
+    SweepError,
+    is_number,
+    no_duplicates,
+    parse_space,
+)
 
 #: Numbers of a run's ``summary.json`` a sweep may select on (dotted paths). All come
 #: from the training or validation periods; the test period is never among them.
 METRICS = ("valid.agent.sharpe", "valid.agent.return", "valid.agent.excess_return",
            "valid.agent.final_value", "train_recent_return")
 SEARCHES = ("grid", "random", "optuna")
-#: Search-space kinds besides a plain list (a grid).
-KINDS = ("choice", "uniform", "loguniform", "randint")
-#: ``[space]`` paths that are tables (descended into); every other path is a leaf.
-TABLES = ("data", "env", "agent", "data.options")
-#: Keys the sweep sets itself.
-RESERVED = {
-    "seed": "training seeds go in [sweep] seeds = [...] (repeats of every configuration)",
-    "run_dir": "the sweep puts each run in SWEEP_DIR/runs/",
-    "progress": "trials run without progress bars",
-}
 SWEEP_KEYS = ("metric", "mode", "search", "n_trials", "seed", "seeds", "symbols", "base", "out",
               "num_cpus", "num_gpus", "max_concurrent", "test", "resources")
 #: Longest Ray temp dir: Ray puts unix sockets at
@@ -76,151 +73,6 @@ SWEEP_KEYS = ("metric", "mode", "search", "n_trials", "seed", "seeds", "symbols"
 MAX_RAY_TEMP_LEN = 43
 
 
-class SweepError(ValueError):
-    """A bad sweep file or search-space entry (raised before any trial starts)."""
-
-
-# ------------------------------------------------------------------ search-space entries
-@dataclass(frozen=True)
-class Entry:
-    """One ``[space]`` entry: ``key`` (dotted TrainConfig path), ``kind`` (``grid`` or
-    one of :data:`KINDS`), ``values`` (grid / choice values, or ``(lo, hi)``)."""
-
-    key: str
-    kind: str
-    values: tuple
-
-    @property
-    def is_grid(self) -> bool:
-        return self.kind == "grid"
-
-    def describe(self) -> str:
-        if self.kind == "grid":
-            return f"{self.key} = {list(self.values)!r}"
-        return f"{self.key} = {{{self.kind} = {list(self.values)!r}}}"
-
-    def corners(self) -> list[Any]:
-        """Values to check before the sweep starts: every grid / choice value, or both
-        ends of a range."""
-        return list(self.values)
-
-    def sample(self, rng: Any) -> Any:
-        """One draw (``rng``: ``numpy.random.Generator``), as a plain Python value."""
-        if self.kind == "choice":
-            return copy.deepcopy(self.values[int(rng.integers(len(self.values)))])
-        lo, hi = self.values
-        if self.kind == "uniform":
-            return float(rng.uniform(lo, hi))
-        if self.kind == "loguniform":
-            return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        if self.kind == "randint":
-            return int(rng.integers(lo, hi + 1))
-        raise SweepError(f"{self.key}: a grid entry is not sampled")
-
-    def tune_domain(self) -> Any:
-        """The Ray Tune search domain (used by the Optuna search)."""
-        from ray import tune
-
-        if self.kind == "choice":
-            return tune.choice(list(self.values))
-        lo, hi = self.values
-        if self.kind == "uniform":
-            return tune.uniform(lo, hi)
-        if self.kind == "loguniform":
-            return tune.loguniform(lo, hi)
-        if self.kind == "randint":
-            return tune.randint(lo, hi + 1)  # Tune's upper end is exclusive
-        raise SweepError(f"{self.key}: Optuna cannot grid over a list")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "kind": self.kind, "values": list(self.values)}
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def parse_entry(key: str, value: Any) -> Entry:
-    """An :class:`Entry` from a TOML value (``SweepError`` naming the entry)."""
-    where = f"[space] {key}"
-    if isinstance(value, list):
-        if not value:
-            raise SweepError(f"{where} is an empty list; give at least one value")
-        _no_duplicates(where, value)
-        return Entry(key, "grid", tuple(value))
-    if not isinstance(value, dict):
-        raise SweepError(
-            f"{where} = {value!r} is a fixed value; a search-space entry is a list (grid) "
-            f"or a table {{choice | uniform | loguniform | randint = [...]}} (fixed values "
-            "belong in [train])")
-    if len(value) != 1:
-        raise SweepError(f"{where} = {value!r}: give exactly one of {', '.join(KINDS)} "
-                         "(e.g. {loguniform = [1e-4, 1e-2]})")
-    (kind, args), = value.items()
-    if kind not in KINDS:
-        raise SweepError(f"{where}: unknown search kind {kind!r}; use a list (grid) or one of "
-                         f"{', '.join(KINDS)}")
-    if not isinstance(args, list):
-        raise SweepError(f"{where}: {kind} takes a list, got {args!r}")
-    if kind == "choice":
-        if not args:
-            raise SweepError(f"{where}: choice needs at least one value")
-        _no_duplicates(where, args)
-        return Entry(key, kind, tuple(args))
-    if len(args) != 2:
-        raise SweepError(f"{where}: {kind} takes [lo, hi], got {args!r}")
-    lo, hi = args
-    if kind == "randint":
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
-            raise SweepError(f"{where}: randint takes two integers [lo, hi], got {args!r}")
-        if lo > hi:
-            raise SweepError(f"{where}: randint needs lo <= hi, got {args!r}")
-        return Entry(key, kind, (lo, hi))
-    if not (_is_number(lo) and _is_number(hi)):
-        raise SweepError(f"{where}: {kind} takes two finite numbers [lo, hi], got {args!r}")
-    if not lo < hi:
-        raise SweepError(f"{where}: {kind} needs lo < hi, got {args!r}")
-    if kind == "loguniform" and lo <= 0:
-        raise SweepError(f"{where}: loguniform needs 0 < lo < hi, got {args!r}")
-    return Entry(key, kind, (float(lo), float(hi)))
-
-
-def _no_duplicates(where: str, values: list[Any]) -> None:
-    seen = [json.dumps(v, sort_keys=True) for v in values]
-    dup = sorted({v for v in seen if seen.count(v) > 1})
-    if dup:
-        raise SweepError(f"{where} lists {', '.join(dup)} more than once")
-
-
-def parse_space(space: Any) -> list[Entry]:
-    """The ``[space]`` table as entries (nested tables flattened to dotted keys)."""
-    if space is None:
-        return []
-    if not isinstance(space, dict):
-        raise SweepError(f"[space] must be a table of entries, got {space!r}")
-    entries: list[Entry] = []
-
-    def walk(prefix: str, table: dict[str, Any]) -> None:
-        for k, v in table.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if not all(key.split(".")):
-                raise SweepError(f"[space] bad key {key!r}; use e.g. agent.learning_rate")
-            if isinstance(v, dict) and key in TABLES:
-                walk(key, v)
-            else:
-                entries.append(parse_entry(key, v))
-
-    walk("", space)
-    for e in entries:
-        root = e.key.split(".")[0]
-        if e.key in RESERVED or root in RESERVED:
-            raise SweepError(f"[space] {e.key}: {RESERVED.get(e.key, RESERVED.get(root))}")
-    keys = [e.key for e in entries]
-    for a in keys:
-        for b in keys:
-            if a != b and b.startswith(a + "."):
-                raise SweepError(f"[space] sets both {a} and {b}")
-    return entries
 
 
 # ------------------------------------------------------------------ trees
@@ -238,7 +90,7 @@ def build_tree(base: dict[str, Any], params: dict[str, Any], seed: int,
                run_dir: str | None = None) -> dict[str, Any]:
     """A ``stockgym train`` config dict: ``base`` with ``params`` (dotted keys), the
     seed and the run dir set."""
-    from stockgym.agents.run import set_key
+    from stockgym.experiment.config import set_key
 
     tree = copy.deepcopy(base)
     for key, value in params.items():
@@ -284,7 +136,7 @@ def _absolute_entry(entry: Entry, train: dict[str, Any]) -> Entry:
 def _type_error(key: str, value: Any) -> str | None:
     """A mismatch of ``value`` with the annotated type of the TrainConfig field ``key``
     (``None`` when it fits or the field is not a plain typed field)."""
-    from stockgym.agents.run import DataSpec, EnvSpec, TrainConfig
+    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig
 
     parts = key.split(".")
     if len(parts) == 1:
@@ -473,7 +325,9 @@ def _fmt_params(params: dict[str, Any]) -> str:
 def _preflight(trees: list[tuple[str, dict[str, Any]]]) -> None:
     """``prepare`` (data, split, scaler, envs) and the agent's constructor for each
     config, on the CPU; data and envs are shared between configs that agree on them."""
-    from stockgym.agents.run import TrainConfig, load_data, prepare
+    from stockgym.experiment import TrainConfig
+    from stockgym.experiment.records import load_data
+    from stockgym.experiment.train import prepare
 
     loaded: dict[str, Any] = {}
     prepared: dict[str, Any] = {}
@@ -502,7 +356,7 @@ def _build_agent(config: Any, prep: dict[str, Any]) -> None:
 
 
 def _check_tree(tree: dict[str, Any], where: str) -> None:
-    from stockgym.agents.run import TrainConfig
+    from stockgym.experiment import TrainConfig
 
     try:
         config = TrainConfig.from_dict(tree)
@@ -524,7 +378,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     """Parse a sweep TOML file (``SweepError`` / ``FileNotFoundError`` naming the problem).
     Only the file's own structure is checked here; :meth:`SweepConfig.check` checks
     the trial configs."""
-    from stockgym.agents.run import read_toml
+    from stockgym.experiment.config import read_toml
 
     path = Path(path)
     tree = read_toml(path)
@@ -535,7 +389,7 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
                     source: str | None = None) -> SweepConfig:
     """A :class:`SweepConfig` from the parsed TOML dict (``base`` is read relative to
     ``base_dir``)."""
-    from stockgym.agents.run import read_toml
+    from stockgym.experiment.config import read_toml
 
     unknown = sorted(set(tree) - {"sweep", "train", "space"})
     if unknown:
@@ -627,7 +481,7 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
         if search == "optuna":
             raise SweepError("[sweep] symbols is a grid, which Optuna cannot search: run one "
                              "sweep per symbol, or use search = \"grid\" / \"random\"")
-        _no_duplicates("[sweep] symbols", sets)
+        no_duplicates("[sweep] symbols", sets)
         space = [Entry("data.symbols", "grid", tuple(sets)), *space]
 
     space = [_absolute_entry(e, train) for e in space]
@@ -638,9 +492,9 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
     if bad:
         raise SweepError(f"unknown [sweep.resources] key(s) {bad}; known: cpu, gpu")
     cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
-    if not (_is_number(cpu) and cpu > 0):
+    if not (is_number(cpu) and cpu > 0):
         raise SweepError(f"[sweep.resources] cpu must be a number > 0, got {cpu!r}")
-    if not (_is_number(gpu) and gpu >= 0):
+    if not (is_number(gpu) and gpu >= 0):
         raise SweepError(f"[sweep.resources] gpu must be a number >= 0, got {gpu!r}")
     if gpu > 1 and gpu != int(gpu):
         raise SweepError(f"[sweep.resources] gpu above 1 must be whole, got {gpu!r}")
@@ -650,7 +504,7 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
                                      and num_cpus >= 1):
         raise SweepError(f"[sweep] num_cpus must be an integer >= 1, got {num_cpus!r}")
     num_gpus = s.get("num_gpus")
-    if num_gpus is not None and not (_is_number(num_gpus) and num_gpus >= 0):
+    if num_gpus is not None and not (is_number(num_gpus) and num_gpus >= 0):
         raise SweepError(f"[sweep] num_gpus must be a number >= 0, got {num_gpus!r}")
     max_conc = s.get("max_concurrent")
     if max_conc is not None and not (isinstance(max_conc, int) and not isinstance(max_conc, bool)

@@ -7,7 +7,6 @@ selection; never used for it).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -172,7 +171,7 @@ def best_tree(sweep: SweepConfig, params: dict[str, Any], seed: int) -> dict[str
 def write_best(sweep_dir: Path, sweep: SweepConfig, best: dict[str, Any]) -> Path:
     """``best.toml``: ``stockgym train --config SWEEP/best.toml`` trains the best
     configuration (with the sweep's first seed; ``--seed N`` for another)."""
-    from stockgym.agents.run import to_toml
+    from stockgym.experiment.config import to_toml
 
     tree = best_tree(sweep, _params_of(best, sweep), sweep.seeds[0])
     spread = f", std {best['std']:.4g}" if best["std"] is not None else ""
@@ -197,11 +196,11 @@ def test_backtest(sweep_dir: Path, best: dict[str, Any], runs: list[dict[str, An
                   plots: bool = True, n_random: int = 5) -> dict[str, Any]:
     """Backtest every run of the best configuration on its held-out test period, once:
     ``stockgym backtest --model RUN --out SWEEP/best/test-<run>`` (the full report) and
-    :func:`stockgym.agents.run.holdout_returns` (agent, buy-and-hold and the mean of
+    :func:`stockgym.experiment.holdout_returns` (agent, buy-and-hold and the mean of
     ``n_random`` random policies, after-cost log returns). Writes and returns
     ``best/test.json``."""
-    from stockgym.agents.run import holdout_returns, read_record
-    from stockgym.cli import build_parser
+    from stockgym.backtest.report import atomic_dir, format_report, write_backtest
+    from stockgym.experiment import backtest_run, holdout_returns, read_record
 
     out_root = sweep_dir / "best"
     chosen = sorted((r for r in runs if r["config"] == best["config"] and r["status"] == "ok"),
@@ -218,14 +217,11 @@ def test_backtest(sweep_dir: Path, best: dict[str, Any], runs: list[dict[str, An
         period = record["splits"]["test"]
         held = holdout_returns(run_dir, "test", n_random=n_random)
         out = out_root / f"test-{name}"
-        argv = ["backtest", "--model", str(run_dir), "--out", str(out), "--force"]
-        if not plots:
-            argv.append("--no-plots")
-        args = build_parser().parse_args(argv)
-        text = io.StringIO()
-        with contextlib.redirect_stdout(text):
-            args.func(args)
-        write_text(out / "report.txt", text.getvalue())
+        bt = backtest_run(run_dir, "test")
+        config = bt.report_config(out)
+        with atomic_dir(out, force=True) as tmp:
+            metrics = write_backtest(bt.result, tmp, config, plots=plots)
+        write_text(out / "report.txt", format_report(config, metrics, out) + "\n")
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         rows.append({"run": name, "seed": r["seed"], "run_dir": str(run_dir),
                      "backtest_dir": str(out), "log_return": held["agent"],

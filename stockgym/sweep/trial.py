@@ -1,5 +1,5 @@
 """One sweep trial, as Ray Tune runs it in a worker: ordinary ``stockgym train`` runs
-(:func:`stockgym.agents.run.train`, the code path of ``stockgym train``) into
+(:func:`stockgym.experiment.train`, the code path of ``stockgym train``) into
 ``SWEEP/runs/<config>-s<seed>``, then the metric read from each run's ``summary.json``
 (validation period).
 
@@ -53,7 +53,7 @@ def trial_report(params: dict[str, Any], plan: dict[str, Any], trial_id: str) ->
 
 def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) -> dict[str, Any]:
     """One training run (or a finished one read back): a row of the runs table."""
-    from stockgym.agents.run import TrainConfig, train
+    from stockgym.experiment import TrainConfig, train
 
     run_dir = Path(plan["runs_dir"]) / name
     tree = build_tree(plan["train"], params, seed, str(run_dir))
@@ -87,7 +87,8 @@ def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) 
 def _resume(run_dir: Path, tree: dict[str, Any]) -> dict[str, Any] | None:
     """Continue a run an interrupted trial left with a checkpoint (``stockgym train
     --resume``); ``None`` when there is none to continue (or it is not this config's)."""
-    from stockgym.agents.run import CHECKPOINT, resume
+    from stockgym.experiment import resume
+    from stockgym.experiment.records import CHECKPOINT
 
     if str(tree.get("algo", "")).startswith("sb3-") or not (run_dir / CHECKPOINT).is_file():
         return None
