@@ -165,3 +165,69 @@ def test_train_agent_script(tmp_path, capsys):
     assert record["config"]["algo"] == "reinforce" and record["config"]["env"]["num_envs"] == 4
     default = module["default_config"]()
     assert default.data.symbols == ["AAPL"] and default.data.source == "sample"
+
+
+def test_command_line_helps():
+    """Every subcommand's --help has examples; an unknown flag prints that subcommand's
+    usage (not the top level's); training uses one torch thread unless told otherwise."""
+    import argparse
+
+    from stockgym.cli import build_parser, parsers
+    from stockgym.cli.train import build_config
+
+    parser = build_parser()
+    leaves = [p for p in parsers(parser)
+              if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    assert len(leaves) >= 10
+    for p in leaves:
+        assert "examples:" in (p.epilog or ""), f"{p.prog} --help has no examples"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--algo", "ppo", "--bogus"])
+    assert exc.value.code == 2
+    args = parser.parse_args(["train", *SYNTH, *TINY])
+    assert build_config(args).agent["threads"] == 1
+    args = parser.parse_args(["train", *SYNTH, *TINY, "--threads", "2"])
+    assert build_config(args).agent["threads"] == 2
+
+
+def test_unknown_flag_names_the_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["backtest", "--strategy", "buy_and_hold", "--nope"])
+    err = capsys.readouterr().err
+    assert "usage: stockgym backtest" in err and "unrecognized arguments: --nope" in err
+
+
+def test_missing_extra_is_one_line(monkeypatch, capsys):
+    import stockgym.cli.train as train_cli
+
+    def no_sb3(args):
+        raise ModuleNotFoundError("stable-baselines3 is not installed: pip install 'stockgym[sb3]'")
+
+    monkeypatch.setattr(train_cli, "cmd_train", no_sb3)
+    code, out, err = run(["train", "--algo", "sb3-ppo", *SYNTH, *TINY], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "pip install 'stockgym[sb3]'" in err
+
+
+def test_resume_says_where_and_refuses_a_live_run(tmp_path, capsys):
+    from stockgym.experiment.train import run_lock
+
+    out = tmp_path / "run"
+    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--checkpoint-freq", "300",
+                        "--run-dir", out], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    summary["interrupted"] = True  # as if killed after the last checkpoint
+    (out / "summary.json").write_text(json.dumps(summary))
+    with run_lock(out):  # another process still trains it
+        code, _, err = run(["train", "--resume", out], capsys)
+    assert code == 2 and "still being trained by another process" in err
+    code, stdout, err = run(["train", "--resume", out, "--no-progress"], capsys)
+    assert code == 0, err
+    steps = summary["timesteps"]  # whole rollouts: may pass total_timesteps
+    assert f"resuming  {out} from step {steps:,} of 600 (checkpoint.pt; resume #1)" in stdout
+
+
+def test_backtest_model_default_out_is_named_after_the_run(trained, tmp_path, capsys):
+    code, stdout, err = run(["backtest", "--model", trained, "--no-plots"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "runs" / f"backtest-{trained.name}" / "metrics.json").is_file()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 from pathlib import Path
 
 import FinanceDataReader
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 import stockgym.quickstart as qs
-from stockgym.cli import build_parser, main
+from stockgym.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -187,18 +186,3 @@ def test_a_failed_run_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exploded"):
         qs.run_quickstart(out=str(out), budget="small", echo=lambda line: None)
     assert not out.exists()
-
-
-def test_readme_main_command_is_the_quickstart():
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    two = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)\n```", two, flags=re.S)
-    assert len(blocks) == 2, "the README gives exactly two commands"
-    main_cmd = [b for b in blocks if "pytest" not in b]
-    assert len(main_cmd) == 1 and main_cmd[0].strip().endswith("&& stockgym quickstart")
-    assert "quickstart" in build_parser()._subparsers._group_actions[0].choices
-    images = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", readme)
-    assert "docs/quickstart-equity.png" in images
-    png = (root / "docs" / "quickstart-equity.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000

@@ -6,7 +6,7 @@ is a run of the env, with its next-open fills, whole shares and costs.
 
 Timing: the record's first row is the close of the first decision date (the period's
 start): initial cash, no position. Each later row is the close of one bar after one
-step, so the first order fills at the open of the bar after the start (DESIGN.md).
+step, so the first order fills at the open of the bar after the start (docs/market-rules.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ import pandas as pd
 
 from stockgym.core import UsageError
 
+#: torch CPU threads every training command uses unless told otherwise. torch's own
+#: default (one per core) spins its thread pool against whatever else runs: on a busy
+#: 2-core machine a run with torch's default was 7x slower than with one thread, while
+#: on an idle machine the second thread gains little for these small networks (the
+#: measurements: docs/benchmarks.md). ``--threads N`` changes it.
+DEFAULT_THREADS = 1
+
 
 def check_date(flag: str, value: str | None) -> pd.Timestamp | None:
     """``value`` as a date, or ``UsageError`` naming the flag."""

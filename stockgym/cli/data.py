@@ -99,6 +99,7 @@ def _print_summary(symbol: str, df, rows: int) -> None:
     )
     with pd.option_context("display.width", 120, "display.max_columns", 10):
         shown = df if len(df) <= 2 * rows else pd.concat([df.head(rows), df.tail(rows)])
+        shown = shown.assign(volume=shown["volume"].round().astype("Int64"))  # shares: whole
         print(shown.to_string(float_format=lambda x: f"{x:,.4f}"))
     if len(rets):
         print(

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from stockgym.cli.common import DEFAULT_THREADS
 from stockgym.core import UsageError
 
 FORECAST_EXAMPLES = """examples:
@@ -132,8 +133,8 @@ def _add_model(p: argparse.ArgumentParser, walk_forward: bool = False) -> None:
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--device", default=S, help="auto (cuda when available), cpu or cuda")
     g.add_argument("--threads", type=int, default=S,
-                   help="CPU threads for training (default: torch's; 1 is often fastest for "
-                   "these small models on a busy machine)")
+                   help=f"torch CPU threads (default {DEFAULT_THREADS}; see `stockgym train "
+                   "--help`)")
 
 
 def _add_output(p: argparse.ArgumentParser, tensorboard: bool = True) -> None:
@@ -177,6 +178,7 @@ def _forecast_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = getattr(args, name)
     if isinstance(fields.get("features"), str):
         fields["features"] = [f.strip() for f in fields["features"].split(",") if f.strip()]
+    fields.setdefault("threads", DEFAULT_THREADS)
     if fields.get("grad_clip") == 0:
         fields["grad_clip"] = None
     options = {k: v for k, v in (("kind", args.kind), ("edge", args.edge),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli.common import check_date, check_out, default_out, print_report
+from stockgym.cli.common import DEFAULT_THREADS, check_date, check_out, print_report
 from stockgym.core import UsageError
 
 TRAIN_EXAMPLES = """examples:
@@ -73,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="keep the pretrained encoder's weights fixed")
     tr.add_argument("--total-timesteps", type=int, help="env steps to train (all envs counted)")
     tr.add_argument("--num-envs", type=int,
-                    help="training envs stepped together (default 32; reinforce 8)")
+                    help="training envs stepped together (default: ppo 64, dqn 32, reinforce "
+                    "8, sb3-* 8)")
     tr.add_argument("--window-size", type=int, help="observation window (default 30)")
     tr.add_argument("--episode-length", type=int, help="training episode length in bars (default 100)")
     tr.add_argument("--market", choices=["auto", "krx", "us", "none"], help="cost preset")
@@ -89,7 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="any config key, TOML value: --set agent.learning_rate=1e-3 "
                     "--set env.fractional=true --set data.options.edge=0.3 (repeatable)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--threads", type=int, metavar="N",
+                    help=f"torch CPU threads while training (default {DEFAULT_THREADS}: torch's "
+                    "own default, one per core, collapses on a busy machine)")
+    tr.add_argument("--no-progress", action="store_true",
+                    help="no progress (a bar on a terminal, a log line every 10 %% otherwise)")
     tr.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
     tr.set_defaults(func=cmd_train)
 
@@ -121,7 +126,7 @@ _FLAG_KEYS = {
     "num_envs": "env.num_envs", "window_size": "env.window_size",
     "episode_length": "env.episode_length", "market": "env.market",
     "backbone": "agent.backbone", "pretrained": "agent.pretrained",
-    "freeze_pretrained": "agent.freeze_pretrained",
+    "freeze_pretrained": "agent.freeze_pretrained", "threads": "agent.threads",
 }
 
 
@@ -141,6 +146,8 @@ def build_config(args: argparse.Namespace) -> Any:
         if value is not None:
             set_key(tree, key, value)
     tree.setdefault("progress", not args.no_progress)
+    if isinstance(tree.setdefault("agent", {}), dict):
+        tree["agent"].setdefault("threads", DEFAULT_THREADS)
     if args.no_tensorboard:
         tree["tensorboard"] = False
     try:
@@ -162,10 +169,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         if given:
             raise UsageError(f"--resume continues the run's own config; drop {', '.join(given)}")
         try:
-            result = resume(args.resume, progress=not args.no_progress)
+            result = resume(args.resume, progress=not args.no_progress, echo=print)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"train --resume: {exc}") from exc
-        print(f"resumed    {args.resume} (resume #{result.summary['resumes']})")
     else:
         result = train(build_config(args))
     print(format_summary(result))
@@ -189,11 +195,10 @@ def backtest_model(args: argparse.Namespace) -> None:
     start = check_date("--start", args.start)
     end = check_date("--end", args.end)
     try:
-        record = read_record(args.model)
+        read_record(args.model)  # a clear error before anything else
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
-    symbols = args.symbols or record["config"]["data"]["symbols"]
-    out = Path(args.out) if args.out else default_out(f"{record['config']['algo']}-agent", symbols)
+    out = Path(args.out) if args.out else Path("runs") / f"backtest-{Path(args.model).resolve().name}"
     check_out(out, args.force)
     try:
         bt = backtest_run(args.model, args.period, start=start, end=end, symbols=args.symbols,

@@ -19,25 +19,11 @@ ALGO_NAMES = ("dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c")  # sb3
 
 #: Hyperparameters a stock-trading run starts from (``[agent]`` values win). Daily log
 #: returns are ~0.01, so rewards are scaled to percent; an action mostly pays off on the
-#: next bar, so a short horizon (gamma 0.9) learns faster. These are the settings the
-#: synthetic-edge learning tests (tests/test_agents_edge.py) run with.
-#:
-#: PPO (with ``DEFAULT_NUM_ENVS["ppo"]`` = 64 envs): rollouts of 16 steps (batch 1,024, 4
-#: minibatches of 256, 4 epochs), the tanh MLP with orthogonal init of SB3 / CleanRL
-#: (``activation="tanh"``; an mlp-backbone default only: ``TrainConfig.agent_config``
-#: drops it for other backbones and pretrained encoders) and no value clipping (rewards
-#: in percent give returns of several units, while a clipped value loss moves the value
-#: only ``clip_coef`` per update). Chosen for wall-clock time to a test-period return of
-#: buy-and-hold + 1.0 on the edge market (``benchmarks/bench_sb3.py --task edge``; tuned on
-#: seeds 0-9, confirmed on 20-24): the old 32 envs x 16 steps, ReLU, clipped value loss
-#: needed a median 4,096 steps on seeds 0-4 (seed 2: 16,384); these settings reach the
-#: target at the first evaluation (2,048 steps) on 9 of seeds 0-9 (seed 2: 6,144) and on
-#: 3 of the held-out seeds 20-24 (the other two: 4,096). 64 envs x 16 steps also halve the
-#: gradient and vector steps per sample of 32 x 16: 2,048 steps took a median 0.16 s
-#: against 0.27 s (2 shared cores, 1 thread, same process). Median SB3/ours time ratio
-#: 2.9x before, now 7.7x on seeds 0-4 and 8.5x / 9.4x (two runs) on seeds 20-24. The
-#: edge-learning tests' excess returns on seeds 0-2 went from +1.73 / +1.23 / +0.96 to
-#: +1.86 / +1.48 / +0.86 (edge 0: -0.09 / -0.51 / -0.29, no invented edge).
+#: next bar, so a short horizon (gamma 0.9) learns faster. PPO uses the tanh MLP with
+#: orthogonal init (an mlp-backbone default only: :meth:`TrainConfig.agent_config` drops
+#: it for other backbones and pretrained encoders) and no value clipping (returns in
+#: percent are several units; a clipped value loss would move only ``clip_coef`` per
+#: update). How these were chosen, with the measurements: docs/benchmarks.md.
 STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "num_steps": 16,
             "activation": "tanh", "clip_vloss": False},

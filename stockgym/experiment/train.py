@@ -22,10 +22,13 @@ far and ``"interrupted": true`` in the summary.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +161,8 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
         _remove(run_dir, created)
         raise
     try:
-        return _learn(config, prep, run_dir, agent, record, state, resume=False)
+        with run_lock(run_dir):
+            return _learn(config, prep, run_dir, agent, record, state, resume=False)
     except KeyboardInterrupt:  # Ctrl-C keeps the run (model, checkpoint): --resume goes on
         raise
     except BaseException:
@@ -167,7 +171,11 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
 
 
 def resume(
-    run_dir: str | Path, *, prices: pd.DataFrame | None = None, progress: bool | None = None
+    run_dir: str | Path,
+    *,
+    prices: pd.DataFrame | None = None,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Continue the ``stockgym train`` run in ``run_dir`` from its last checkpoint
     (``checkpoint.pt``): the model, optimizer, RNG states, step counters, schedules,
@@ -183,8 +191,10 @@ def resume(
     on a GPU or with other thread counts torch's kernels are not guaranteed
     deterministic, so later numbers can differ in the last bits, as they can between
     two uninterrupted runs.
+
+    ``echo`` (e.g. ``print``) is told where the run continues from. A run that another
+    process is still training (its lock is held) is refused.
     """
-    from stockgym.agents.base import Agent, read_checkpoint
     from stockgym.forecasters import storage
 
     run_dir = Path(run_dir)
@@ -213,12 +223,24 @@ def resume(
             f"{record['data']['first']}..{record['data']['last']} recorded, "
             f"{data['first']}..{data['last']} now): cannot resume on other data"
         )
-    _after_existing_events(run_dir / "tensorboard")
-    ckpt_file = run_dir / CHECKPOINT
-    if not ckpt_file.is_file():  # killed before the first checkpoint: start over here
-        agent = new_agent(config, prep)
-        state = _new_state(config, prep, resumes=1)
-        return _learn(config, prep, run_dir, agent, record, state, resume=False, purge_step=0)
+    say = echo or (lambda line: None)
+    with run_lock(run_dir):
+        _after_existing_events(run_dir / "tensorboard")
+        ckpt_file = run_dir / CHECKPOINT
+        if not ckpt_file.is_file():  # killed before the first checkpoint: start over here
+            say(f"resuming  {run_dir}: no checkpoint yet, starting again from step 0 of "
+                f"{config.total_timesteps:,}")
+            agent = new_agent(config, prep)
+            state = _new_state(config, prep, resumes=1)
+            return _learn(config, prep, run_dir, agent, record, state, resume=False,
+                          purge_step=0)
+        return _resume_from(ckpt_file, config, prep, run_dir, record, say)
+
+
+def _resume_from(ckpt_file: Path, config: TrainConfig, prep: dict[str, Any], run_dir: Path,
+                 record: dict[str, Any], say: Callable[[str], None]) -> TrainResult:
+    from stockgym.agents.base import Agent, read_checkpoint
+
     ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)
     agent = Agent.from_checkpoint(
         ckpt["agent"], env=prep["venv"], device=config.device, path=str(ckpt_file)
@@ -229,10 +251,43 @@ def resume(
     agent._env_seeded = True
     state = dict(ckpt["trainer"])
     state["resumes"] = int(state.get("resumes", 0)) + 1
+    say(f"resuming  {run_dir} from step {agent.num_timesteps:,} of {config.total_timesteps:,} "
+        f"({ckpt_file.name}; resume #{state['resumes']})")
     return _learn(
         config, prep, run_dir, agent, record, state, resume=True,
         purge_step=int(agent.num_timesteps) + 1,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (an exclusive ``flock``) while a process trains the run, so a
+    second ``train --resume`` of a run that is still alive is refused instead of writing
+    beside it. The OS drops the lock when the process dies, however it dies."""
+    try:
+        import fcntl
+    except ModuleNotFoundError:  # no flock (Windows): no lock
+        yield
+        return
+    path = run_dir / ".lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise ValueError(
+                f"{run_dir} is still being trained by another process (pid {pid}); "
+                "wait for it to finish or stop it before resuming"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _new_state(config: TrainConfig, prep: dict[str, Any], resumes: int) -> dict[str, Any]:
