@@ -231,3 +231,23 @@ def test_backtest_model_default_out_is_named_after_the_run(trained, tmp_path, ca
     code, stdout, err = run(["backtest", "--model", trained, "--no-plots"], capsys)
     assert code == 0, err
     assert (tmp_path / "runs" / f"backtest-{trained.name}" / "metrics.json").is_file()
+
+
+def test_train_with_forecast_features_backtest_and_signal(tmp_path, capsys):
+    """--forecasts puts walk-forward forecasts into the observation; the run records them
+    and backtest --model / signal rebuild them the same way."""
+    out = tmp_path / "fc"
+    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--set", "data.options.n_days=700",
+                        "--forecasts", "mlp", "--set", "env.forecasts.min_train=100",
+                        "--set", "env.forecasts.epochs=2", "--set", "env.forecasts.horizon=[1,3]",
+                        "--run-dir", out], capsys)
+    assert code == 0, err
+    record = json.loads((out / "config.json").read_text())
+    assert record["forecasts"]["model"] == "mlp" and record["forecasts"]["horizon"] == [1, 3]
+    assert record["env"]["features"][-2:] == ["forecast_mlp_h1", "forecast_mlp_h3"]
+    assert (out / "forecast_scaler.json").is_file()
+    code, _, err = run(["backtest", "--model", out, "--out", tmp_path / "bt", "--no-plots"], capsys)
+    assert code == 0, err
+    code, stdout, err = run(["signal", "--model", out, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["orders"]

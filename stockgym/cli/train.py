@@ -25,6 +25,8 @@ TRAIN_EXAMPLES = """examples:
   stockgym train --config experiment.toml --seed 3            (flags override the file)
   stockgym train --algo sb3-ppo --symbol AAPL --source sample --backbone lstm \
       --set agent.n_steps=128 --set agent.ent_coef=0.01      (stable-baselines3's PPO)
+  stockgym train --algo ppo --symbol AAPL --source sample --forecasts lstm \\
+      --set env.forecasts.horizon=[1,5]                       (forecast features)
   stockgym train --resume runs/agents/20260101-120000-ppo-AAPL  (after a crash or a kill)
   stockgym train --algo ppo --symbol AAPL --source sample \\
       --pretrained runs/forecast/lstm-aapl                   (start from a forecaster)
@@ -71,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="forecaster checkpoint / run dir whose encoder starts the backbone")
     tr.add_argument("--freeze-pretrained", action="store_true", default=None,
                     help="keep the pretrained encoder's weights fixed")
+    tr.add_argument("--forecasts", metavar="MODEL",
+                    help="add walk-forward forecasts of this forecaster (mlp, cnn, lstm...) to "
+                    "the observation ([env.forecasts] in --config sets the rest)")
     tr.add_argument("--total-timesteps", type=int, help="env steps to train (all envs counted)")
     tr.add_argument("--num-envs", type=int,
                     help="training envs stepped together (default: ppo 64, dqn 32, reinforce "
@@ -127,6 +132,7 @@ _FLAG_KEYS = {
     "episode_length": "env.episode_length", "market": "env.market",
     "backbone": "agent.backbone", "pretrained": "agent.pretrained",
     "freeze_pretrained": "agent.freeze_pretrained", "threads": "agent.threads",
+    "forecasts": "env.forecasts.model",
 }
 
 

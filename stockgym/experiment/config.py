@@ -68,7 +68,9 @@ class EnvSpec:
     ``scaler`` (``standard | minmax | robust | none``, fitted on the training period),
     ``num_envs`` (training envs stepped together; ``None``: :data:`DEFAULT_NUM_ENVS` of
     the algorithm), ``episode_length`` (training episode length in bars, random starts;
-    ``None``: the whole training period), and any
+    ``None``: the whole training period), ``forecasts`` (walk-forward forecast features,
+    ``[env.forecasts]``: :class:`~stockgym.experiment.forecasts.ForecastSpec`'s fields;
+    ``None``: none), and any
     ``StockTradingEnv`` keyword in :data:`ENV_KEYS` (``window_size``, ``market``...)."""
 
     features: list[str] | None = None
@@ -90,6 +92,7 @@ class EnvSpec:
     fractional: bool = False
     reward: str = "log_return"
     initial_cash: float = 10_000_000.0
+    forecasts: dict[str, Any] | None = None
 
     def env_kwargs(self) -> dict[str, Any]:
         """``StockTradingEnv`` keywords (JSON-able; ``features`` resolved by the caller)."""
@@ -115,6 +118,10 @@ class TrainConfig:
         [env]                     # EnvSpec
         window_size = 30
         market = "us"
+
+        [env.forecasts]           # walk-forward forecast features (optional)
+        model = "lstm"
+        horizon = [1, 5]
 
         [agent]                   # the algorithm's config (PPOConfig, DQNConfig, ...)
         backbone = "lstm"
@@ -214,6 +221,11 @@ class TrainConfig:
             check_int("env.num_envs", e.num_envs, 1)
         if e.episode_length is not None:
             check_int("env.episode_length", e.episode_length, 1)
+        if e.forecasts is not None:
+            from stockgym.experiment.forecasts import ForecastSpec
+
+            e.forecasts = ForecastSpec.from_any(e.forecasts).to_dict()
+            ForecastSpec.from_any(e.forecasts).validate()
         self.agent_config()
 
 

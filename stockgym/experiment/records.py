@@ -54,6 +54,8 @@ RECORD_FORMAT = "stockgym.agents.run"
 #: the training checkpoint a run dir keeps (rewritten every ``checkpoint_freq`` steps)
 CHECKPOINT = "checkpoint.pt"
 RUN_CHECKPOINT = "stockgym.run_checkpoint"
+#: the scaler of the forecast features (fitted on the training period's forecasts)
+FORECAST_SCALER = "forecast_scaler.json"
 
 
 # ------------------------------------------------------------------ data and envs
@@ -179,6 +181,8 @@ def run_record(config: TrainConfig, prep: dict[str, Any], agent: Any) -> dict[st
             "env": prep["venv"].template.config(),  # the training env (its period, costs...)
             "env_kwargs": prep["env_kwargs"],
             "scaler": "scaler.json" if prep["scaler"] is not None else None,
+            "forecasts": config.env.forecasts,
+            "forecast_scaler": FORECAST_SCALER if prep["forecast_scaler"] is not None else None,
             "forecaster": prep["forecaster"],
             "device": str(agent.device),
             "versions": versions,
@@ -260,10 +264,21 @@ def run_scaler(run_dir: str | Path, record: dict[str, Any]) -> Any:
 
 def run_env(run_dir: str | Path, record: dict[str, Any], prices: pd.DataFrame) -> Any:
     """A ``StockTradingEnv`` over ``prices`` built exactly as the run's envs were (same
-    features, window, costs, fitted scaler)."""
+    features, window, costs, fitted scaler; the same walk-forward forecast features,
+    rebuilt from ``prices`` and scaled by the run's fitted forecast scaler)."""
     from stockgym.envs import StockTradingEnv
 
     kwargs = dict(record["env_kwargs"])
+    spec = record.get("forecasts")
+    if spec is not None:
+        from stockgym.data import FeatureScaler
+        from stockgym.experiment.forecasts import forecast_features
+
+        fitted = FeatureScaler.load(Path(run_dir) / record["forecast_scaler"])
+        cache_dir = record["config"]["data"].get("cache_dir")
+        kwargs["extra_features"] = fitted.transform(
+            forecast_features(prices, spec, cache_dir=cache_dir)
+        )
     return StockTradingEnv(prices, scaler=run_scaler(run_dir, record), **kwargs)
 
 

@@ -38,8 +38,10 @@ import pandas as pd
 from stockgym import core
 from stockgym.experiment.config import TrainConfig, config_toml
 from stockgym.experiment.evaluation import buy_and_hold, evaluate_on
+from stockgym.experiment.forecasts import forecast_features
 from stockgym.experiment.records import (
     CHECKPOINT,
+    FORECAST_SCALER,
     RUN_CHECKPOINT,
     check_forecaster,
     data_record,
@@ -104,25 +106,60 @@ def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str
         features = list(config.env.features or DEFAULT_FEATURES)
         scaler = fit_scaler(train_prices, features, config.env.scaler)
     env_kwargs["features"] = features
+    extra, forecast_scaler = None, None
+    if config.env.forecasts is not None:
+        extra, forecast_scaler = fitted_forecasts(
+            prices, config.env.forecasts, dates, config.env.scaler, config.data.cache_dir
+        )
     venv = VectorStockTradingEnv(
         train_prices,
         config.num_envs,
         device=str(core.resolve_device(config.device)),
         episode_length=config.env.episode_length,
         scaler=scaler,
+        extra_features=extra,
         **env_kwargs,
     )
-    valid_env = StockTradingEnv(until(prices, dates["valid"]["last"]), scaler=scaler, **env_kwargs)
+    valid_env = StockTradingEnv(
+        until(prices, dates["valid"]["last"]), scaler=scaler, extra_features=extra, **env_kwargs
+    )
     return {
         "prices": prices,
         "dates": dates,
         "env_kwargs": env_kwargs,
         "scaler": scaler,
+        "forecast_scaler": forecast_scaler,
         "venv": venv,
         "valid_env": valid_env,
         "forecaster": forecaster,
         "agent_config": agent_cfg,
     }
+
+
+def fitted_forecasts(
+    prices: pd.DataFrame,
+    spec: dict[str, Any],
+    dates: dict[str, dict],
+    kind: str,
+    cache_dir: str | None = None,
+) -> tuple[pd.DataFrame, Any]:
+    """Walk-forward forecasts of ``prices`` (:func:`forecast_features`) scaled by a
+    ``kind`` scaler (``"none"``: standard) fitted on the training period's rows only:
+    ``(scaled forecasts, fitted scaler)``. ``ValueError`` when no forecast falls in the
+    training period (``min_train`` too large for the data before it)."""
+    from stockgym.data import FeatureScaler
+
+    raw = forecast_features(prices, spec, cache_dir=cache_dir)
+    train_last = pd.Timestamp(dates["train"]["last"])
+    if raw.empty or raw.index[0] > train_last:
+        first = "none" if raw.empty else str(raw.index[0].date())
+        raise ValueError(
+            f"forecasts: the first walk-forward forecast ({first}) comes after the training "
+            f"period ends ({train_last.date()}); lower forecasts.min_train "
+            f"({spec.get('min_train')}) or start the data earlier"
+        )
+    scaler = FeatureScaler("standard" if kind == "none" else kind).fit(raw, end=train_last)
+    return scaler.transform(raw), scaler
 
 
 def new_agent(config: TrainConfig, prep: dict[str, Any]) -> Any:
@@ -156,6 +193,8 @@ def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainRe
         core.write_text(run_dir / "config.toml", config_toml(config))
         if prep["scaler"] is not None:
             prep["scaler"].save(run_dir / "scaler.json")
+        if prep["forecast_scaler"] is not None:
+            prep["forecast_scaler"].save(run_dir / FORECAST_SCALER)
         state = _new_state(config, prep, resumes=0)
     except BaseException:
         _remove(run_dir, created)
