@@ -65,7 +65,7 @@ def test_no_lookahead_through_forecasts_and_observations():
 
     envs = []
     for p in (prices, other):
-        extra, _ = fitted_forecasts(p, SPEC, dates, "standard")
+        extra, _ = fitted_forecasts(forecast_features(p, SPEC, cache=False), dates, "standard")
         envs.append(StockTradingEnv(p, window_size=5, extra_features=extra))
     e1, e2 = envs
     assert "forecast_mlp_h3" in e1.obs_layout.feature_names
@@ -108,5 +108,6 @@ def test_min_train_past_the_training_period_is_named():
     prices = _prices(300)
     dates = split(prices).dates
     with pytest.raises(ValueError, match="lower forecasts.min_train"):
-        fitted_forecasts(prices, {**SPEC, "min_train": 200}, dates, "standard")
+        spec = {**SPEC, "min_train": 200}
+        fitted_forecasts(forecast_features(prices, spec, cache=False), dates, "standard", spec)
     assert ForecastSpec.from_any("lstm").model == "lstm"

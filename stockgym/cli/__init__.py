@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "stockgym.cli.backtest",
     "stockgym.cli.forecast",
     "stockgym.cli.train",
+    "stockgym.cli.evaluate",
     "stockgym.cli.sweep",
     "stockgym.cli.quickstart",
 ]

@@ -6,7 +6,13 @@ import argparse
 import sys
 
 from stockgym.core import UsageError
-from stockgym.quickstart import BUDGETS, QUICKSTART_EXAMPLES, QuickstartConfig, check_out, run_quickstart
+from stockgym.quickstart import (
+    BUDGETS,
+    QUICKSTART_EXAMPLES,
+    QuickstartConfig,
+    check_out,
+    run_quickstart,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -149,8 +149,8 @@ def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None
     """Run the sweep into ``out`` and write its outputs (see the module docstring)."""
     import pandas as pd
 
-    from stockgym.experiment.records import git_commit
     from stockgym.core import write_json, write_text
+    from stockgym.experiment.records import git_commit
     from stockgym.sweep import results as res
     from stockgym.sweep.runner import check_resources, ray_session, run_trials
 

@@ -36,7 +36,7 @@ from stockgym.data.validate import (
 )
 
 SOURCES = ("auto", "fdr", "csv", "sample", "synthetic")
-_SYNTH_OPTIONS = ("seed", "n_days", "kind", "edge", "mu", "sigma", "corr", "synthetic_start")
+_SYNTH_OPTIONS = ("seed", "n_days", "kind", "edge", "mu", "sigma", "corr", "lag", "synthetic_start")
 
 
 class AlignmentWarning(UserWarning):
@@ -73,7 +73,7 @@ def load_prices(
     start, end : inclusive date bounds (anything ``pd.Timestamp`` reads).
     source : ``"fdr"`` finance-datareader (online, cached on disk), ``"csv"`` files,
         ``"sample"`` bundled real data (:func:`sample_symbols`), ``"synthetic"`` seeded
-        generator (options ``seed, n_days, kind, edge, mu, sigma, corr,
+        generator (options ``seed, n_days, kind, edge, mu, sigma, corr, lag,
         synthetic_start``; see :mod:`stockgym.data.synthetic`), ``"auto"``: the disk
         cache, then finance-datareader, then a clear error.
     adjust : back-adjust OHLC by ``Adj Close / Close`` where the source has it (default);

@@ -14,7 +14,10 @@ Two kinds:
     the sign of ``r_t`` predicts the open-to-close move of bar t+1 (overnight gaps are
     independent noise), so a long/flat agent filled at the next open can profit from it
     after costs when ``edge`` is large enough (0.2 is easily learnable). Later issues use
-    it to prove that forecasters and agents learn.
+    it to prove that forecasters and agents learn. ``lag`` (default 1) moves the memory
+    further back, ``r_t = edge * r_{t-lag} + eps_t``: with a lag longer than an agent's
+    observation window the edge is visible to a forecaster with a longer window but not
+    inside the agent's own window (``stockgym evaluate``'s ablation benchmark uses it).
 
 Prices start at 100; OHLC are consistent (low <= open, close <= high); volume is
 lognormal around 1e6 shares; dates are business days from ``start``.
@@ -39,11 +42,13 @@ def generate(
     mu: float = 0.0003,
     sigma: float = 0.015,
     corr: float = 0.3,
+    lag: int = 1,
 ) -> dict[str, pd.DataFrame]:
     """Return one raw OHLCV frame per symbol (columns open, high, low, close, volume).
 
     Units: ``mu`` and ``sigma`` are daily log-return mean and volatility; ``corr`` is
-    the pairwise correlation of the assets' shocks; ``edge`` the AR(1) coefficient.
+    the pairwise correlation of the assets' shocks; ``edge`` the autoregressive
+    coefficient at ``lag`` days (kind ``"edge"``).
     """
     if kind not in KINDS:
         raise ValueError(f"synthetic kind must be one of {KINDS}, got {kind!r}")
@@ -53,6 +58,8 @@ def generate(
         raise ValueError(f"synthetic corr must be in [0, 1), got {corr}")
     if not -1.0 < edge < 1.0:
         raise ValueError(f"synthetic edge must be in (-1, 1), got {edge}")
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 1 <= lag < n_days:
+        raise ValueError(f"synthetic lag must be an integer in [1, n_days), got {lag!r}")
     n = len(symbols)
     rng = np.random.default_rng(seed)
     market = rng.standard_normal(n_days)
@@ -65,9 +72,9 @@ def generate(
     else:
         eps = sigma * shocks
         rets = np.empty_like(eps)
-        rets[0] = eps[0]
-        for t in range(1, n_days):  # AR(1): a loop is clearest and fast enough (n_days rows)
-            rets[t] = edge * rets[t - 1] + eps[t]
+        rets[:lag] = eps[:lag]
+        for t in range(lag, n_days):  # AR at lag: a loop is clearest and fast enough
+            rets[t] = edge * rets[t - lag] + eps[t]
         rets += mu
     close = 100.0 * np.exp(np.cumsum(rets, axis=0))
     prev_close = np.vstack([np.full((1, n), 100.0), close[:-1]])

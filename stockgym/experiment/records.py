@@ -262,10 +262,16 @@ def run_scaler(run_dir: str | Path, record: dict[str, Any]) -> Any:
     return FeatureScaler.load(Path(run_dir) / record["scaler"])
 
 
-def run_env(run_dir: str | Path, record: dict[str, Any], prices: pd.DataFrame) -> Any:
+def run_env(
+    run_dir: str | Path,
+    record: dict[str, Any],
+    prices: pd.DataFrame,
+    forecasts: pd.DataFrame | None = None,
+) -> Any:
     """A ``StockTradingEnv`` over ``prices`` built exactly as the run's envs were (same
     features, window, costs, fitted scaler; the same walk-forward forecast features,
-    rebuilt from ``prices`` and scaled by the run's fitted forecast scaler)."""
+    rebuilt from ``prices`` unless ``forecasts`` gives them, scaled by the run's fitted
+    forecast scaler)."""
     from stockgym.envs import StockTradingEnv
 
     kwargs = dict(record["env_kwargs"])
@@ -274,11 +280,11 @@ def run_env(run_dir: str | Path, record: dict[str, Any], prices: pd.DataFrame) -
         from stockgym.data import FeatureScaler
         from stockgym.experiment.forecasts import forecast_features
 
+        if forecasts is None:
+            cache_dir = record["config"]["data"].get("cache_dir")
+            forecasts = forecast_features(prices, spec, cache_dir=cache_dir)
         fitted = FeatureScaler.load(Path(run_dir) / record["forecast_scaler"])
-        cache_dir = record["config"]["data"].get("cache_dir")
-        kwargs["extra_features"] = fitted.transform(
-            forecast_features(prices, spec, cache_dir=cache_dir)
-        )
+        kwargs["extra_features"] = fitted.transform(forecasts)
     return StockTradingEnv(prices, scaler=run_scaler(run_dir, record), **kwargs)
 
 

@@ -77,9 +77,15 @@ def _default_run_dir(config: TrainConfig) -> Path:
     return default_run_dir("agents", config.algo, "-".join(config.data.symbols)[:40])
 
 
-def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str, Any]:
+def prepare(
+    config: TrainConfig,
+    prices: pd.DataFrame | None = None,
+    forecasts: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Load and split the data, fit the scaler, build the envs and the agent config:
-    everything :func:`train` needs, checked, before anything is written."""
+    everything :func:`train` needs, checked, before anything is written. ``forecasts``:
+    the raw forecast features of ``config.env.forecasts`` when already computed (e.g. on a
+    longer history: a walk-forward forecast dated t does not depend on later prices)."""
     from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
 
     config.validate()
@@ -108,8 +114,12 @@ def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str
     env_kwargs["features"] = features
     extra, forecast_scaler = None, None
     if config.env.forecasts is not None:
+        if forecasts is None:
+            forecasts = forecast_features(
+                prices, config.env.forecasts, cache_dir=config.data.cache_dir
+            )
         extra, forecast_scaler = fitted_forecasts(
-            prices, config.env.forecasts, dates, config.env.scaler, config.data.cache_dir
+            forecasts, dates, config.env.scaler, config.env.forecasts
         )
     venv = VectorStockTradingEnv(
         train_prices,
@@ -137,26 +147,22 @@ def prepare(config: TrainConfig, prices: pd.DataFrame | None = None) -> dict[str
 
 
 def fitted_forecasts(
-    prices: pd.DataFrame,
-    spec: dict[str, Any],
-    dates: dict[str, dict],
-    kind: str,
-    cache_dir: str | None = None,
+    raw: pd.DataFrame, dates: dict[str, dict], kind: str, spec: dict[str, Any] | None = None
 ) -> tuple[pd.DataFrame, Any]:
-    """Walk-forward forecasts of ``prices`` (:func:`forecast_features`) scaled by a
-    ``kind`` scaler (``"none"``: standard) fitted on the training period's rows only:
-    ``(scaled forecasts, fitted scaler)``. ``ValueError`` when no forecast falls in the
-    training period (``min_train`` too large for the data before it)."""
+    """Forecast features (:func:`forecast_features`) scaled by a ``kind`` scaler
+    (``"none"``: standard) fitted on the training period's rows only: ``(scaled, fitted
+    scaler)``. ``ValueError`` when no forecast falls in the training period (``min_train``
+    too large for the data before it)."""
     from stockgym.data import FeatureScaler
 
-    raw = forecast_features(prices, spec, cache_dir=cache_dir)
     train_last = pd.Timestamp(dates["train"]["last"])
     if raw.empty or raw.index[0] > train_last:
         first = "none" if raw.empty else str(raw.index[0].date())
+        min_train = (spec or raw.attrs.get("forecasts") or {}).get("min_train")
         raise ValueError(
             f"forecasts: the first walk-forward forecast ({first}) comes after the training "
-            f"period ends ({train_last.date()}); lower forecasts.min_train "
-            f"({spec.get('min_train')}) or start the data earlier"
+            f"period ends ({train_last.date()}); lower forecasts.min_train ({min_train}) or "
+            "start the data earlier"
         )
     scaler = FeatureScaler("standard" if kind == "none" else kind).fit(raw, end=train_last)
     return scaler.transform(raw), scaler
@@ -173,12 +179,18 @@ def new_agent(config: TrainConfig, prep: dict[str, Any]) -> Any:
     return ALGOS[config.algo](prep["venv"], prep["agent_config"])
 
 
-def train(config: TrainConfig, *, prices: pd.DataFrame | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    prices: pd.DataFrame | None = None,
+    forecasts: pd.DataFrame | None = None,
+) -> TrainResult:
     """Run ``config`` (see the module docstring); ``prices`` replaces loading
-    ``config.data`` (its spec is still recorded). Returns a :class:`TrainResult`."""
+    ``config.data`` (its spec is still recorded), ``forecasts`` computing the forecast
+    features (see :func:`prepare`). Returns a :class:`TrainResult`."""
     from stockgym.forecasters import storage
 
-    prep = prepare(config, prices)
+    prep = prepare(config, prices, forecasts)
     run_dir = Path(config.run_dir) if config.run_dir else _default_run_dir(config)
     storage.check_new_dir(run_dir)
     config = config.replace(
