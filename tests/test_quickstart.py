@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import FinanceDataReader
-import pandas as pd
 import pytest
 import torch
 
@@ -37,7 +36,7 @@ def _read(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """One `stockgym quickstart --fast` run (about 20-30 s on a 2-core CPU)."""
+    """One `stockgym quickstart --fast` run (about 30 s on a 2-core CPU)."""
     root = tmp_path_factory.mktemp("quickstart")
     out = root / "qs"
     threads = torch.get_num_threads()
@@ -58,17 +57,14 @@ def test_every_step_writes_into_the_out_dir(small_run):
     out, _ = small_run
     for rel in ("quickstart.json", "summary.json", "signal.json", "data/summary.json",
                 "forecaster/checkpoint/model.pt", "forecaster/metrics.json",
-                "forecaster/config.json", "walk_forward/forecasts.csv",
-                "walk_forward/config.json", "agents/ppo/model/agent.pt",
-                "agents/ppo/config.json", "agents/dqn/model/agent.pt",
-                "backtests/ppo/metrics.json", "backtests/dqn/equity.csv",
-                "backtests/forecast_sign/trades.csv", "compare/compare.md",
-                "logs/agents.txt"):
+                "forecaster/config.json", "evaluate/summary.json", "evaluate/results.csv",
+                "evaluate/report.md", "evaluate/evaluate.toml", "logs/evaluate.txt",
+                "evaluate/runs/AAPL/w0/agent-s0/run/model/agent.pt",
+                "evaluate/runs/AAPL/w2/agent_no_forecasts-s1/result.json",
+                "evaluate/runs/AAPL/w1/sma_cross/result.json"):
         assert (out / rel).is_file(), rel
-    for png in ("compare/equity.png", "backtests/ppo/equity.png"):
+    for png in ("evaluate/excess_by_window.png", "evaluate/equity.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for algo in ("ppo", "dqn"):
-        assert list((out / "agents" / algo / "tensorboard").glob("events.out.tfevents.*"))
     cfg = _read(out / "quickstart.json")
     assert cfg["config"]["budget"] == "small" and cfg["config"]["symbol"] == "AAPL"
     assert cfg["budget"]["ppo_steps"] == qs.BUDGETS["small"].ppo_steps
@@ -77,78 +73,47 @@ def test_every_step_writes_into_the_out_dir(small_run):
 
 def test_the_pipeline_is_wired_leak_free(small_run):
     out, _ = small_run
-    splits = _read(out / "data" / "summary.json")["splits"]
-    test_first = pd.Timestamp(splits["test"]["first"])
-    # the forecaster was selected on the agents' validation period, PPO starts from it
-    fc = _read(out / "forecaster" / "config.json")
-    assert fc["splits"] == splits
-    ppo = _read(out / "agents" / "ppo" / "config.json")
-    assert ppo["splits"] == splits
-    assert ppo["forecaster"]["dir"] == str((out / "forecaster").resolve())
-    assert ppo["agent"]["backbone"] == "lstm"
-    assert ppo["forecaster"]["trained_through"] == splits["valid"]["last"]
-    for algo in ("ppo", "dqn"):  # the agents trained on the training period only
-        env = _read(out / "agents" / algo / "config.json")["env"]
-        assert env["last_date"] == splits["train"]["last"], algo
-        assert pd.Timestamp(env["last_date"]) < test_first
-    dqn = _read(out / "agents" / "dqn" / "config.json")
-    assert dqn["splits"] == splits and dqn["agent"]["backbone"] == "mlp" and dqn["config"]["total_timesteps"] == qs.BUDGETS["small"].dqn_steps
-    # every backtest covers exactly the test period, against buy-and-hold, next-open fills
-    for name in ("ppo", "dqn", "forecast_sign"):
-        c = _read(out / "backtests" / name / "config.json")
-        eq = pd.read_csv(out / "backtests" / name / "equity.csv", parse_dates=["date"])
-        assert c["backtest"]["first"] == splits["test"]["first"], name
-        assert c["backtest"]["last"] == splits["test"]["last"], name
-        assert eq["date"].min() == test_first and eq["benchmark"].notna().all()
-        assert c["env"]["fill"] == "open" and c["env"]["costs"]["commission"] > 0
-    # walk-forward forecasts: every refit trained on targets dated <= the refit date
-    refits = _read(out / "walk_forward" / "refits.json")
-    assert refits and all(r["last_target_date"] <= r["date"] for r in refits)
+    data = _read(out / "data" / "summary.json")
+    summary = _read(out / "evaluate" / "summary.json")
+    b = qs.BUDGETS["small"]
+    windows = summary["windows"]
+    assert len(windows) == b.windows and windows[-1]["last"] == data["last"]
+    assert set(summary["policies"]) == set(qs.LABELS)
+    for w in windows:  # every agent trained only on the days before its window
+        for policy in ("agent", "agent_no_forecasts"):
+            for seed in (0, 1):
+                run = out / "evaluate" / "runs" / "AAPL" / f"w{w['k']}" / f"{policy}-s{seed}"
+                rec = _read(run / "run" / "config.json")
+                assert rec["splits"]["valid"]["last"] == w["start"] < w["first"]
+                assert rec["env"]["last_date"] < w["first"]
+                assert (rec["forecasts"] is not None) == (policy == "agent")
+                res = _read(run / "result.json")
+                assert (res["first"], res["last"]) == (w["first"], w["last"])
     sig = _read(out / "signal.json")
-    assert sig["date"] == _read(out / "data" / "summary.json")["last"]
+    assert sig["date"] == data["last"] and sig["trained_through"] < windows[-1]["first"]
 
 
 def test_report_matches_the_files(small_run):
     out, stdout = small_run
     summary = _read(out / "summary.json")
     assert summary["budget"] == "small" and summary["seconds"]["total"] > 0
-    for line in (out / "compare" / "compare.md").read_text().splitlines()[2:]:
-        metric = line.split("|")[1].strip()
-        assert metric in stdout
-    for header in ("PPO", "DQN", "walk-forward LSTM > 0", "benchmark AAPL"):
-        assert header in stdout
-    for name in ("ppo", "dqn", "forecast_sign"):
-        m = _read(out / "backtests" / name / "metrics.json")
-        r, b = m["total_return"], m["benchmark"]["total_return"]
-        line = summary["verdicts"][name]
-        assert line in stdout
-        assert f"{r * 100:+.2f}%" in line and f"{b * 100:+.2f}%" in line
-        beat = r > b and abs(r - b) >= qs.TIE
-        assert (" beat buy-and-hold" in line and "did not" not in line) == beat, line
-        assert summary["backtests"][name]["beat_buy_and_hold"] == beat
-    assert f"tensorboard --logdir {out}" in stdout
-    assert str(out / "forecaster" / "checkpoint") in stdout
-    assert "filled at the next open" in stdout
-
-
-def test_verdict_wording():
-    period = {"first": "2020-01-02", "last": "2020-12-31"}
-    won = qs.verdict("PPO", {"total_return": 0.30, "sharpe": 1.2,
-                             "benchmark": {"total_return": 0.10, "sharpe": 0.5}}, period)
-    assert won.startswith("PPO beat buy-and-hold") and "by 20.00 percentage points" in won
-    lost = qs.verdict("DQN", {"total_return": -0.05, "sharpe": -0.1,
-                              "benchmark": {"total_return": 0.10, "sharpe": 0.5}}, period)
-    assert lost.startswith("DQN did not beat buy-and-hold") and "-5.00% vs +10.00%" in lost
-    tie = qs.verdict("PPO", {"total_return": 0.1, "sharpe": 0.5,
-                             "benchmark": {"total_return": 0.1, "sharpe": 0.5}}, period)
-    assert "did not beat" in tie and "did the same" in tie
+    ev = _read(out / "evaluate" / "summary.json")
+    for key, label in qs.LABELS.items():
+        s = ev["policies"][key]
+        lo, hi = s["excess_log_return"]["ci95"]
+        assert f"| {label} | {s['excess_log_return']['mean']:+.2%} [{lo:+.2%}, {hi:+.2%}]" in stdout
+        line = summary["verdicts"][key]
+        assert line in stdout and f"{lo:+.1%}..{hi:+.1%} a year, 95 % CI" in line
+        want = {"edge": "an edge over", "worse": "worse than", "no evidence": "no evidence"}
+        assert want[s["verdict"]] in line
+    assert "fills at the next open" in stdout and "evaluate.toml" in stdout
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--ppo-steps", "0"], "ppo_steps must be an integer >= 1"),
-        (["--dqn-steps", "-1"], "dqn_steps must be an integer >= 0"),
+        (["--workers", "0"], "workers must be an integer >= 1"),
         (["--threads", "0"], "threads must be an integer >= 1"),
         (["--device", "tpu9"], "device 'tpu9'"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stockgym.cli.common import DEFAULT_THREADS
 from stockgym.core import UsageError
 from stockgym.quickstart import (
     BUDGETS,
@@ -36,12 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qs.add_argument("--fast", dest="budget", action="store_const", const="small",
                     help="same as --budget small")
     qs.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
-    qs.add_argument("--ppo-steps", type=int, help="PPO env steps (default: the budget's)")
-    qs.add_argument("--dqn-steps", type=int, help="DQN env steps, 0 skips DQN (default: the budget's)")
+    qs.add_argument("--ppo-steps", type=int,
+                    help="PPO env steps per agent run (default: the budget's)")
+    qs.add_argument("--workers", type=int, default=1,
+                    help="processes for the evaluation's runs (default 1)")
     qs.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, auto")
-    qs.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: fastest for these small models on a "
-                    "busy machine)")
+    qs.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                    help=f"torch CPU threads (default {DEFAULT_THREADS}; see `stockgym train "
+                    "--help`)")
     qs.set_defaults(func=cmd_quickstart)
 
 
@@ -49,7 +52,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     """Handler of ``stockgym quickstart``."""
     cfg = QuickstartConfig(symbol=args.symbol, out=args.out or "", budget=args.budget,
                            seed=args.seed, device=args.device, threads=args.threads,
-                           ppo_steps=args.ppo_steps, dqn_steps=args.dqn_steps)
+                           ppo_steps=args.ppo_steps, workers=args.workers)
     try:
         cfg.validate()
         if args.out:
