@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes running jobs (default 1)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch threads per worker (default {DEFAULT_THREADS})")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="run the jobs as Ray tasks on this cluster ('local': a local Ray; "
+                   "needs the [ray] extra) instead of --workers processes")
     p.add_argument("--resume", action="store_true", help="keep finished runs in DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_evaluate)
@@ -60,10 +63,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from stockgym.experiment.evaluate import EvaluateConfig, evaluate
     from stockgym.experiment.evaluate_report import sentence, table
 
+    runner = None
+    if args.address:
+        from functools import partial
+
+        from stockgym.sweep.runner import ray_map
+
+        address = None if args.address == "local" else args.address
+        runner = partial(_on_ray, ray_map, work_dir=args.out, address=address)
     try:
         config = EvaluateConfig.from_dict(read_toml(args.config))
         summary = evaluate(config, args.out, workers=args.workers, threads=args.threads,
-                           resume=args.resume, progress=not args.no_progress)
+                           resume=args.resume, progress=not args.no_progress, runner=runner)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"evaluate: {exc}") from exc
     print(table(summary))
@@ -72,3 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(sentence(name, s, summary))
     print(f"\nwrote {args.out}/ (summary.json results.csv report.md excess_by_window.png "
           "equity.png runs/)")
+
+
+def _on_ray(ray_map, fn, jobs, *, work_dir, address):  # noqa: ANN001 - a runner adapter
+    return ray_map(fn, jobs, work_dir, address=address)

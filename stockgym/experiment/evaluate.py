@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -301,10 +302,14 @@ def evaluate(
     threads: int = 1,
     resume: bool = False,
     progress: bool = False,
+    runner: Callable[[Callable, list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation into ``out`` (module docstring) and return ``summary.json``'s
     content. ``workers`` processes run the jobs, each with ``threads`` torch threads;
-    ``resume`` keeps finished runs (without it ``out`` must be new or empty)."""
+    ``resume`` keeps finished runs (without it ``out`` must be new or empty).
+    ``runner(run_job, jobs)`` replaces the local processes: it yields each job's result
+    as it finishes (``stockgym evaluate --address`` passes Ray's,
+    :func:`stockgym.sweep.runner.ray_map`)."""
     from stockgym.experiment.evaluate_report import write_report
     from stockgym.forecasters.storage import check_new_dir
 
@@ -323,7 +328,11 @@ def evaluate(
     results = [r for r in (_done(j) for j in jobs) if r is not None] if resume else []
     todo = [j for j in jobs if not resume or _done(j) is None]
     bar = _progress(len(jobs), len(results), progress)
-    if workers <= 1:
+    if runner is not None:
+        for result in runner(run_job, todo):
+            results.append(result)
+            bar(1)
+    elif workers <= 1:
         for job in todo:
             results.append(run_job(job))
             bar(1)

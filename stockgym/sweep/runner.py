@@ -281,3 +281,19 @@ def _report(result: Any, plan: dict[str, Any]) -> dict[str, Any]:
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else text
+
+
+def ray_map(fn: Any, jobs: list[dict[str, Any]], work_dir: str | Path, *,
+            address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """``fn(job)`` for every job as a Ray task (one CPU each) on a local Ray or the
+    cluster at ``address``, yielding results as they finish: how ``stockgym evaluate
+    --address`` spreads its runs. Ray writes where :func:`ray_session` says."""
+    require_ray()
+    import ray
+
+    with ray_session(work_dir, address=address, num_cpus=num_cpus):
+        remote = ray.remote(num_cpus=1)(fn)
+        pending = [remote.remote(job) for job in jobs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
