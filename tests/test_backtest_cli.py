@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stockgym.backtest import METRIC_KEYS
+from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
 from stockgym.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -44,14 +45,14 @@ def test_backtest_writes_every_output(tmp_path, capsys):
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "equity.csv", "trades.csv", "config.json", "equity.png",
-         "drawdown.png", "trades.png"])
+         "drawdown.png", "trades.png", "report.html"])
     for png in ("equity.png", "drawdown.png", "trades.png"):
         data = (out / png).read_bytes()
         assert data[:8] == PNG and len(data) > 10_000
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
-    assert set(metrics) == set(METRIC_KEYS) | {"benchmark"}
+    assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {"benchmark"}
     assert set(metrics["benchmark"]) == set(METRIC_KEYS)
     assert metrics["benchmark"]["trades"] == 1  # buy-and-hold buys once
 
@@ -247,7 +248,8 @@ def test_compare_groups_seeds_with_mean_and_std(tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = run(["compare", *dirs, bh, "--out", out], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "equity.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "equity.png",
+                                                     "report.html"]
     assert (out / "equity.png").read_bytes()[:8] == PNG
 
     table = pd.read_csv(out / "compare.csv")

@@ -37,7 +37,9 @@ def test_psr_by_hand():
     n, mu = len(r), r.mean()
     sd = math.sqrt(((r - mu) ** 2).sum() / (n - 1))
     m2, m3, m4 = (((r - mu) ** k).mean() for k in (2, 3, 4))
-    g3, g4 = m3 / m2**1.5, m4 / m2**2
+    g1, b2 = m3 / m2**1.5, m4 / m2**2
+    g3 = g1 * math.sqrt(n * (n - 1)) / (n - 2)  # bias-corrected skewness (G1)
+    g4 = (n - 1) / ((n - 2) * (n - 3)) * ((n + 1) * (b2 - 3) + 6) + 3  # G2 + 3
     sr = mu / sd
     z = sr * math.sqrt(n - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2)
     want = 0.5 * (1 + math.erf(z / math.sqrt(2)))

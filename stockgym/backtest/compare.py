@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from stockgym.backtest.metrics import METRIC_KEYS
-from stockgym.backtest.report import fmt_value, new_figure
+from stockgym.backtest.formatting import fmt_value
+from stockgym.backtest.html_report import images_html, table_html
+from stockgym.backtest.plots import new_figure
 
 #: Files ``stockgym compare --out DIR`` writes.
 COMPARE_FILES = ("compare.csv", "compare.md", "equity.png")
@@ -226,10 +228,14 @@ def plot_equity(runs: list[Run], path: str | Path) -> None:
 
 
 def write_compare(runs: list[Run], out_dir: str | Path) -> pd.DataFrame:
-    """Write compare.csv, compare.md and equity.png into ``out_dir``."""
+    """Write compare.csv, compare.md, equity.png and report.html into ``out_dir``."""
     out_dir = Path(out_dir)
     frame = compare_frame(runs)
     frame.to_csv(out_dir / "compare.csv", index=False)
     (out_dir / "compare.md").write_text(markdown_table(frame))
     plot_equity(runs, out_dir / "equity.png")
+    table = pd.DataFrame({h: vals for h, vals in display_columns(frame)}, index=list(METRIC_KEYS))
+    page = images_html("Comparison: " + ", ".join(r.label for r in runs),
+                       [("Metrics", table_html(table))], [out_dir / "equity.png"])
+    (out_dir / "report.html").write_text(page)
     return frame

@@ -9,7 +9,6 @@ global backend change).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -21,24 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.backtest.metrics import METRIC_KEYS, closed_trades, drawdown, json_safe
+from stockgym.backtest.formatting import format_costs, metrics_table
+from stockgym.backtest.html_report import backtest_html
+from stockgym.backtest.metrics import closed_trades, drawdown, json_safe
+from stockgym.backtest.plots import plot_drawdown, plot_equity, plot_trades
 from stockgym.backtest.runner import BacktestResult
 
 #: Files a backtest output directory holds.
 BACKTEST_FILES = (
     "metrics.json", "equity.csv", "trades.csv", "config.json",
-    "equity.png", "drawdown.png", "trades.png",
+    "equity.png", "drawdown.png", "trades.png", "report.html",
 )
-
-# How each metric is shown: pct, ratio, int, days, money, x (multiple).
-_FORMATS = {
-    "total_return": "pct", "cagr": "pct", "volatility": "pct", "sharpe": "ratio",
-    "sortino": "ratio", "max_drawdown": "pct", "max_drawdown_duration": "days",
-    "calmar": "ratio", "turnover": "x", "trades": "int", "closed_trades": "int",
-    "win_rate": "pct", "exposure": "pct", "time_in_market": "pct", "costs": "money",
-    "costs_fraction": "pct", "final_value": "money", "days": "int",
-}
-
 
 class OutputDirError(ValueError):
     """The output directory exists and is not empty (and overwriting was not asked)."""
@@ -139,7 +131,7 @@ def write_backtest(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Write metrics.json, equity.csv, trades.csv, config.json and (``plots``) the
-    PNGs into ``out_dir``; returns the metrics (with ``benchmark``)."""
+    PNGs and ``report.html`` into ``out_dir``; returns the metrics (with ``benchmark``)."""
     out_dir = Path(out_dir)
     metrics = result.metrics(risk_free)
     write_json(out_dir / "metrics.json", json_safe(metrics))
@@ -150,130 +142,11 @@ def write_backtest(
         plot_equity(result, out_dir / "equity.png")
         plot_drawdown(result, out_dir / "drawdown.png")
         plot_trades(result, out_dir / "trades.png")
+        (out_dir / "report.html").write_text(backtest_html(result, metrics, config))
     return metrics
 
 
-# ---------------------------------------------------------------- plots
-def new_figure(width: float = 9.0, height: float = 4.5, rows: int = 1):
-    """A matplotlib Figure on an Agg canvas (no pyplot, no display) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    return fig, axes
-
-
-def plot_equity(result: BacktestResult, path: str | Path) -> None:
-    """Portfolio value against the benchmark's."""
-    fig, (ax,) = new_figure()
-    rec = result.record
-    ax.plot(rec.index, rec["value"], color="C0", lw=1.2, label=result.policy)
-    if "benchmark" in rec:
-        ax.plot(rec.index, rec["benchmark"], color="0.4", lw=1.0, ls="--", label="benchmark")
-    ax.set_ylabel("portfolio value")
-    ax.set_title(f"{result.policy} on {', '.join(result.symbols)}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def plot_drawdown(result: BacktestResult, path: str | Path) -> None:
-    """Drawdown from the running peak, strategy and benchmark."""
-    fig, (ax,) = new_figure(height=3.5)
-    rec = result.record
-    dd = np.concatenate([[0.0], drawdown(result.returns.to_numpy())]) * 100
-    ax.fill_between(rec.index, dd, 0.0, color="C3", alpha=0.35, label=result.policy)
-    if "benchmark" in rec:
-        bench = rec["benchmark"].to_numpy()
-        ax.plot(rec.index, (bench / np.maximum.accumulate(bench) - 1) * 100, color="0.4",
-                lw=0.9, ls="--", label="benchmark")
-    ax.set_ylabel("drawdown (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def plot_trades(result: BacktestResult, path: str | Path, max_symbols: int = 8) -> None:
-    """Each symbol's price over the period with buy (^) and sell (v) fills."""
-    symbols = result.symbols[:max_symbols]
-    fig, axes = new_figure(height=2.6 * len(symbols) + 0.6, rows=len(symbols))
-    prices = _closes(result)
-    filled = result.trades[result.trades["filled"] != 0]
-    for ax, sym in zip(axes, symbols, strict=True):
-        ax.plot(prices.index, prices[sym], color="0.2", lw=0.9)
-        mine = filled[filled["symbol"] == sym]
-        for side, marker, color in (("buy", "^", "g"), ("sell", "v", "r")):
-            part = mine[mine["side"] == side]
-            ax.scatter(part["date"], part["price"], marker=marker, color=color, s=28,
-                       zorder=3, label=f"{side} ({len(part)})")
-        ax.set_ylabel(sym)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    axes[0].set_title("fills on the price chart" + (
-        f" (first {max_symbols} symbols)" if len(result.symbols) > max_symbols else ""))
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _closes(result: BacktestResult) -> pd.DataFrame:
-    if result.closes is not None:
-        return result.closes
-    # no closes kept: recover them from held positions (gaps while flat)
-    rec = result.record
-    out = {}
-    for s in result.symbols:
-        q = rec[f"position_{s}"].to_numpy()
-        w = rec[f"weight_{s}"].to_numpy() * rec["value"].to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[s] = np.where(q != 0, w / q, np.nan)
-    return pd.DataFrame(out, index=rec.index)
-
-
 # ---------------------------------------------------------------- text
-def fmt_value(key: str, value: Any) -> str:
-    """A metric as shown in tables (``n/a`` for undefined values)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    kind = _FORMATS.get(key, "ratio")
-    if kind == "pct":
-        return f"{value * 100:.2f}%"
-    if kind == "int":
-        return f"{int(value):d}"
-    if kind == "days":
-        return f"{int(value):d} d"
-    if kind == "money":
-        return f"{value:,.2f}"
-    if kind == "x":
-        return f"{value:.2f}x"
-    return f"{value:.3f}"
-
-
-def format_costs(costs: dict[str, float]) -> str:
-    """One line naming every cost the run used."""
-    return (
-        f"commission {costs['commission'] * 100:.4f}% (both sides), "
-        f"sell tax {costs['sell_tax'] * 100:.4f}%, slippage {costs['slippage_bps']:g} bps, "
-        f"min commission {costs['min_commission']:g}, borrow {costs['borrow_rate'] * 100:g}%/yr"
-    )
-
-
-def metrics_table(metrics: dict[str, Any], keys: tuple[str, ...] = METRIC_KEYS) -> str:
-    """Two columns, strategy and benchmark (when present), one row per metric."""
-    bench = metrics.get("benchmark")
-    head = f"{'metric':<24}{'strategy':>16}" + (f"{'benchmark':>16}" if bench else "")
-    lines = [head, "-" * len(head)]
-    for k in keys:
-        line = f"{k:<24}{fmt_value(k, metrics.get(k)):>16}"
-        if bench:
-            line += f"{fmt_value(k, bench.get(k)):>16}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) -> str:
     """The report a backtest prints: what ran on what, the period, costs, benchmark, the
     metrics table and the files written to ``out``."""

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from stockgym.backtest.metrics import compute_metrics
+from stockgym.backtest.risk import risk_metrics
 from stockgym.backtest.strategies import BuyAndHold, MarketView, Strategy, make_strategy
 from stockgym.data.errors import DataError
 from stockgym.data.validate import to_timestamp
@@ -69,9 +70,14 @@ class BacktestResult:
         return {"first": str(idx[0].date()), "last": str(idx[-1].date()), "days": len(idx) - 1}
 
     def metrics(self, risk_free: float = 0.0) -> dict[str, Any]:
-        """:func:`~stockgym.backtest.metrics.compute_metrics`, plus ``benchmark``: the
-        benchmark's metrics (same keys) when one was run."""
+        """:func:`~stockgym.backtest.metrics.compute_metrics` and
+        :func:`~stockgym.backtest.risk.risk_metrics` (``alpha``, ``beta`` and
+        ``information_ratio`` against the benchmark), plus ``benchmark``: the benchmark's
+        metrics when one was run."""
         out: dict[str, Any] = compute_metrics(self.record, self.trades, risk_free=risk_free)
+        r = self.returns.to_numpy(np.float64)
+        bench = None if self.benchmark is None else self.benchmark.returns.to_numpy(np.float64)
+        out.update(risk_metrics(r, bench if bench is not None and len(bench) == len(r) else None))
         if self.benchmark is not None:
             out["benchmark"] = self.benchmark.metrics(risk_free)
         return out

@@ -241,7 +241,7 @@ def _command(args, out: Path) -> str:
     skip = {"func", "command", "force", "symbols", "out"}
     parts = ["stockgym", "backtest", "--symbol", *args.symbols]
     for key, value in sorted(vars(args).items()):
-        if key in skip or value is None or value is False:
+        if key in skip or key.startswith("_") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         parts += [flag] if value is True else [flag, str(value)]

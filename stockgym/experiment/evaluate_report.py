@@ -194,6 +194,22 @@ def write_report(config: Any, windows: list[Any], results: list[dict[str, Any]],
               + "; see docs/evaluate.md.", ""]  # fmt: skip
     core.write_text(out / "report.md", "\n".join(lines))
     _plots(summary, results, out)
+    from stockgym.backtest.html_report import images_html
+
+    verdicts = "".join(f"<li>{sentence(n, s, summary)}</li>" for n, s in summary["policies"].items())
+    frame = pd.DataFrame(
+        {n: {"excess log return / yr": f"{s['excess_log_return']['mean']:+.2%}",
+             "95 % CI": "{:+.2%} .. {:+.2%}".format(*s["excess_log_return"]["ci95"]),
+             "Sharpe": f"{s['sharpe']['mean']:.2f}",
+             "Sharpe 95 % CI": "{:.2f} .. {:.2f}".format(*s["sharpe"]["ci95"]),
+             "PSR": _f(s["psr"]), "deflated Sharpe": _f(s["deflated_sharpe"]),
+             "windows won": f"{s['win_rate_windows']:.0%}", "verdict": s["verdict"]}
+         for n, s in summary["policies"].items()}
+    ).T  # fmt: skip
+    page = images_html("stockgym evaluate", [("Policies", frame.to_html(border=0)),
+                                             ("Verdicts", f"<ul>{verdicts}</ul>")],
+                       [out / "excess_by_window.png", out / "equity.png"])  # fmt: skip
+    core.write_text(out / "report.html", page)
     return summary
 
 

@@ -5,10 +5,11 @@
   never crossing from one series (symbol x window) into another (Politis & Romano 1992;
   block length ``ceil(n ** (1/3))``, the usual rate for a mean, Hall, Horowitz & Jing 1995).
 - :func:`unit_bootstrap_ci`: the plain bootstrap over independent units (windows).
-- :func:`psr`: probabilistic Sharpe ratio (Bailey & Lopez de Prado 2012, "The Sharpe
-  Ratio Efficient Frontier", eq. 11): ``Phi((SR - SR*) sqrt(n - 1) /
-  sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2))`` with SR per period, ``g3`` the skewness and
-  ``g4`` the (non-excess) kurtosis of the returns.
+- :func:`psr` (:mod:`stockgym.backtest.risk`): probabilistic Sharpe ratio (Bailey &
+  Lopez de Prado 2012, "The Sharpe Ratio Efficient Frontier", eq. 11): ``Phi((SR - SR*)
+  sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2))`` with SR per period, ``g3`` the
+  skewness and ``g4`` the (non-excess) kurtosis of the returns (bias-corrected sample
+  moments, as quantstats).
 - :func:`deflated_sharpe`: the PSR against the Sharpe ratio expected from the best of
   ``N`` unskilled trials (Bailey & Lopez de Prado 2014, "The Deflated Sharpe Ratio",
   eq. 2): ``SR* = sqrt(V) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e)))``,
@@ -25,6 +26,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
+
+from stockgym.backtest.risk import psr
 
 EULER_GAMMA = 0.5772156649015329
 PERIODS = 252  # trading days a year (the metrics' convention)
@@ -90,21 +93,6 @@ def sharpe_per_period(returns: np.ndarray) -> float:
 
 def annual_sharpe(returns: np.ndarray) -> float:
     return sharpe_per_period(returns) * math.sqrt(PERIODS)
-
-
-def psr(returns: np.ndarray, sr_benchmark: float = 0.0) -> float:
-    """Probabilistic Sharpe ratio: P(true per-period SR > ``sr_benchmark``) (module
-    docstring). NaN for fewer than 3 returns or no variance."""
-    r = np.asarray(returns, dtype=np.float64)
-    sr = sharpe_per_period(r)
-    if len(r) < 3 or not math.isfinite(sr):
-        return math.nan
-    g3 = float(stats.skew(r, bias=True))
-    g4 = float(stats.kurtosis(r, fisher=False, bias=True))
-    denom = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr**2
-    if denom <= 0:
-        return math.nan
-    return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(len(r) - 1) / math.sqrt(denom)))
 
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:

@@ -314,7 +314,8 @@ def _resume_from(ckpt_file: Path, config: TrainConfig, prep: dict[str, Any], run
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` (an exclusive ``flock``) while a process trains the run, so a
     second ``train --resume`` of a run that is still alive is refused instead of writing
-    beside it. The OS drops the lock when the process dies, however it dies."""
+    beside it. The OS drops the lock when the process dies, however it dies (a killed
+    run leaves an unlocked ``.lock`` behind, which the next holder reuses)."""
     try:
         import fcntl
     except ModuleNotFoundError:  # no flock (Windows): no lock
@@ -337,7 +338,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         fh.flush()
         try:
             yield
-        finally:
+        finally:  # the file goes with the lock: a finished run dir holds no .lock
+            path.unlink(missing_ok=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
