@@ -53,7 +53,10 @@ def test_backtest_writes_every_output(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
     assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {"benchmark"}
-    assert set(metrics["benchmark"]) == set(METRIC_KEYS)
+    assert set(metrics["benchmark"]) == set(METRIC_KEYS) | set(RISK_KEYS)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "src=\"http" not in html
+    assert "Monthly returns" in html and "Rolling Sharpe" in html and "peak" in html
     assert metrics["benchmark"]["trades"] == 1  # buy-and-hold buys once
 
     equity = pd.read_csv(out / "equity.csv", parse_dates=["date"])
