@@ -18,10 +18,11 @@ from stockgym.data import load_prices
 from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
 
 ALGOS = {"dqn": DQN, "ppo": PPO, "reinforce": REINFORCE}
-SMALL = {"dqn": dict(learning_starts=32, batch_size=16, buffer_size=500, train_frequency=8),
-         "ppo": dict(num_steps=8, num_minibatches=2, update_epochs=1),
-         "reinforce": dict()}
-
+SMALL = {
+    "dqn": dict(learning_starts=32, batch_size=16, buffer_size=500, train_frequency=8),
+    "ppo": dict(num_steps=8, num_minibatches=2, update_epochs=1),
+    "reinforce": dict(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,12 @@ def test_rollout_never_copies_to_numpy(prices, monkeypatch):
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_any_gymnasium_env(algo):
     single = gym.make("CartPole-v1")
-    vec = gym.make_vec("CartPole-v1", 3, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    vec = gym.make_vec(
+        "CartPole-v1",
+        3,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+    )
     for env, n in ((single, 1), (vec, 3), ("CartPole-v1", 2)):
         agent = make(algo, env, num_envs=2)
         assert agent.env.num_envs == n and not agent.env.native
@@ -154,7 +159,9 @@ def test_same_seed_same_training(algo, prices):
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
     other = make(algo, venv(prices), seed=1)
     other.learn(200)
-    assert not torch.equal(runs[0], torch.cat([p.detach().flatten() for p in other.nets.parameters()]))
+    assert not torch.equal(
+        runs[0], torch.cat([p.detach().flatten() for p in other.nets.parameters()])
+    )
 
 
 # ------------------------------------------------------------------ save / load
@@ -213,14 +220,21 @@ def test_load_bad_paths(tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError, match=r"unknown PPOConfig field\(s\) \['learning_rte'\]"):
         PPO("CartPole-v1", learning_rte=1e-3)
-    with pytest.raises(ValueError, match="clip_coef must be a number"):
+    with pytest.raises(ValueError, match="clip_coef must be a (finite )?number"):
         PPO("CartPole-v1", clip_coef=-1)
+    with pytest.raises(ValueError, match=r"tau must be a finite number in \(0.0, 1.0\]"):
+        DQN("CartPole-v1", tau=0.0)
+    with pytest.raises(ValueError, match="buffer_size must be >= 1, got 0"):
+        DQN("CartPole-v1", buffer_size=0)
     with pytest.raises(ValueError, match="baseline must be one of"):
         REINFORCE("CartPole-v1", baseline="median")
     with pytest.raises(ValueError, match="total_timesteps must be an integer >= 1"):
         PPO("CartPole-v1").learn(0)
-    with pytest.raises(ValueError, match="no CUDA GPU") if not torch.cuda.is_available() else \
-            pytest.raises(ValueError, match="unknown device"):
+    with (
+        pytest.raises(ValueError, match="no CUDA GPU")
+        if not torch.cuda.is_available()
+        else pytest.raises(ValueError, match="unknown device")
+    ):
         PPO("CartPole-v1", device="cuda" if not torch.cuda.is_available() else "gpu9")
 
 
@@ -239,10 +253,24 @@ def forecaster_dir(tmp_path_factory):
     from stockgym.forecasters import train as train_forecaster
 
     out = tmp_path_factory.mktemp("fc") / "run"
-    train_forecaster(ForecastConfig(
-        symbol="X", source="synthetic", data_options=dict(kind="edge", edge=0.3, n_days=300, seed=0),
-        model="lstm", window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=2,
-        batch_size=64, plots=False, tensorboard=False, device="cpu", run_dir=str(out)))
+    train_forecaster(
+        ForecastConfig(
+            symbol="X",
+            source="synthetic",
+            data_options=dict(kind="edge", edge=0.3, n_days=300, seed=0),
+            model="lstm",
+            window=5,
+            hidden_size=8,
+            num_layers=1,
+            dropout=0.0,
+            epochs=2,
+            batch_size=64,
+            plots=False,
+            tensorboard=False,
+            device="cpu",
+            run_dir=str(out),
+        )
+    )
     return out
 
 
@@ -250,8 +278,9 @@ def test_pretrained_encoder_is_loaded_and_can_be_frozen(prices, forecaster_dir):
     from stockgym.forecasters import Forecaster
 
     fc = Forecaster.load(forecaster_dir)
-    env = VectorStockTradingEnv(prices, 4, window_size=5, features=fc.features,
-                                scaler=fc.scaler, episode_length=20)
+    env = VectorStockTradingEnv(
+        prices, 4, window_size=5, features=fc.features, scaler=fc.scaler, episode_length=20
+    )
     agent = make("ppo", env, pretrained=str(forecaster_dir), freeze_pretrained=True)
     body = agent.nets["actor"].net.encoder.body
     for k, v in fc.model.state_dict().items():
@@ -260,8 +289,11 @@ def test_pretrained_encoder_is_loaded_and_can_be_frozen(prices, forecaster_dir):
     agent.learn(64)
     for k, v in body.state_dict().items():
         torch.testing.assert_close(v, before[k])  # frozen
-    critic_body = agent.nets["critic"].encoder.body
-    assert not any(p.requires_grad for p in critic_body.parameters())
+    critic = agent.nets["critic"]
+    if hasattr(critic, "encoder"):  # a critic with a backbone of its own: frozen as well
+        assert not any(p.requires_grad for p in critic.encoder.body.parameters())
+    # (else the critic is a head on the actor's backbone, the frozen one above)
+    assert not {id(p) for p in body.parameters()} & {id(p) for p in agent.params}
 
 
 def test_pretrained_must_read_what_the_env_observes(prices, forecaster_dir):

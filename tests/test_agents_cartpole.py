@@ -15,25 +15,54 @@ import pytest
 import torch
 
 from stockgym.agents import DQN, PPO, REINFORCE
-from stockgym.agents.common import evaluate_policy
+from stockgym.agents.evaluation import evaluate_policy
 
 ENV = "CartPole-v1"
 RUN = dict(seed=0, device="cpu", threads=1)
 #: algo -> (class, hyperparameters, train_until arguments, pass mark)
 CONFIGS = {
-    "ppo": (PPO, dict(num_envs=8, num_steps=32, num_minibatches=1, update_epochs=10,
-                      learning_rate=2e-3, gamma=0.98, gae_lambda=0.8, **RUN),
-            dict(budget=120_000, every=8192, stop_at=495), 475),
+    "ppo": (
+        PPO,
+        dict(
+            num_envs=8,
+            num_steps=32,
+            num_minibatches=1,
+            update_epochs=10,
+            learning_rate=2e-3,
+            gamma=0.98,
+            gae_lambda=0.8,
+            **RUN,
+        ),
+        dict(budget=120_000, every=8192, stop_at=495),
+        475,
+    ),
     # DQN: rl-baselines3-zoo's CartPole learning rate, target copies every 128 updates
     # and one update per 2 env steps (8 envs); it climbs in jumps and falls back, so it
     # stops only on a perfect evaluation (10 x 500), after 14k-32k steps on seeds 0-2.
-    "dqn": (DQN, dict(num_envs=8, learning_rate=2.3e-3, batch_size=128, buffer_size=50_000,
-                      learning_starts=1000, train_frequency=2, gradient_steps=1,
-                      target_update_interval=128, exploration_fraction=0.16, end_e=0.04,
-                      **RUN),
-            dict(budget=50_000, every=2000, stop_at=500, episodes=10), 195),
-    "reinforce": (REINFORCE, dict(num_envs=8, learning_rate=1e-2, gamma=0.99, **RUN),
-                  dict(budget=100_000, every=5000, stop_at=300), 195),
+    "dqn": (
+        DQN,
+        dict(
+            num_envs=8,
+            learning_rate=2.3e-3,
+            batch_size=128,
+            buffer_size=50_000,
+            learning_starts=1000,
+            train_frequency=2,
+            gradient_steps=1,
+            target_update_interval=128,
+            exploration_fraction=0.16,
+            end_e=0.04,
+            **RUN,
+        ),
+        dict(budget=50_000, every=2000, stop_at=500, episodes=10),
+        195,
+    ),
+    "reinforce": (
+        REINFORCE,
+        dict(num_envs=8, learning_rate=1e-2, gamma=0.99, **RUN),
+        dict(budget=100_000, every=5000, stop_at=300),
+        195,
+    ),
 }
 
 

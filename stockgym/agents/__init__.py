@@ -11,9 +11,10 @@ The shape stable-baselines3 users know::
 ``env``: a :class:`~stockgym.envs.VectorStockTradingEnv` (trained natively on its torch
 device), any Gymnasium env or vector env with a Box observation, or an env id such as
 ``"CartPole-v1"``. Backbones ``mlp | cnn | lstm`` come from :mod:`stockgym.forecasters`.
-:func:`train` runs a whole experiment into a run directory (see :mod:`stockgym.agents.run`).
+Whole experiments into run directories: :mod:`stockgym.experiment` (``train(config)``).
 :mod:`stockgym.agents.sb3` puts our backbones into stable-baselines3 (:class:`StockFeatures`)
-and trains SB3's PPO / DQN / A2C into the same run directories (``algo = "sb3-ppo"``...).
+and gives SB3's PPO / DQN / A2C models our agents' face (:class:`SB3Agent`), so runs train
+them like ours (``algo = "sb3-ppo"``...).
 
 Names are imported lazily, so ``import stockgym.agents`` costs nothing until one is used.
 """
@@ -26,18 +27,14 @@ from typing import Any
 _NAMES = {
     "Agent": "base",
     "load_agent": "base",
-    "CommonConfig": "common",
-    "evaluate_policy": "common",
+    "CommonConfig": "config",
+    "evaluate_policy": "evaluation",
     "DQN": "dqn",
     "DQNConfig": "dqn",
     "PPO": "ppo",
     "PPOConfig": "ppo",
     "REINFORCE": "reinforce",
     "REINFORCEConfig": "reinforce",
-    "TrainConfig": "run",
-    "TrainResult": "run",
-    "train": "run",
-    "load_run": "run",
     # stable-baselines3 (the [sb3] extra): extractors over our backbones, sb3-* runs
     "StockFeatures": "sb3",
     "MLPFeatures": "sb3",
@@ -53,8 +50,11 @@ __all__ = sorted([*_NAMES, "ALGOS"])
 
 def __getattr__(name: str) -> Any:
     if name == "ALGOS":
-        value: Any = {"dqn": __getattr__("DQN"), "ppo": __getattr__("PPO"),
-                      "reinforce": __getattr__("REINFORCE")}
+        value: Any = {
+            "dqn": __getattr__("DQN"),
+            "ppo": __getattr__("PPO"),
+            "reinforce": __getattr__("REINFORCE"),
+        }
     else:
         module = _NAMES.get(name)
         if module is None:

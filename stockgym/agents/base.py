@@ -1,17 +1,18 @@
 """The part of an agent that is the same for DQN, PPO and REINFORCE: construction from
-an env and a config, ``predict``, ``learn``'s frame (threads, logger, callback),
-``save`` / ``load`` and the checks that a model fits an env.
+an env and a config, the optimizer (:func:`make_adam`) and the one update step
+(:meth:`Agent._optimizer_step`), ``predict``, ``learn``'s frame (threads, logger,
+callback), ``save`` / ``load`` and the checks that a model fits an env.
 
 Checkpoint (``agent.save(dir)``): one dict saved with ``torch.save`` as
 ``dir/agent.pt`` and read back with ``torch.load(..., weights_only=True)`` (no pickle
 of arbitrary objects): ``format``, ``version``, ``algo``, ``config`` (plain dict),
 ``observation_space`` / ``action_space`` (plain dicts), ``encoder`` (the backbone's
 spec: kind, module arguments, observation layout), ``model`` (state dict of every
-network), ``optimizer`` (state dict), ``num_timesteps``, ``schedule`` (the ``learn`` call the
-checkpoint belongs to: its first step and length, so a resumed call keeps the same
-learning-rate / exploration schedule), ``rng`` (the agent's generator and torch's global
-RNG state), ``extra`` (algorithm state, e.g. DQN's replay buffer when asked), ``versions``. ``dir/agent.json`` repeats everything but
-the tensors, for people.
+network), ``optimizer`` (state dict), ``num_timesteps``, ``schedule`` (the ``learn``
+call the checkpoint belongs to: its first step and length, so a resumed call keeps the
+same learning-rate / exploration schedule), ``rng`` (the agent's generator and torch's
+global RNG state), ``extra`` (algorithm state, e.g. DQN's replay buffer when asked),
+``versions``. ``dir/agent.json`` repeats everything but the tensors, for people.
 """
 
 from __future__ import annotations
@@ -28,29 +29,17 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from stockgym.core import resolve_device
-from stockgym.agents.common import (
-    CommonConfig,
-    Logger,
-    TorchVecEnv,
-    as_torch_vec_env,
-    blas_threads,
-    build_space,
-    clip_grad_norm,
-    describe_space,
-    fused_adam_step,
-    layout_of,
-    make_config,
-    make_generator,
-    space_str,
-    torch_threads,
-)
+from stockgym.agents.config import CommonConfig, make_config
+from stockgym.agents.monitor import Logger
 from stockgym.agents.networks import (
     Net,
     encoder_spec,
     load_forecaster_weights,
     pretrained_spec,
 )
+from stockgym.agents.spaces import build_space, describe_space, layout_of, space_str
+from stockgym.agents.vecenv import TorchVecEnv, as_torch_vec_env
+from stockgym.core import resolve_device, torch_threads
 
 FORMAT = "stockgym.agent"
 VERSION = 1
@@ -59,6 +48,47 @@ CHECKPOINT = "agent.pt"
 #: ``callback(agent, step) -> bool | None``: called after every update (PPO, REINFORCE) or
 #: vector step (DQN); returning ``False`` stops training.
 Callback = Callable[[Any, int], Any]
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``: every random draw an agent
+    makes (actions, exploration, minibatches, replay samples) comes from it."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+#: devices whose float32 parameters Adam updates with PyTorch's fused kernel
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def make_adam(
+    params: list[nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """The optimizer of every agent: Adam (Kingma & Ba 2015) with ``eps = 1e-5``, or
+    AdamW (decoupled weight decay, Loshchilov & Hutter 2019) when ``weight_decay > 0``.
+    One fused kernel per step (``fused=True``) where every parameter is float32 on a
+    :data:`FUSED_DEVICES` device, else one call per operation over all parameters
+    (``foreach=True``); both compute the same update."""
+    fused = all(p.device.type in FUSED_DEVICES and p.dtype == torch.float32 for p in params)
+    cls = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
+    impl = {"fused": True} if fused else {"foreach": True}
+    return cls(params, lr=lr, eps=1e-5, weight_decay=weight_decay, **impl)
+
+
+def _own_step_counters(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter its own Adam step counter. A checkpoint may hold one ``step``
+    tensor shared by all parameters (agents saved before the optimizer step was plain
+    ``optimizer.step()`` did); ``torch.load`` keeps the sharing, and ``Adam.step`` would
+    then add 1 to it once per parameter, so the bias corrections
+    ``1 - beta^t`` would use a wrong ``t``."""
+    seen: set[int] = set()
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, torch.Tensor):
+            if id(step) in seen:
+                state["step"] = step.clone()
+            seen.add(id(state["step"]))
 
 
 class Agent:
@@ -75,10 +105,19 @@ class Agent:
     algo = ""
     Config: type[CommonConfig] = CommonConfig
 
-    def __init__(self, env: Any, config: Any = None, *, log_dir: str | Path | None = None,
-                 progress: bool = False, **overrides: Any) -> None:
+    def __init__(
+        self,
+        env: Any,
+        config: Any = None,
+        *,
+        log_dir: str | Path | None = None,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> None:
         if env is None:
-            raise ValueError(f"{type(self).__name__} needs an env (or {type(self).__name__}.load(dir))")
+            raise ValueError(
+                f"{type(self).__name__} needs an env (or {type(self).__name__}.load(dir))"
+            )
         self._setup(env, make_config(self.Config, config, overrides), None)
         self.log_dir = log_dir
         self.progress = progress
@@ -105,8 +144,15 @@ class Agent:
             if config.pretrained:
                 spec, forecaster = pretrained_spec(config.pretrained, obs_dim, layout)
             else:
-                spec = encoder_spec(obs_dim, layout, config.backbone, config.hidden_size,
-                                    config.num_layers, config.kernel_size, config.activation)
+                spec = encoder_spec(
+                    obs_dim,
+                    layout,
+                    config.backbone,
+                    config.hidden_size,
+                    config.num_layers,
+                    config.kernel_size,
+                    config.activation,
+                )
             self.encoder_spec = spec
             self.env = venv
         else:
@@ -129,40 +175,6 @@ class Agent:
         self._after_build()
         self.generator = make_generator(config.seed, self.device)
         self.optimizer = self._make_optimizer()
-        self._bind_numpy()
-
-    # ------------------------------------------------------------ numpy fast paths
-    #: attributes holding numpy views of tensors: a copy (deepcopy, pickle) must bind
-    #: views of its own tensors, not carry copies of the original's memory
-    _NUMPY_VIEWS: tuple[str, ...] = ("_grad_views", "_grad_arrays")
-
-    def _bind_numpy(self) -> None:
-        """Bind the numpy views a CPU fast path uses (subclasses add theirs)."""
-        self._grad_views = None
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in self._NUMPY_VIEWS}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._bind_numpy()
-
-    def _flat_grads(self, params: list[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One flat gradient buffer for ``params`` (CPU), set as their ``.grad``
-        (per-parameter views), returned as numpy views: the buffer and one array per
-        parameter. A written-out backward pass fills the arrays; clipping is then one
-        norm and one multiply, and the optimizer sees ordinary ``.grad`` tensors."""
-        views = self._grad_views
-        if views is None or len(views) != len(params) \
-                or any(p.grad is not v for p, v in zip(params, views, strict=True)):
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
-            views = [v.view_as(p) for v, p in
-                     zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
-            for p, v in zip(params, views, strict=True):
-                p.grad = v
-            self._grad_views = views
-            self._grad_arrays = flat.numpy(), [v.numpy() for v in views]
-        return self._grad_arrays
 
     def _rng_devices(self) -> list[int]:
         return [self.device.index or 0] if self.device.type == "cuda" else []
@@ -180,35 +192,21 @@ class Agent:
         """The parameters the optimizer updates (and gradient clipping sees)."""
         return [p for p in self.nets.parameters() if p.requires_grad]
 
-    #: Adam with PyTorch's fused kernel where the device has it: the same update in fewer
-    #: kernel launches (a small network's gradient step is launch-bound; about a third
-    #: faster on CPU), and :func:`fused_adam_step` can then skip ``Adam.step``'s Python.
-    fused_adam = False
-
     def _make_optimizer(self) -> torch.optim.Optimizer:
         self.params = self._trainable()
-        if self.fused_adam:
-            try:
-                return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
-                                        fused=True)
-            except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device
-                pass
-        return torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5,
-                                foreach=True)
+        return make_adam(self.params, self.config.learning_rate)
 
     def _zero_grad(self) -> None:
-        """``optimizer.zero_grad(set_to_none=True)`` for the trained parameters, without
-        its per-call bookkeeping (~70 us, a few percent of a small network's update)."""
-        for p in self.params:
-            p.grad = None
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _optimizer_step(self, max_grad_norm: float | None) -> None:
-        """Clip the gradients' global norm to ``max_grad_norm`` (``None``: no clipping)
-        and step the optimizer (a fused Adam through :func:`fused_adam_step`)."""
+        """The one update step of every agent, after ``loss.backward()``: scale the
+        gradients by ``min(1, max_grad_norm / (||g||_2 + 1e-6))`` (``g``: all trained
+        parameters' gradients as one vector; ``None``: no clipping), then
+        ``optimizer.step()``."""
         if max_grad_norm is not None:
-            clip_grad_norm(self.params, max_grad_norm)
-        if not fused_adam_step(self.optimizer):
-            self.optimizer.step()
+            nn.utils.clip_grad_norm_(self.params, max_grad_norm)
+        self.optimizer.step()
 
     # ------------------------------------------------------------ env checks
     def set_env(self, env: Any) -> None:
@@ -224,10 +222,16 @@ class Agent:
         """Raise ``ValueError`` if ``env``'s spaces or observation layout differ from the
         model's (the message names both)."""
         venv = env if isinstance(env, TorchVecEnv) else as_torch_vec_env(env, self.device, 1)
-        mine = self._signature(describe_space(self.observation_space),
-                               describe_space(self.action_space), self.encoder_spec["layout"])
-        theirs = self._signature(describe_space(venv.single_observation_space),
-                                 describe_space(venv.single_action_space), layout_of(venv.env))
+        mine = self._signature(
+            describe_space(self.observation_space),
+            describe_space(self.action_space),
+            self.encoder_spec["layout"],
+        )
+        theirs = self._signature(
+            describe_space(venv.single_observation_space),
+            describe_space(venv.single_action_space),
+            layout_of(venv.env),
+        )
         check_fit(self.algo, self.encoder_spec["backbone"], mine, theirs)
 
     @staticmethod
@@ -235,12 +239,20 @@ class Agent:
         lay = None
         if layout is not None:
             lay = {k: layout[k] for k in ("window", "n_assets", "n_features", "feature_names")}
-        return {"observation space": {k: obs[k] for k in ("type", "shape")},
-                "action space": act, "observation layout": lay}
+        return {
+            "observation space": {k: obs[k] for k in ("type", "shape")},
+            "action space": act,
+            "observation layout": lay,
+        }
 
     # ------------------------------------------------------------ acting
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[Any, None]:
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, None]:
         """``(action, None)`` for one observation ``(D,)`` or a batch ``(B, D)``.
 
         numpy in -> numpy out (a numpy integer for one Discrete observation, ready for
@@ -254,8 +266,10 @@ class Agent:
         obs_dim = int(np.prod(self.observation_space.shape))
         single = x.dim() == len(self.observation_space.shape) and x.numel() == obs_dim
         if x.numel() % obs_dim:
-            raise ValueError(f"observation of shape {tuple(x.shape)} does not fit the model's "
-                             f"observation space {self.observation_space}")
+            raise ValueError(
+                f"observation of shape {tuple(x.shape)} does not fit the model's "
+                f"observation space {self.observation_space}"
+            )
         x = x.reshape(-1, obs_dim)
         with torch.no_grad():
             action = self._predict(x, deterministic)
@@ -268,9 +282,16 @@ class Agent:
         raise NotImplementedError
 
     # ------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, *, callback: Callback | None = None,
-              log_dir: str | Path | None = None, progress: bool | None = None,
-              resume: bool = False, purge_step: int | None = None) -> Agent:
+    def learn(
+        self,
+        total_timesteps: int,
+        *,
+        callback: Callback | None = None,
+        log_dir: str | Path | None = None,
+        progress: bool | None = None,
+        resume: bool = False,
+        purge_step: int | None = None,
+    ) -> Agent:
         """Train for ``total_timesteps`` more env steps (all envs counted); returns self.
 
         ``callback(agent, step)`` runs after every update (PPO, REINFORCE) or vector step
@@ -282,29 +303,42 @@ class Agent:
         ``purge_step`` makes TensorBoard drop events at or after that step left by an
         earlier, interrupted writer."""
         if self.env is None:
-            raise ValueError(f"no env to learn in: {type(self).__name__}.load(dir, env=...) "
-                             "or agent.set_env(env)")
-        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)) \
-                or total_timesteps < 1:
+            raise ValueError(
+                f"no env to learn in: {type(self).__name__}.load(dir, env=...) "
+                "or agent.set_env(env)"
+            )
+        if (
+            isinstance(total_timesteps, bool)
+            or not isinstance(total_timesteps, (int, np.integer))
+            or total_timesteps < 1
+        ):
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
         total_timesteps = int(total_timesteps)
         if resume:
             if self.schedule is None:
-                raise ValueError("resume=True needs an agent loaded from a checkpoint taken "
-                                 "during learn()")
+                raise ValueError(
+                    "resume=True needs an agent loaded from a checkpoint taken during learn()"
+                )
             if self.schedule["total"] != total_timesteps:
-                raise ValueError(f"the checkpoint was taken in learn({self.schedule['total']}), "
-                                 f"not learn({total_timesteps})")
+                raise ValueError(
+                    f"the checkpoint was taken in learn({self.schedule['total']}), "
+                    f"not learn({total_timesteps})"
+                )
         else:
             self.schedule = {"start": int(self.num_timesteps), "total": total_timesteps}
         log_dir = log_dir if log_dir is not None else self.log_dir
         progress = self.progress if progress is None else progress
-        self.logger = Logger(log_dir, progress, total_timesteps, desc=self.algo,
-                             purge_step=purge_step, start_step=self.schedule["start"],
-                             initial=self.num_timesteps - self.schedule["start"])
+        self.logger = Logger(
+            log_dir,
+            progress,
+            total_timesteps,
+            desc=self.algo,
+            purge_step=purge_step,
+            start_step=self.schedule["start"],
+            initial=self.num_timesteps - self.schedule["start"],
+        )
         try:
-            # numpy's BLAS (the CPU MLP paths) as many threads as PyTorch
-            with torch_threads(self.config.threads), blas_threads(torch.get_num_threads()):
+            with torch_threads(self.config.threads):
                 self._learn(total_timesteps, callback)
         finally:
             self.logger.close()
@@ -339,7 +373,9 @@ class Agent:
         import stockgym
 
         return {
-            "format": FORMAT, "version": VERSION, "algo": self.algo,
+            "format": FORMAT,
+            "version": VERSION,
+            "algo": self.algo,
             "config": self.config.to_dict(),
             "observation_space": describe_space(self.observation_space),
             "action_space": describe_space(self.action_space),
@@ -372,23 +408,33 @@ class Agent:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, env: Any = None, device: str = "auto",
-             **config_overrides: Any) -> Agent:
+    def load(
+        cls, path: str | Path, env: Any = None, device: str = "auto", **config_overrides: Any
+    ) -> Agent:
         """Load a saved agent (a dir holding ``agent.pt``, the file, or a ``stockgym
         train`` run dir). With ``env`` the model is checked against it and can keep
         learning; without, it can ``predict``. ``config_overrides`` change config fields
         (e.g. ``learning_rate`` to fine-tune)."""
-        return cls.from_checkpoint(read_checkpoint(path), env, device, str(path),
-                                   **config_overrides)
+        return cls.from_checkpoint(
+            read_checkpoint(path), env, device, str(path), **config_overrides
+        )
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], env: Any = None, device: str = "auto",
-                        path: str = "checkpoint", **config_overrides: Any) -> Agent:
+    def from_checkpoint(
+        cls,
+        ckpt: dict[str, Any],
+        env: Any = None,
+        device: str = "auto",
+        path: str = "checkpoint",
+        **config_overrides: Any,
+    ) -> Agent:
         """The agent of a checkpoint dict (:meth:`checkpoint`, as :meth:`load` reads it);
         ``path`` names it in errors."""
         if cls.algo and ckpt["algo"] != cls.algo:
-            raise ValueError(f"{path} holds a {ckpt['algo'].upper()} model, not {cls.algo.upper()} "
-                             f"(use {ckpt['algo'].upper()}.load or stockgym.agents.load_agent)")
+            raise ValueError(
+                f"{path} holds a {ckpt['algo'].upper()} model, not {cls.algo.upper()} "
+                f"(use {ckpt['algo'].upper()}.load or stockgym.agents.load_agent)"
+            )
         target = cls if cls.algo else _algo_class(ckpt["algo"])
         config = target.Config.from_dict({**ckpt["config"], "device": device, **config_overrides})
         agent = target.__new__(target)
@@ -397,8 +443,11 @@ class Agent:
         try:
             agent.nets.load_state_dict(ckpt["model"])
             agent.optimizer.load_state_dict(ckpt["optimizer"])
+            _own_step_counters(agent.optimizer)
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise ValueError(f"{path}: weights do not fit the {target.__name__} networks: {exc}") from exc
+            raise ValueError(
+                f"{path}: weights do not fit the {target.__name__} networks: {exc}"
+            ) from exc
         agent.num_timesteps = int(ckpt["num_timesteps"])
         agent.schedule = ckpt.get("schedule")
         try:
@@ -424,7 +473,9 @@ def checkpoint_file(path: str | Path) -> Path:
     for cand in (path, path / CHECKPOINT, path / "model" / CHECKPOINT):
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"no saved agent at {path} (looked for {CHECKPOINT} and model/{CHECKPOINT})")
+    raise FileNotFoundError(
+        f"no saved agent at {path} (looked for {CHECKPOINT} and model/{CHECKPOINT})"
+    )
 
 
 def read_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
@@ -436,10 +487,14 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"cannot read agent checkpoint {file}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
-        raise ValueError(f"{file} is not a stockgym {'agent' if fmt == FORMAT else 'run'} checkpoint")
+        raise ValueError(
+            f"{file} is not a stockgym {'agent' if fmt == FORMAT else 'run'} checkpoint"
+        )
     if ckpt.get("version") != VERSION:
-        raise ValueError(f"{file} has checkpoint version {ckpt.get('version')}, this stockgym "
-                         f"reads version {VERSION}")
+        raise ValueError(
+            f"{file} has checkpoint version {ckpt.get('version')}, this stockgym "
+            f"reads version {VERSION}"
+        )
     return ckpt
 
 
@@ -452,13 +507,9 @@ def _algo_class(name: str) -> type[Agent]:
 
 
 def load_agent(path: str | Path, env: Any = None, device: str = "auto") -> Agent:
-    """Load whichever agent ``path`` holds (DQN, PPO or REINFORCE; or a stable-baselines3
-    ``sb3.zip`` from an ``sb3-*`` run, through SB3's loader: only load trusted files)."""
-    p = Path(path)
-    if any(c.suffix == ".zip" and c.is_file() for c in (p, p / "sb3.zip", p / "model" / "sb3.zip")):
-        from stockgym.agents.sb3 import load_sb3
-
-        return load_sb3(path, env=env, device=device)
+    """Load whichever of our agents (DQN, PPO, REINFORCE) ``path`` holds, from
+    ``agent.pt`` read with ``weights_only=True``. Never opens a zip: stable-baselines3
+    models are loaded only through a run's record (:func:`stockgym.experiment.load_run`)."""
     return Agent.load(path, env=env, device=device)
 
 
@@ -478,8 +529,10 @@ def _fmt_sig(sig: dict[str, Any]) -> str:
     obs, act, lay = sig["observation space"], sig["action space"], sig["observation layout"]
     text = f"observation Box{tuple(obs['shape'])}, action {space_str(act)}"
     if lay is not None:
-        text += (f", layout window={lay['window']} assets={lay['n_assets']} "
-                 f"features={json.dumps(lay['feature_names'])}")
+        text += (
+            f", layout window={lay['window']} assets={lay['n_assets']} "
+            f"features={json.dumps(lay['feature_names'])}"
+        )
     else:
         text += ", no stockgym layout"
     return text

@@ -1,11 +1,8 @@
 """Experience storage on the agent's device: a fixed-size rollout (PPO) and a circular
-replay buffer (DQN). Both are plain preallocated tensors; nothing leaves the device.
-On the CPU the replay buffer also reads and writes through numpy views of the same
-memory (a numpy call costs ~1 us, a PyTorch one ~4 us; DQN does five per step)."""
+replay buffer (DQN). Both are plain preallocated tensors; nothing leaves the device."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -19,8 +16,15 @@ class RolloutBuffer:
     of the action and the critic's value of ``obs[t]`` at collection time.
     """
 
-    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_shape: tuple,
-                 action_dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        num_steps: int,
+        num_envs: int,
+        obs_dim: int,
+        action_shape: tuple,
+        action_dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
         T, N = num_steps, num_envs
         z = {"device": device}
         self.obs = torch.zeros(T, N, obs_dim, **z)
@@ -53,38 +57,26 @@ class ReplayBuffer:
         self.capacity = capacity
         self.pos = 0  # next row to write
         self.size = 0
-        self._bind_arrays()
 
-    def _bind_arrays(self) -> None:
-        #: numpy views of :attr:`FIELDS` (the same memory) on the CPU, else ``None``
-        self.arrays = tuple(getattr(self, k).numpy() for k in self.FIELDS) \
-            if self.obs.device.type == "cpu" else None
-
-    def __getstate__(self) -> dict:  # a copy binds views of its own tensors
-        return {k: v for k, v in self.__dict__.items() if k != "arrays"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._bind_arrays()
-
-    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-            next_obs: torch.Tensor, terminated: torch.Tensor) -> None:
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
         """Add a batch of ``n`` transitions (one per env), overwriting the oldest."""
         n = obs.shape[0]
         if self.pos + n <= self.capacity:  # no wrap: plain slices, cheaper than an index
             idx: slice | torch.Tensor = slice(self.pos, self.pos + n)
         else:
             idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
-        if self.arrays is not None and isinstance(idx, slice) and obs.device.type == "cpu":
-            for dst, src in zip(self.arrays, (obs, next_obs, actions, rewards, terminated),
-                                strict=True):
-                dst[idx] = src.numpy()
-        else:
-            self.obs[idx] = obs
-            self.actions[idx] = actions
-            self.rewards[idx] = rewards
-            self.next_obs[idx] = next_obs
-            self.terminated[idx] = terminated.float()
+        self.obs[idx] = obs
+        self.actions[idx] = actions
+        self.rewards[idx] = rewards
+        self.next_obs[idx] = next_obs
+        self.terminated[idx] = terminated.float()
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -95,13 +87,15 @@ class ReplayBuffer:
         """The filled rows as CPU tensors plus ``pos``, ``size`` and ``capacity`` (plain
         tensors and ints only, so ``torch.load(weights_only=True)`` reads it back)."""
         state: dict[str, torch.Tensor | int] = {
-            name: getattr(self, name)[: self.size].detach().cpu().clone() for name in self.FIELDS}
+            name: getattr(self, name)[: self.size].detach().cpu().clone() for name in self.FIELDS
+        }
         state.update(pos=int(self.pos), size=int(self.size), capacity=int(self.capacity))
         return state
 
     @classmethod
-    def from_state_dict(cls, state: dict, device: torch.device,
-                        capacity: int | None = None) -> ReplayBuffer:
+    def from_state_dict(
+        cls, state: dict, device: torch.device, capacity: int | None = None
+    ) -> ReplayBuffer:
         """A buffer on ``device`` holding what :meth:`state_dict` saved. ``capacity``
         (e.g. the loading config's ``buffer_size``) must equal the saved one: rows and
         write position only mean the same thing in a buffer of the same size."""
@@ -110,13 +104,21 @@ class ReplayBuffer:
             raise ValueError(f"saved replay buffer lacks {missing}")
         saved_cap, size, pos = int(state["capacity"]), int(state["size"]), int(state["pos"])
         if capacity is not None and capacity != saved_cap:
-            raise ValueError(f"saved replay buffer holds {saved_cap} transitions, the config's "
-                             f"buffer_size is {capacity}; load with buffer_size={saved_cap}")
+            raise ValueError(
+                f"saved replay buffer holds {saved_cap} transitions, the config's "
+                f"buffer_size is {capacity}; load with buffer_size={saved_cap}"
+            )
         obs = state["obs"]
-        if not 0 <= size <= saved_cap or not 0 <= pos < saved_cap or obs.dim() != 2 \
-                or any(state[k].shape[0] != size for k in cls.FIELDS):
-            raise ValueError(f"saved replay buffer is inconsistent: capacity {saved_cap}, "
-                             f"size {size}, pos {pos}, obs rows {obs.shape[0]}")
+        if (
+            not 0 <= size <= saved_cap
+            or not 0 <= pos < saved_cap
+            or obs.dim() != 2
+            or any(state[k].shape[0] != size for k in cls.FIELDS)
+        ):
+            raise ValueError(
+                f"saved replay buffer is inconsistent: capacity {saved_cap}, "
+                f"size {size}, pos {pos}, obs rows {obs.shape[0]}"
+            )
         rb = cls(saved_cap, obs.shape[1], device)
         for name in cls.FIELDS:
             getattr(rb, name)[:size] = state[name].to(device)
@@ -125,15 +127,13 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """``batch_size`` transitions drawn uniformly with replacement."""
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator,
-                            device=self.obs.device)
-        return (self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                self.terminated[idx])
-
-    def sample_arrays(self, batch_size: int, generator: torch.Generator
-                      ) -> tuple[np.ndarray, ...]:
-        """:meth:`sample` as numpy arrays (CPU buffers only): the same rows for the same
-        generator state, in the same order."""
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator).numpy()
-        obs, next_obs, actions, rewards, terminated = self.arrays
-        return obs[idx], actions[idx], rewards[idx], next_obs[idx], terminated[idx]
+        idx = torch.randint(
+            0, self.size, (batch_size,), generator=generator, device=self.obs.device
+        )
+        return (
+            self.obs[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_obs[idx],
+            self.terminated[idx],
+        )

@@ -1,0 +1,151 @@
+"""What a training run reports while it learns: running episode statistics
+(:class:`EpisodeStats`), TensorBoard scalars and a progress bar (:class:`Logger`), and
+steps per second (:class:`SPSMeter`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stockgym.agents.vecenv import Step
+
+
+class EpisodeStats:
+    """Running episode returns / lengths of N envs, kept on the device; finished
+    episodes are read back (one small host copy) only on steps where some ended.
+    ``recent``: the last 100 returns (unscaled rewards); ``portfolio``: final portfolio
+    values of stockgym episodes."""
+
+    def __init__(self, num_envs: int, device: torch.device, window: int = 100) -> None:
+        self.ret = torch.zeros(num_envs, dtype=torch.float64, device=device)
+        self.len = torch.zeros(num_envs, dtype=torch.int64, device=device)
+        self.recent: deque[float] = deque(maxlen=window)
+        self.recent_lengths: deque[int] = deque(maxlen=window)
+        self.portfolio: deque[float] = deque(maxlen=window)
+        self.episodes = 0
+        self.last_finished: list[float] = []
+
+    def update(self, step: Step) -> list[float]:
+        """Add one step; returns the returns of the episodes that ended in it."""
+        self.ret += step.reward
+        self.len += 1
+        if step.final_obs is None:
+            return []
+        done = step.done
+        idx = done.nonzero().squeeze(1)
+        finished = self.ret[idx].tolist()
+        self.recent.extend(finished)
+        self.recent_lengths.extend(self.len[idx].tolist())
+        pv = step.info.get("portfolio_value")
+        if isinstance(pv, torch.Tensor):
+            self.portfolio.extend(pv[idx.to(pv.device)].tolist())
+        self.ret = torch.where(done, 0.0, self.ret)
+        self.len = torch.where(done, 0, self.len)
+        self.episodes += len(finished)
+        return finished
+
+    def add(
+        self, returns: list[float], lengths: list[int], portfolio: list[float] | None = None
+    ) -> None:
+        """Record whole episodes counted elsewhere (REINFORCE's batches)."""
+        self.recent.extend(returns)
+        self.recent_lengths.extend(lengths)
+        if portfolio is not None:
+            self.portfolio.extend(portfolio)
+        self.episodes += len(returns)
+        self.last_finished = list(returns)
+
+    def mean_return(self) -> float:
+        return float(np.mean(self.recent)) if self.recent else math.nan
+
+
+class Logger:
+    """TensorBoard scalars (``log_dir``), a tqdm progress bar with SPS and the recent
+    return (``progress``), and ``last``: the latest value of every scalar (for
+    summaries and tests)."""
+
+    def __init__(
+        self,
+        log_dir: str | None = None,
+        progress: bool = False,
+        total: int = 0,
+        desc: str = "",
+        purge_step: int | None = None,
+        start_step: int = 0,
+        initial: int = 0,
+    ) -> None:
+        self.writer = None
+        if log_dir is not None:
+            # imported here: TensorBoard's writer costs ~0.1 s to import, runs without a
+            # log_dir should not pay it
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: a resumed run hides what the killed one wrote after its checkpoint
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.last: dict[str, float] = {}
+        self.bar = None
+        if progress:
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                dynamic_ncols=True,
+                disable=None,
+                leave=False,
+            )
+        self._t0 = time.perf_counter()
+        self._base = start_step  # the bar counts steps of this learn call from here
+        self._shown = initial
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        value = float(value)
+        self.last[tag] = value
+        if self.writer is not None and math.isfinite(value):
+            self.writer.add_scalar(tag, value, step)
+
+    def episodes(self, stats: EpisodeStats, finished: list[float], step: int) -> None:
+        """Log the episodes that ended at ``step``: mean return, length and final
+        portfolio value (one point per step, however many envs finished)."""
+        if not finished:
+            return
+        k = len(finished)
+        self.scalar("charts/episodic_return", float(np.mean(finished)), step)
+        self.scalar("charts/episodic_length", float(np.mean(list(stats.recent_lengths)[-k:])), step)
+        if stats.portfolio:
+            self.scalar("charts/portfolio_value", float(np.mean(list(stats.portfolio)[-k:])), step)
+
+    def progress(self, step: int, sps: float, stats: EpisodeStats) -> None:
+        self.scalar("charts/SPS", sps, step)
+        if self.bar is not None:
+            self.bar.update(step - self._base - self._shown)
+            self._shown = step - self._base
+            self.bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{stats.mean_return():.4g}")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+class SPSMeter:
+    """Steps per second since the start of ``learn``."""
+
+    def __init__(self, start_step: int) -> None:
+        self.t0 = time.perf_counter()
+        self.s0 = start_step
+
+    def __call__(self, step: int) -> float:
+        dt = time.perf_counter() - self.t0
+        return (step - self.s0) / dt if dt > 0 else 0.0
