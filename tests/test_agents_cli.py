@@ -251,3 +251,12 @@ def test_train_with_forecast_features_backtest_and_signal(tmp_path, capsys):
     code, stdout, err = run(["signal", "--model", out, "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout)["orders"]
+
+
+def test_progress_is_log_lines_when_redirected(tmp_path, capsys):
+    argv = [a for a in TINY if a != "--no-progress"]
+    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *argv, "--run-dir", tmp_path / "p"],
+                       capsys)
+    assert code == 0, err
+    lines = [x for x in err.splitlines() if x.startswith("ppo: ")]
+    assert 3 <= len(lines) <= 11 and all("steps/s" in x for x in lines)

@@ -268,3 +268,29 @@ def test_gumbel_max_sampling_ignores_impossible_actions():
     d = ActionDist(spaces.Discrete(2), DEV)
     logits = torch.tensor([[0.0, -math.inf]]).repeat(1000, 1)
     assert (d.sample(logits, None, torch.Generator().manual_seed(1)) == 0).all()
+
+
+def test_episode_stats_log_the_final_portfolio_value():
+    """charts/portfolio_value is the value each episode ended with, not the next
+    episode's starting cash (the same-step autoreset has already reset info)."""
+    from stockgym.agents.monitor import EpisodeStats
+    from stockgym.agents.vecenv import as_torch_vec_env
+    from stockgym.data import load_prices
+    from stockgym.envs import VectorStockTradingEnv
+
+    prices = load_prices("X", source="synthetic", kind="edge", n_days=300)
+    venv = VectorStockTradingEnv(prices, 4, window_size=5, episode_length=10)
+    env = as_torch_vec_env(venv, torch.device("cpu"))
+    stats = EpisodeStats(4, torch.device("cpu"))
+    env.reset(seed=0)
+    gen = torch.Generator().manual_seed(0)
+    finals = []
+    for _ in range(25):
+        step = env.step(torch.randint(0, 2, (4,), generator=gen))
+        if step.final_obs is not None:
+            done = step.done
+            finals += step.info["final_info"]["portfolio_value"][done].tolist()
+        stats.update(step)
+    assert len(stats.portfolio) == len(finals) >= 8
+    assert list(stats.portfolio) == finals
+    assert all(v != venv.template.initial_cash for v in stats.portfolio)

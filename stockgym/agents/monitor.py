@@ -5,6 +5,7 @@ steps per second (:class:`SPSMeter`)."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import deque
 
@@ -41,7 +42,10 @@ class EpisodeStats:
         finished = self.ret[idx].tolist()
         self.recent.extend(finished)
         self.recent_lengths.extend(self.len[idx].tolist())
-        pv = step.info.get("portfolio_value")
+        # the value the episode ended with: after a same-step autoreset the top-level
+        # info already describes the next episode (initial cash)
+        final = step.info.get("final_info")
+        pv = (final if isinstance(final, dict) else step.info).get("portfolio_value")
         if isinstance(pv, torch.Tensor):
             self.portfolio.extend(pv[idx.to(pv.device)].tolist())
         self.ret = torch.where(done, 0.0, self.ret)
@@ -89,7 +93,10 @@ class Logger:
             self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.last: dict[str, float] = {}
         self.bar = None
-        if progress:
+        # not a terminal (output redirected to a file or a pipe): a line every 10 %
+        self._lines = progress and not sys.stderr.isatty()
+        self._total, self._desc, self._next_line = total, desc, 0.1
+        if progress and not self._lines:
             self.bar = tqdm(
                 total=total,
                 initial=initial,
@@ -126,6 +133,14 @@ class Logger:
             self.bar.update(step - self._base - self._shown)
             self._shown = step - self._base
             self.bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{stats.mean_return():.4g}")
+        elif self._lines and self._total:
+            done = (step - self._base) / self._total
+            if done >= self._next_line:
+                print(f"{self._desc}: {step - self._base:,}/{self._total:,} steps ({done:.0%}), "
+                      f"{sps:,.0f} steps/s, recent return {stats.mean_return():.4g}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                while self._next_line <= done:
+                    self._next_line += 0.1
 
     def flush(self) -> None:
         if self.writer is not None:
