@@ -259,20 +259,28 @@ def plot_predictions(predictions: pd.DataFrame, target: str,
     if target == "log_return":
         fig, (ax_p, ax_r) = _figure(2, 3.2)
         base = predictions["base_close"].to_numpy()
-        ax_p.plot(dates, base * np.exp(predictions["actual"]), label="actual close", lw=1)
-        ax_p.plot(dates, base * np.exp(predictions["model"]), label="forecast (implied)", lw=1)
+        # the two price paths nearly coincide: a thick actual under a thin dashed forecast
+        ax_p.plot(dates, base * np.exp(predictions["actual"]), label="actual close", lw=2.2,
+                  color="0.65")  # fmt: skip
+        ax_p.plot(dates, base * np.exp(predictions["model"]), label="forecast (implied close)",
+                  lw=0.9, ls="--", color="C1")  # fmt: skip
         ax_p.set_ylabel("price")
         ax_p.legend(loc="best")
-        ax_r.plot(dates, predictions["actual"], label="actual log return", lw=0.6, alpha=0.6)
-        ax_r.plot(dates, predictions["model"], label="forecast", lw=1)
+        # forecasts are ~100x smaller than realised returns: their own (right) axis
+        ax_r.plot(dates, predictions["actual"], label="actual log return (left)", lw=0.6,
+                  color="0.55")  # fmt: skip
         ax_r.axhline(0.0, color="k", lw=0.5)
-        ax_r.set_ylabel("log return")
-        ax_r.legend(loc="best")
+        ax_r.set_ylabel("actual log return")
+        ax_f = ax_r.twinx()
+        ax_f.plot(dates, predictions["model"], label="forecast (right)", lw=1.0, color="C1")
+        ax_f.set_ylabel("forecast log return", color="C1")
+        lines = ax_r.get_lines()[:1] + ax_f.get_lines()
+        ax_r.legend(lines, [x.get_label() for x in lines], loc="best")
     else:
         fig, (ax,) = _figure(1)
         if target == "close":
-            ax.plot(dates, predictions["actual"], label="actual close", lw=1)
-            ax.plot(dates, predictions["model"], label="forecast", lw=1)
+            ax.plot(dates, predictions["actual"], label="actual close", lw=2.2, color="0.65")
+            ax.plot(dates, predictions["model"], label="forecast", lw=0.9, ls="--", color="C1")
             ax.plot(dates, predictions["naive"], label="naive (last close)", lw=0.8, ls=":")
             ax.set_ylabel("price")
         else:
@@ -286,8 +294,8 @@ def plot_predictions(predictions: pd.DataFrame, target: str,
 
 
 def plot_losses(history: list[dict[str, Any]], path: str | os.PathLike[str],
-                best_epoch: int | None = None) -> Path:
-    """PNG of training and validation loss per epoch."""
+                best_epoch: int | None = None, loss: str = "loss", model: str = "") -> Path:
+    """PNG of training and validation loss per epoch (``loss`` names it)."""
     fig, (ax,) = _figure(1)
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="train", marker=".")
@@ -295,8 +303,8 @@ def plot_losses(history: list[dict[str, Any]], path: str | os.PathLike[str],
     if best_epoch is not None:
         ax.axvline(best_epoch, color="k", lw=0.6, ls="--", label=f"best (epoch {best_epoch})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(loss)
     ax.set_yscale("log")
     ax.legend(loc="best")
-    ax.set_title("loss curves")
+    ax.set_title(f"{model + ': ' if model else ''}{loss} per epoch, training and validation")
     return _save(fig, path)

@@ -484,7 +484,10 @@ def train(config: ForecastConfig, *, prices: pd.DataFrame | None = None) -> Trai
             title = f"{symbol or ''} {config.model} - test period"
             plot_predictions(ev.predictions, config.target, tmp / "plots" / "predictions.png",
                              title=title)
-            plot_losses(result.history, tmp / "plots" / "loss.png", result.best_epoch)
+            loss = ("binary cross-entropy" if config.target == "direction"
+                    else "mean squared error of the scaled target")  # fmt: skip
+            plot_losses(result.history, tmp / "plots" / "loss.png", result.best_epoch,
+                        loss=loss, model=f"{config.model.upper()} forecaster")
     return TrainResult(fc, config, dates, result, ev.metrics, ev.predictions, run_dir)
 
 
