@@ -84,10 +84,14 @@ def main() -> None:
     args = ap.parse_args()
     res = {"speed": bench_speed(args.repeats), "memory": bench_memory()}
     s, m = res["speed"], res["memory"]
-    print(f"steps/s  stockgym {s['ours_steps_per_s']:,.0f}  gym-anytrading "
-          f"{s['gym_anytrading_steps_per_s']:,.0f}  ratio {s['ratio']:.2f}x (target >= 2x)")
-    print(f"memory   {m['assets']} assets x {m['days']} days: +{m['rss_growth_mb']:.1f} MB RSS "
-          f"(target < 100 MB), built in {m['build_s']:.2f} s")
+    print(
+        f"steps/s  stockgym {s['ours_steps_per_s']:,.0f}  gym-anytrading "
+        f"{s['gym_anytrading_steps_per_s']:,.0f}  ratio {s['ratio']:.2f}x (target >= 2x)"
+    )
+    print(
+        f"memory   {m['assets']} assets x {m['days']} days: +{m['rss_growth_mb']:.1f} MB RSS "
+        f"(target < 100 MB), built in {m['build_s']:.2f} s"
+    )
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -35,6 +35,8 @@ conversion, info dict, same-step autoreset check, a new observation tensor per s
 
     python benchmarks/bench_vector.py [--quick] [--device cpu|cuda] [--no-compile]
                                       [--repeats 7] [--steps 300] [--threads 1]
+                                      [--only same_obs|default_features]
+                                      [--n-default 1024] [--assets 1,30]
                                       [--out results.json]
 
 Threads: ``--threads 1`` (the default) gives ours the one core the numpy stick uses;
@@ -243,7 +245,9 @@ def bench_same_obs(args, compile_modes) -> list[dict]:
             rows.append(
                 {
                     "bench": "same_obs",
-                    "impl": {"numpy": "numpy stick"}.get(mode, mode if "numpy" in mode else f"ours {mode}"),
+                    "impl": {"numpy": "numpy stick"}.get(
+                        mode, mode if "numpy" in mode else f"ours {mode}"
+                    ),
                     "n_envs": n,
                     "obs_dim": WINDOW + 2,
                     "env_steps_per_s": rates[mode],
@@ -269,6 +273,8 @@ def bench_default_features(args, compile_modes, copier: Copier) -> list[dict]:
     n = args.n_default
     rows = []
     for n_assets, prices in ((1, one), (30, panel)):
+        if n_assets not in args.assets:
+            continue
         acts = _actions(rng, args.steps, n, n_assets, args.device)
         runs, envs, warm = {}, {}, {}
         # copy=False (documented opt-in: one reused observation buffer, valid until the
@@ -276,8 +282,13 @@ def bench_default_features(args, compile_modes, copier: Copier) -> list[dict]:
         modes = [*compile_modes, *(["compiled copy=False"] if "compiled" in compile_modes else [])]
         for mode in modes:
             env = _ours(
-                prices, n, args.device, mode.startswith("compiled"), window_size=WINDOW,
-                episode_length=250, copy=not mode.endswith("copy=False"),
+                prices,
+                n,
+                args.device,
+                mode.startswith("compiled"),
+                window_size=WINDOW,
+                episode_length=250,
+                copy=not mode.endswith("copy=False"),
             )
             warm[mode] = _warm(env, acts)
             envs[mode] = env
@@ -341,6 +352,19 @@ def main() -> None:
         default=1,
         help="torch.set_num_threads (default 1, the numpy stick's one core; 0: torch's choice)",
     )
+    ap.add_argument(
+        "--only",
+        choices=["same_obs", "default_features"],
+        default=None,
+        help="run one part only (a and b, or c)",
+    )
+    ap.add_argument(
+        "--n-default",
+        type=int,
+        default=None,
+        help="N of the default-feature runs (c); default 1,024",
+    )
+    ap.add_argument("--assets", default="1,30", help="asset counts of the runs (c): 1, 30")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     if args.threads:
@@ -349,6 +373,7 @@ def main() -> None:
         ap.error("--repeats must be >= 5 (medians of at least 5 runs)")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA GPU")
+    n_default = args.n_default
     if args.quick:
         args.n_envs, args.n_default = [256], 256
         args.steps = args.steps or 20
@@ -357,12 +382,19 @@ def main() -> None:
         args.n_envs, args.n_default = [1024, 4096], 1024
         args.steps = args.steps or 300
         copy_mb = 256
+    if n_default is not None:
+        args.n_default = n_default
+    args.assets = {int(a) for a in args.assets.split(",")}
     modes = ["eager"] if args.no_compile else ["eager", "compiled"]
 
     info = machine_info(args.device)
     copier = Copier(args.device, copy_mb)
     bandwidth = statistics.median(copier.once() for _ in range(args.repeats))
-    rows = bench_same_obs(args, modes) + bench_default_features(args, modes, copier)
+    rows = []
+    if args.only in (None, "same_obs"):
+        rows += bench_same_obs(args, modes)
+    if args.only in (None, "default_features"):
+        rows += bench_default_features(args, modes, copier)
 
     print(
         f"CPU: {info['cpu']}  torch {info['torch']}  threads {info['torch_threads']}  "

@@ -1,6 +1,6 @@
 """StockTradingEnv accounting: hand-computed fills and costs per preset, the identity
 V = cash + sum(shares * close) and dV = PnL - costs at every step, reward sums, the last
-step, buy-and-hold, halted bars and shorts (DESIGN.md "Market-time rules")."""
+step, buy-and-hold, halted bars and shorts (docs/market-rules.md)."""
 
 from __future__ import annotations
 

@@ -225,22 +225,6 @@ def test_equals_single_envs_default_features_window_30():
     assert seen["ends"] >= 4
 
 
-def test_equals_single_envs_gathering_windows(monkeypatch):
-    # data too large for the precomputed window rows: windows gathered every step
-    monkeypatch.setattr(vector_mod, "_WINDOW_CACHE_BYTES", 0)
-    prices = synth(3, halt=0.05)
-    seen = run_equivalence(
-        prices,
-        n_steps=150,
-        window_size=5,
-        episode_length=40,
-        action_type="continuous",
-        allow_short=True,
-        fractional=True,
-    )
-    assert seen["ends"] >= 10
-
-
 def test_equals_single_envs_whole_data_episodes():
     # no episode_length: every episode runs from the first full window to the last bar
     prices = synth(1, n_days=60, seed=2)
@@ -267,56 +251,59 @@ def test_equals_single_envs_many_unsynchronised_resets():
 
 
 COMPILED_VARIANTS = [
-    # the benchmark's configuration (one asset, discrete; short observations, written
-    # by the compiled kernel), with halted bars and the shared output buffer
-    pytest.param(1, 0.1, dict(copy=False), {}, False, id="discrete-1-halted-copy-false"),
+    # the benchmark's configuration (one asset, discrete), with halted bars and the
+    # shared output buffer
+    pytest.param(1, 0.1, dict(copy=False), {}, id="discrete-1-halted-copy-false"),
     # min_commission: the bisection of buy sizes is left to the eager code (flag bit)
     pytest.param(
         3,
         0.0,
         {},
         _continuous(allow_short=True, borrow_rate=0.03, min_commission=5.0, initial_cash=3_000.0),
-        False,
         id="continuous-short-borrow-min-commission",
     ),
     pytest.param(
         3,
         0.1,
         {},
-        dict(fill="close", allow_short=True, max_gross=3.0, reward="differential_sharpe",
-             ruin_floor=9.9e6, market="krx"),
-        True,  # windows gathered per step (no precomputed rows)
-        id="multidiscrete-fill-close-dsr-ruin-halted-gather",
+        dict(
+            fill="close",
+            allow_short=True,
+            max_gross=3.0,
+            reward="differential_sharpe",
+            ruin_floor=9.9e6,
+            market="krx",
+        ),
+        id="multidiscrete-fill-close-dsr-ruin-halted",
     ),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_assets,halt,venv_kw,kw,gather", COMPILED_VARIANTS)
-def test_equals_single_envs_compiled(monkeypatch, n_assets, halt, venv_kw, kw, gather):
-    if gather:
-        monkeypatch.setattr(vector_mod, "_WINDOW_CACHE_BYTES", 0)
+@pytest.mark.parametrize("n_assets,halt,venv_kw,kw", COMPILED_VARIANTS)
+def test_equals_single_envs_compiled(monkeypatch, n_assets, halt, venv_kw, kw):
     prices = synth(n_assets, halt=halt)
-    eager_steps = []
+    eager_steps = []  # steps redone eagerly (the bisection of buy sizes)
     orig = VectorStockTradingEnv._transition
 
-    def counting(self, *a):
-        if not self._tracing:
-            eager_steps.append(1)
-        return orig(self, *a)
+    def counting(self, *a, **k):
+        eager_steps.append(1)
+        return orig(self, *a, **k)
 
     monkeypatch.setattr(VectorStockTradingEnv, "_transition", counting)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no fallback to torch.compile
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the eager step
         seen = run_equivalence(
-            prices, n_steps=120, compile=True, venv_kw=venv_kw, window_size=5,
-            episode_length=40, **kw
+            prices,
+            n_steps=120,
+            compile=True,
+            venv_kw=venv_kw,
+            window_size=5,
+            episode_length=40,
+            **kw,
         )
-    env = seen["env"]
     assert seen["ends"] >= 8
-    # short observations are written by the compiled kernel, longer ones gathered
-    assert env._obs_in_kernel == (n_assets == 1)
-    assert sorted(name for name, _ in env._fns) == ["restart", "step"]  # compiled once
+    assert not seen["env"]._compiled.failed
     if halt:
         assert seen["not_tradable"] > 0
     if "ruin_floor" in kw:
@@ -334,30 +321,60 @@ def test_compiled_step_validates_actions_and_is_not_recompiled():
     kw = dict(window_size=5, episode_length=10, action_type="continuous")
     venv = VectorStockTradingEnv(prices, N, compile=True, **kw)
     twin = VectorStockTradingEnv(prices, N, **kw)
+    rng = np.random.default_rng(3)
+    venv.reset(seed=0)
+    for _ in range(12):  # compiles the step and the restart (an autoreset)
+        venv.step(draw_actions(rng, venv.template, N))
     venv.reset(seed=3)
     twin.reset(seed=3)
-    rng = np.random.default_rng(3)
     for k in range(35):  # several autoresets
         acts = draw_actions(rng, venv.template, N)
         if k in (5, 20):
-            for bad, match in ((np.full((N, 3), 1.5, np.float32), "outside"),
-                               (np.where(np.eye(N, 3) > 0, np.nan, 0.1).astype(np.float32), "NaN")):
+            for bad, match in (
+                (np.full((N, 3), 1.5, np.float32), "outside"),
+                (np.where(np.eye(N, 3) > 0, np.nan, 0.1).astype(np.float32), "NaN"),
+            ):
                 before = _state(venv)
                 with pytest.raises(ValueError, match=match):
                     venv.step(bad)
                 for x, y in zip(before, _state(venv), strict=True):
                     assert torch.equal(x, y)
-        oa, ra, ta, ua, ia = venv.step(acts)
+        with torch.compiler.set_stance("fail_on_recompile"):  # compiled once, reused
+            oa, ra, ta, ua, ia = venv.step(acts)
         ob, rb, tb, ub, ib = twin.step(acts)
         np.testing.assert_allclose(np_(ra), np_(rb), rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(np_(ta | ua), np_(tb | ub))
         assert torch.equal(oa[:, venv.obs_layout.features], ob[:, venv.obs_layout.features])
-    # one compiled step and one restart, reused across steps and autoresets
-    assert sorted(venv._fns) == [("restart", torch.float64), ("step", torch.float32)]
-    fns = dict(venv._fns)
-    venv.step(torch.as_tensor(draw_actions(rng, venv.template, N), dtype=torch.float64))
-    assert len(venv._fns) == 3  # a new action dtype compiles once more
-    assert all(venv._fns[k] is f for k, f in fns.items())
+    as64 = torch.as_tensor(draw_actions(rng, venv.template, N), dtype=torch.float64)
+    with pytest.raises(RuntimeError), torch.compiler.set_stance("fail_on_recompile"):
+        venv.step(as64)  # a new action dtype needs one more compilation
+    venv.step(as64)
+    with torch.compiler.set_stance("fail_on_recompile"):  # both dtypes now compiled
+        venv.step(as64)
+        venv.step(as64.float())
+    assert not venv._compiled.failed
+
+
+def test_compile_failure_falls_back_to_the_eager_step(monkeypatch):
+    from stockgym.envs import vector_compiled
+
+    def broken(fn, **kw):
+        def fail(*a):
+            raise RuntimeError("no compiler here")
+
+        return fail
+
+    monkeypatch.setattr(vector_compiled.torch, "compile", broken)
+    prices = synth(1)
+    kw = dict(window_size=5, episode_length=10)
+    venv = VectorStockTradingEnv(prices, N, compile=True, **kw)
+    twin = VectorStockTradingEnv(prices, N, **kw)
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        oa, _ = venv.reset(seed=1)
+    ob, _ = twin.reset(seed=1)
+    assert venv._compiled.failed and torch.equal(oa, ob)
+    acts = np.ones(N, dtype=np.int64)
+    assert torch.equal(venv.step(acts)[1], twin.step(acts)[1])
 
 
 # ----------------------------------------------------------------------- CUDA
@@ -475,7 +492,7 @@ def test_vector_env_has_no_lookahead(n_assets, data_seed, s_frac, t_offset, seed
     oa, ia = base.reset(seed=0, options=opts)
     ob, ib = moved.reset(seed=0, options=opts)
     assert torch.equal(oa, ob)
-    checked, differed = 1, False
+    checked, differed = 1, False  # the reset observation (dated s <= t) was one check
     acts = None
     while int(ia["t"][0]) < last:
         acts = draw_actions(rng, base.template, N, acts)
@@ -489,7 +506,8 @@ def test_vector_env_has_no_lookahead(n_assets, data_seed, s_frac, t_offset, seed
             checked += 1
         else:
             differed |= not torch.equal(oa, ob)
-    assert checked > 0
+    # every observation dated s..t was compared, and nothing dated <= t was skipped
+    assert checked == t_idx - s_idx + 1
     if t_idx < last - 1:
         assert differed  # the perturbation was real
 
@@ -535,13 +553,13 @@ def test_episode_statistics_and_gymnasium_conventions():
     assert n_episodes >= 12
 
 
-def test_info_is_a_lazy_dict_whose_values_are_those_of_its_step():
+def test_info_values_stay_those_of_their_step():
     prices = synth(3)
     kw = dict(window_size=5, episode_length=6, action_type="continuous", allow_short=True)
-    lazy, eager = VectorStockTradingEnv(prices, N, **kw), VectorStockTradingEnv(prices, N, **kw)
-    _, info0 = lazy.reset(seed=5)
+    kept_env, twin = VectorStockTradingEnv(prices, N, **kw), VectorStockTradingEnv(prices, N, **kw)
+    _, info0 = kept_env.reset(seed=5)
     assert isinstance(info0, dict) and set(info0) == set(vector_mod.RESET_INFO_KEYS)
-    eager.reset(seed=5)
+    twin.reset(seed=5)
     step_keys = set(vector_mod.STEP_INFO_KEYS)
     rng = np.random.default_rng(5)
 
@@ -556,11 +574,11 @@ def test_info_is_a_lazy_dict_whose_values_are_those_of_its_step():
 
     kept, snaps = [], []
     for _ in range(20):
-        acts = draw_actions(rng, lazy.template, N)
-        kept.append(lazy.step(acts)[4])  # nothing is built yet
-        snaps.append(snapshot(eager.step(acts)[4]))
+        acts = draw_actions(rng, kept_env.template, N)
+        kept.append(kept_env.step(acts)[4])  # read only after 20 more steps
+        snaps.append(snapshot(twin.step(acts)[4]))
     ends = 0
-    for info, snap in zip(kept, snaps, strict=True):  # built only now, steps later
+    for info, snap in zip(kept, snaps, strict=True):  # read only now, steps later
         assert isinstance(info, dict) and step_keys <= set(info)
         assert set(snap) == set(info)
         for k in step_keys:
@@ -576,38 +594,14 @@ def test_info_is_a_lazy_dict_whose_values_are_those_of_its_step():
     assert kept[0]["position"].is_contiguous()
 
 
-def test_info_behaves_as_a_dict():
+def test_info_is_a_plain_dict():
     venv = VectorStockTradingEnv(synth(1), N, window_size=5)
     venv.reset(seed=0)
-    keys = set(vector_mod.STEP_INFO_KEYS)
     info = venv.step(np.zeros(N, dtype=np.int64))[4]
-    assert len(info) == len(keys) and set(info.keys()) == keys
-    info = venv.step(np.ones(N, dtype=np.int64))[4]  # a fresh one, nothing built
-    assert "cash" in info and "nope" not in info and len(info) == len(keys)
-    assert info.get("nope") is None and info.get("nope", 3) == 3
-    cash = info.get("cash")
-    assert isinstance(cash, torch.Tensor) and info["cash"] is cash  # built once
-    assert set({**info}) == keys and set(dict(info)) == keys and set(info.copy()) == keys
+    assert type(info) is dict and set(info) == set(vector_mod.STEP_INFO_KEYS)
     plain = pickle.loads(pickle.dumps(info))
-    assert type(plain) is dict and set(plain) == keys
-    assert torch.equal(plain["portfolio_value"], info["portfolio_value"])
-    info = venv.step(np.ones(N, dtype=np.int64))[4]
-    info["cost"] = "mine"  # a pending key set by the caller keeps the caller's value
-    assert info["cost"] == "mine"
-    del info["pnl"]
-    assert "pnl" not in info and len(info) == len(keys) - 1
-    with pytest.raises(KeyError):
-        info["pnl"]
-    info |= {"extra": 1}
-    info.update(t="mine too")
-    assert info["extra"] == 1 and info["t"] == "mine too"
-    filled = info.pop("filled")
-    assert filled.shape == (N, 1) and "filled" not in info
-    assert info.setdefault("fill_price", None) is not None
-    assert "portfolio_value" in repr(info)
-    assert set(info | {"z": 0}) == (keys - {"pnl", "filled"}) | {"extra", "z"}
-    info.clear()
-    assert len(info) == 0 and list(info) == []
+    assert set(plain) == set(info) and torch.equal(plain["cash"], info["cash"])
+    assert info["filled"].shape == (N, 1) and info["not_tradable"].dtype == torch.bool
 
 
 def test_copy_false_reuses_one_buffer_with_the_same_values():
@@ -653,38 +647,6 @@ def test_copy_true_returns_new_tensors_the_env_never_changes():
     assert len(set(ptrs)) == len(ptrs)
     for k, (x, snapshot) in enumerate(kept):
         assert torch.equal(x, snapshot), f"returned tensor {k} changed later"
-
-
-def test_copy_true_reuses_only_memory_that_nothing_references():
-    """copy=True keeps a small pool of observation buffers (no fresh pages each step):
-    the memory of observations the caller dropped is reused, while an observation
-    still referenced directly or through a view, a numpy array or a DLPack capsule is
-    never written again."""
-    prices = synth(3)
-    venv = VectorStockTradingEnv(prices, N, window_size=5, episode_length=10)
-    venv.reset(seed=5)
-    rng = np.random.default_rng(5)
-
-    def step():
-        return venv.step(draw_actions(rng, venv.template, N))[0]
-
-    ptrs = {step().data_ptr() for _ in range(30)}  # across autoresets too
-    assert 1 <= len(ptrs) <= vector_mod._POOL_SIZE
-    holders = {
-        "view": lambda o: o[1:, 2:],
-        "numpy": lambda o: o.numpy()[:, :4],
-        "dlpack": torch.utils.dlpack.to_dlpack,
-        "column": lambda o: o[:, 0],
-    }
-    for kind, hold in holders.items():
-        read = torch.from_dlpack if kind == "dlpack" else torch.as_tensor
-        obs = step()
-        base, held, expect = obs.data_ptr(), hold(obs), read(hold(obs.clone()))
-        del obs
-        later = [step().data_ptr() for _ in range(12)]
-        assert torch.equal(read(held), expect), f"an observation held through a {kind} changed"
-        assert base not in later
-        assert len(set(later)) <= vector_mod._POOL_SIZE - 1  # the rest is still reused
 
 
 # ------------------------------------------------------------------- seeding

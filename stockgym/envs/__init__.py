@@ -1,6 +1,8 @@
-"""Trading environments. ``StockTradingEnv`` is registered as
-``stockgym/StockTrading-v0`` (``gymnasium.make("stockgym/StockTrading-v0", prices=...)``)
-when ``stockgym`` is imported. Importing this package does not import torch."""
+"""Trading environments. Importing ``stockgym`` registers two Gymnasium ids that build
+themselves (:mod:`stockgym.envs.registry`): ``stockgym/StockTrading-v0`` (one symbol,
+``gymnasium.make("stockgym/StockTrading-v0")`` with no arguments trades the bundled AAPL
+over its training period) and ``stockgym/Portfolio-v0`` (several symbols, continuous
+target weights). Importing this package does not import torch."""
 
 import gymnasium as gym
 
@@ -8,12 +10,16 @@ from stockgym.envs.costs import PRESETS, CostModel
 from stockgym.envs.trading import ObsLayout, StockTradingEnv
 
 ENV_ID = "stockgym/StockTrading-v0"
+PORTFOLIO_ID = "stockgym/Portfolio-v0"
 
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="stockgym.envs.trading:StockTradingEnv")
+    gym.register(id=ENV_ID, entry_point="stockgym.envs.registry:stock_trading_env")
+if PORTFOLIO_ID not in gym.registry:
+    gym.register(id=PORTFOLIO_ID, entry_point="stockgym.envs.registry:portfolio_env")
 
 __all__ = [
     "ENV_ID",
+    "PORTFOLIO_ID",
     "PRESETS",
     "CostModel",
     "ObsLayout",

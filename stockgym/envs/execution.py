@@ -2,7 +2,7 @@
 
 Pure Python on lists of floats (one entry per asset): for the handful of assets a
 single env trades this is several times faster than small numpy arrays, and it is
-the reference the vectorized env is tested against. The rules (DESIGN.md):
+the reference the vectorized env is tested against. The rules (docs/market-rules.md):
 
 1. ``V_ref = cash + sum(shares * ref)`` where ``ref`` is the reference price of each
    asset at fill time (the next open by default; the last close for a halted asset).
@@ -16,7 +16,10 @@ the reference the vectorized env is tested against. The rules (DESIGN.md):
    ``min_commission``) is skipped (status ``"uneconomic"``).
 5. Buys are then scaled by one common factor ``k`` so that buys plus their commissions
    fit in cash (status ``"scaled"`` when ``k < 1``); whole shares are floored again
-   after scaling. Cash never goes negative.
+   after scaling. Cash never goes negative, by construction: the buys are sized so that
+   their total cost ``need = sum(q * price + commission)`` is <= cash, and cash is then
+   reduced by that same ``need`` in one subtraction, which, correctly rounded, cannot
+   go below zero (subtracting each order's cost in turn could, by a few ulps).
 
 Commission on each filled order is ``max(commission * value, min_commission)``; the sell
 tax is ``sell_tax * value`` on sells; the slippage cost is ``qty * |fill - ref|`` (it is
@@ -29,9 +32,11 @@ import math
 
 from stockgym.envs.costs import CostModel
 
-# Conservative factor on the cash-fitting scale so that float rounding can never make
-# cash negative (changes buy sizes by one part in 1e12).
+# Conservative factor on the cash-fitting scale, so that the scaled buys fit in cash
+# despite float rounding without a bisection (changes buy sizes by one part in 1e12).
 _SAFE = 1.0 - 1e-12
+# Orders smaller than this fraction of the portfolio value are float noise, not orders.
+_NOISE = 1e-12
 
 
 def _order(symbol, requested, filled, price, value, commission, tax, slippage, status):
@@ -84,8 +89,11 @@ def rebalance(
         if not fractional:
             target = float(math.trunc(target))
         qty = target - shares[i]
-        # Orders smaller than one part in 1e12 of the portfolio are float noise.
-        if qty == 0.0 or (desired > shares[i]) != (qty > 0) or abs(qty * ref[i]) <= 1e-12 * abs(v_ref):
+        if (
+            qty == 0.0
+            or (desired > shares[i]) != (qty > 0)
+            or abs(qty * ref[i]) <= _NOISE * abs(v_ref)
+        ):
             continue
         if not tradable[i]:
             orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable"))
@@ -98,7 +106,11 @@ def rebalance(
                 continue
             cash += value - comm - tax
             new_shares[i] = shares[i] + qty
-            orders.append(_order(symbols[i], qty, qty, price, value, comm, tax, -qty * (ref[i] - price), "filled"))
+            orders.append(
+                _order(
+                    symbols[i], qty, qty, price, value, comm, tax, -qty * (ref[i] - price), "filled"
+                )
+            )
         else:
             buys.append((i, qty, price))
     if buys:
@@ -122,11 +134,13 @@ def _scaled(buys, k: float, fractional: bool) -> list[float]:
 def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbols) -> float:
     k = 1.0
     qtys = [q for _, q, _ in buys]
-    if _buy_need(buys, qtys, costs) > cash:
+    need = _buy_need(buys, qtys, costs)
+    if need > cash:
         gross = sum(q * p for _, q, p in buys) * (1.0 + costs.commission)
         k = max(cash, 0.0) / gross * _SAFE
         qtys = _scaled(buys, k, fractional)
-        if _buy_need(buys, qtys, costs) > cash:  # only min_commission gets here: bisect k
+        need = _buy_need(buys, qtys, costs)
+        if need > cash:  # only min_commission gets here: bisect k
             lo, hi = 0.0, k
             for _ in range(60):
                 mid = 0.5 * (lo + hi)
@@ -136,6 +150,7 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
                     hi = mid
             k = lo
             qtys = _scaled(buys, k, fractional)
+            need = _buy_need(buys, qtys, costs)
     status = "filled" if k >= 1.0 else "scaled"
     for (i, requested, price), q in zip(buys, qtys, strict=False):
         if q <= 0.0:
@@ -143,9 +158,9 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
             continue
         value = q * price
         comm = _commission(value, costs)
-        cash -= value + comm
         new_shares[i] += q
         orders.append(
             _order(symbols[i], requested, q, price, value, comm, 0.0, q * (price - ref[i]), status)
         )
-    return cash
+    # need <= cash here (or need == 0), so this one rounded subtraction is >= 0
+    return cash - need

@@ -127,9 +127,7 @@ def build_market(
     dates = table.index.intersection(base_index)
     if len(dates) < 2:
         raise DataError(f"[env] only {len(dates)} dates with prices and every feature")
-    cube = np.stack(
-        [table.loc[dates, s][names].to_numpy(np.float64) for s in symbols], axis=1
-    )
+    cube = np.stack([table.loc[dates, s][names].to_numpy(np.float64) for s in symbols], axis=1)
     if not np.isfinite(cube).all():
         t, i, f = np.argwhere(~np.isfinite(cube))[0]
         raise DataError(
@@ -159,7 +157,5 @@ def _price_arrays(per_symbol, symbols, base_index, dates):
     mark, ref_open, trad = mark[pos], ref_open[pos], full_trad[pos]
     if not np.isfinite(mark[0]).all():
         i = int(np.argmax(~np.isfinite(mark[0])))
-        raise DataError(
-            f"[env] {symbols[i]} has no tradable close on or before {dates[0].date()}"
-        )
+        raise DataError(f"[env] {symbols[i]} has no tradable close on or before {dates[0].date()}")
     return np.ascontiguousarray(ref_open), np.ascontiguousarray(mark), trad

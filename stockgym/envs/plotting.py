@@ -21,8 +21,11 @@ def render_rgb(env) -> np.ndarray:
         for t, _, fills in hist:
             for a, q in fills:
                 ax1.scatter(
-                    env._dates[t], env._mark[t][a], marker="^" if q > 0 else "v",
-                    color="g" if q > 0 else "r", s=12,
+                    env._dates[t],
+                    env._mark[t][a],
+                    marker="^" if q > 0 else "v",
+                    color="g" if q > 0 else "r",
+                    s=12,
                 )
         ax1.set_ylabel("price")
         ax1.legend(loc="upper left", fontsize=6)

@@ -437,7 +437,11 @@ class StockTradingEnv(gym.Env):
     # ------------------------------------------------------------------ render
     def _snapshot(self, orders: list) -> tuple:
         idx = {s: i for i, s in enumerate(self.symbols)}
-        return (self._t, self._value, [(idx[o["symbol"]], o["filled"]) for o in orders if o["filled"]])
+        return (
+            self._t,
+            self._value,
+            [(idx[o["symbol"]], o["filled"]) for o in orders if o["filled"]],
+        )
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None or not self._started:

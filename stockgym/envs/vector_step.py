@@ -1,0 +1,328 @@
+"""One step of N trading envs at once: the maths of :class:`StockTradingEnv` on tensors.
+
+Pure functions of a :class:`VecState` (one row per env, float64 money), used as they are
+by the eager vector env and compiled by :mod:`stockgym.envs.vector_compiled`. Each
+function mirrors its single-env counterpart, with the same names and order:
+
+* :func:`transition` is ``StockTradingEnv.step``: fill at bar ``f = s + 1`` (the open, or
+  the close of ``s`` with ``fill="close"``), borrow on shorts, mark at the close of
+  ``f``, reward, ruin / end of episode.
+* :func:`rebalance` is :func:`stockgym.envs.execution.rebalance`: target weights ->
+  orders at ``V_ref = cash + sum(shares * ref)``, sells first, then buys scaled by one
+  common factor ``k`` to fit in cash (see :func:`fit_buys`).
+* :func:`reward` is ``StockTradingEnv._reward``.
+
+Shapes: per-env quantities ``(N,)``, per-asset ones ``(N, A)``. The rules themselves
+are stated in docs/market-rules.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from stockgym.envs.costs import CostModel
+from stockgym.envs.execution import _NOISE, _SAFE
+
+# Bits of the flag a step returns (one small number read by the host per step).
+ANY_DONE, OUT_OF_SPACE, NOT_FINITE, NEEDS_BISECTION = 1, 2, 4, 8
+
+
+class VecState(NamedTuple):
+    """Every env's state after the close of bar ``t``."""
+
+    cash: torch.Tensor  # (N,) float64
+    shares: torch.Tensor  # (N, A) float64, signed
+    value: torch.Tensor  # (N,) float64: cash + sum(shares * close[t])
+    episode_return: torch.Tensor  # (N,) float64: sum of this episode's rewards
+    dsr_a: torch.Tensor  # (N,) float64: differential Sharpe moving first moment
+    dsr_b: torch.Tensor  # (N,) float64: ... and second moment
+    t: torch.Tensor  # (N,) int64: bar of the last observation
+    start: torch.Tensor  # (N,) int64: first bar of the episode
+    end: torch.Tensor  # (N,) int64: last bar of the episode
+
+
+class StepOut(NamedTuple):
+    """What one step reports besides the new state (``info`` and the flags)."""
+
+    reward: torch.Tensor  # (N,) float64
+    terminated: torch.Tensor  # (N,) bool
+    truncated: torch.Tensor  # (N,) bool
+    cost: torch.Tensor  # (N,) commission + tax + slippage + borrow
+    pnl: torch.Tensor  # (N,)
+    filled: torch.Tensor  # (N, A) shares filled, signed
+    fill_price: torch.Tensor  # (N, A), 0 where nothing filled
+    not_tradable: torch.Tensor  # (N, A) bool: orders refused on a halted bar
+    obs_tail: torch.Tensor  # (N, A + 1) float32: weights, then the cash fraction
+
+
+class MarketTensors(NamedTuple):
+    """The market arrays of ``StockTradingEnv.market`` on the device, ``(bars, A)``."""
+
+    ref_open: torch.Tensor  # float64
+    mark: torch.Tensor  # float64
+    tradable: torch.Tensor  # bool
+    positions: torch.Tensor  # (k,) float64: the discrete actions' target weights (or empty)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """The settings a step depends on (all from the template ``StockTradingEnv``)."""
+
+    costs: CostModel
+    fill: str
+    fractional: bool
+    reward: str
+    dsr_eta: float
+    initial_cash: float
+    ruin_floor: float
+    action_type: str
+    positions: tuple[float, ...] | None
+    low: float  # lowest target weight: -1 with shorts, else 0
+    limit: float  # gross weight limit
+    clip_actions: bool
+    validate: bool
+
+
+def action_to_weights(
+    actions: torch.Tensor, positions: torch.Tensor, spec: StepSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``StockTradingEnv.action_to_weights`` for ``(N, A)`` actions: target weights
+    ``(N, A)`` float64 and the action-check bits (a 0-dim int64 tensor)."""
+    bits = torch.zeros((), dtype=torch.int64, device=actions.device)
+    if spec.action_type == "discrete":
+        k = len(spec.positions)
+        if spec.validate:
+            bits = ((actions < 0) | (actions >= k)).any() * OUT_OF_SPACE
+        w = positions[actions.long().clamp(0, k - 1)]
+    else:
+        a = actions.to(torch.float64)
+        if spec.validate:
+            bits = (~torch.isfinite(a)).any() * NOT_FINITE
+            if not spec.clip_actions:
+                outside = (a < spec.low - 1e-6) | (a > 1.0 + 1e-6)
+                bits = bits + outside.any() * OUT_OF_SPACE
+        w = a.clamp(spec.low, 1.0)
+    gross = w.abs().sum(1, keepdim=True)
+    w = torch.where(gross > spec.limit, w * (spec.limit / gross), w)
+    return w, bits
+
+
+def commission(value: torch.Tensor, costs: CostModel) -> torch.Tensor:
+    """``max(commission * value, min_commission)`` where ``value > 0`` (an order), else 0."""
+    if costs.min_commission > 0.0:
+        fee = torch.clamp(costs.commission * value, min=costs.min_commission)
+        return torch.where(value > 0.0, fee, 0.0)
+    return costs.commission * value
+
+
+def buy_need(qty: torch.Tensor, price: torch.Tensor, costs: CostModel) -> torch.Tensor:
+    """Cash that buying ``qty`` (N, A) at ``price`` costs per env, commissions included."""
+    value = qty * price
+    return (value + commission(value, costs)).sum(1)
+
+
+def fit_buys(
+    qty: torch.Tensor, price: torch.Tensor, cash: torch.Tensor, spec: StepSpec, bisect: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Buys ``qty`` (N, A) scaled by one factor ``k`` per env so that ``need <= cash``.
+
+    ``k = cash / (sum(qty * price) * (1 + commission))`` (shrunk by ``_SAFE``); whole
+    shares are floored after scaling. Where a minimum commission makes that too much
+    (``need > cash`` still), ``k`` is bisected when ``bisect``; otherwise those envs are
+    returned in the mask, and the caller redoes the step with ``bisect=True``.
+    Returns (qty, need, unresolved): ``need`` is the exact amount the caller takes from
+    cash, so cash stays >= 0 (one rounded subtraction of a smaller number)."""
+    wanted = qty
+    need = buy_need(wanted, price, spec.costs)
+    over = need > cash
+    gross = (wanted * price).sum(1) * (1.0 + spec.costs.commission)
+    k = cash.clamp(min=0.0) / torch.where(gross > 0.0, gross, 1.0) * _SAFE
+
+    def sized(k: torch.Tensor) -> torch.Tensor:
+        q = wanted * k[:, None]
+        return q if spec.fractional else torch.floor(q)
+
+    qty = torch.where(over[:, None], sized(k), wanted)
+    need = buy_need(qty, price, spec.costs)
+    # (only where over: elsewhere need is unchanged; with cash < 0, possible only short,
+    # k = 0 buys nothing, as the bisection would find)
+    unresolved = need > cash.clamp(min=0.0)
+    if bisect:
+        lo, hi = torch.zeros_like(k), k
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            ok = buy_need(sized(mid), price, spec.costs) <= cash
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        qty = torch.where(unresolved[:, None], sized(lo), qty)
+        need = torch.where(unresolved, buy_need(qty, price, spec.costs), need)
+        unresolved = torch.zeros_like(unresolved)
+    return qty, need, unresolved
+
+
+class Fills(NamedTuple):
+    shares: torch.Tensor
+    cash: torch.Tensor
+    filled: torch.Tensor
+    fill_price: torch.Tensor
+    cost: torch.Tensor  # commission + tax + slippage, (N,)
+    not_tradable: torch.Tensor
+    unresolved: torch.Tensor  # see fit_buys
+
+
+def rebalance(
+    shares: torch.Tensor,
+    cash: torch.Tensor,
+    weights: torch.Tensor,
+    ref: torch.Tensor,
+    tradable: torch.Tensor,
+    spec: StepSpec,
+    bisect: bool,
+) -> Fills:
+    """Execute target ``weights`` at prices ``ref``, as
+    :func:`stockgym.envs.execution.rebalance` does for one env."""
+    costs = spec.costs
+    v_ref = (cash + (shares * ref).sum(1))[:, None]
+    slip = costs.slippage_bps * 1e-4
+    desired = weights * v_ref / ref
+    buy_side = desired > shares
+    price = torch.where(buy_side, ref * (1.0 + slip), ref * (1.0 - slip))
+    target = weights * v_ref / price
+    if not spec.fractional:
+        target = torch.trunc(target)
+    qty = target - shares
+    # An order moves the position toward the desired one (rounding may not), and is not
+    # float noise (_NOISE of the portfolio); anything else is no order (qty 0).
+    qty = torch.where(qty * (desired - shares) > 0.0, qty, 0.0)
+    qty = torch.where((qty * ref).abs() > _NOISE * v_ref.abs(), qty, 0.0)
+    not_tradable = torch.where(tradable, 0.0, qty) != 0.0
+    qty = torch.where(tradable, qty, 0.0)
+    # sells first: cash += value - commission - tax, unless that is negative
+    sell_qty = qty.clamp(max=0.0)
+    sell_value = -sell_qty * price
+    sell_comm = commission(sell_value, costs)
+    sell_tax = costs.sell_tax * sell_value
+    if costs.min_commission > 0.0:
+        economic = sell_value - sell_comm - sell_tax >= 0.0
+        sell_qty, sell_value, sell_comm, sell_tax = (
+            torch.where(economic, x, 0.0) for x in (sell_qty, sell_value, sell_comm, sell_tax)
+        )
+    cash = cash + (sell_value - sell_comm - sell_tax).sum(1)
+    # then buys, scaled by one common factor to fit in cash
+    buy_qty, need, unresolved = fit_buys(qty.clamp(min=0.0), price, cash, spec, bisect)
+    buy_comm = commission(buy_qty * price, costs)
+    cash = cash - need
+    filled = sell_qty + buy_qty
+    traded = filled != 0.0
+    slippage = torch.where(traded, (filled * (price - ref)).abs(), 0.0)
+    cost = (sell_comm + buy_comm + sell_tax + slippage).sum(1)
+    return Fills(
+        shares + filled,
+        cash,
+        filled,
+        torch.where(traded, price, 0.0),
+        cost,
+        not_tradable,
+        unresolved,
+    )
+
+
+def reward(
+    v0: torch.Tensor, v1: torch.Tensor, dsr_a: torch.Tensor, dsr_b: torch.Tensor, spec: StepSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reward, new dsr_a, new dsr_b), as ``StockTradingEnv._reward``."""
+    if spec.reward == "log_return":
+        return torch.log(v1.clamp(min=1e-12 * spec.initial_cash) / v0), dsr_a, dsr_b
+    ret = v1 / v0 - 1.0
+    if spec.reward == "return":
+        return ret, dsr_a, dsr_b
+    a, b = dsr_a, dsr_b
+    da, db = ret - a, ret * ret - b
+    var = b - a * a
+    safe = var > 1e-12
+    dsr = torch.where(safe, (b * da - 0.5 * a * db) / torch.where(safe, var, 1.0) ** 1.5, 0.0)
+    return dsr, a + spec.dsr_eta * da, b + spec.dsr_eta * db
+
+
+def obs_tail(
+    shares: torch.Tensor, cash: torch.Tensor, value: torch.Tensor, mark: torch.Tensor
+) -> torch.Tensor:
+    """The last A + 1 observation values: each asset's weight, then the cash fraction."""
+    weights = shares * mark / value[:, None]
+    return torch.cat([weights, (cash / value)[:, None]], 1).to(torch.float32)
+
+
+def transition(
+    state: VecState, actions: torch.Tensor, market: MarketTensors, spec: StepSpec, bisect: bool
+) -> tuple[VecState, StepOut, torch.Tensor]:
+    """One step of every env; returns the new state, what it reports and the flag
+    (bits ``ANY_DONE | OUT_OF_SPACE | NOT_FINITE | NEEDS_BISECTION``)."""
+    weights, bits = action_to_weights(actions, market.positions, spec)
+    s = state.t
+    f = s + 1
+    if spec.fill == "open":
+        ref, tradable = market.ref_open[f], market.tradable[f]
+    else:
+        ref, tradable = market.mark[s], market.tradable[s]
+    before = state.shares
+    fills = rebalance(before, state.cash, weights, ref, tradable, spec, bisect)
+    shares, cash = fills.shares, fills.cash
+    mark_s, mark_f = market.mark[s], market.mark[f]
+    cost = fills.cost
+    if spec.costs.borrow_rate > 0.0:
+        short_value = torch.where(shares < 0.0, -shares * mark_f, 0.0)
+        borrow = (short_value * (spec.costs.borrow_rate / 252.0)).sum(1)
+        cash = cash - borrow
+        cost = borrow + cost
+    value = cash + (shares * mark_f).sum(1)
+    pnl = (before * (ref - mark_s) + shares * (mark_f - ref)).sum(1)
+    r, dsr_a, dsr_b = reward(state.value, value, state.dsr_a, state.dsr_b, spec)
+    terminated = value < spec.ruin_floor
+    truncated = (f >= state.end) & ~terminated
+    new = VecState(
+        cash, shares, value, state.episode_return + r, dsr_a, dsr_b, f, state.start, state.end
+    )
+    out = StepOut(
+        r,
+        terminated,
+        truncated,
+        cost,
+        pnl,
+        fills.filled,
+        fills.fill_price,
+        fills.not_tradable,
+        obs_tail(shares, cash, value, mark_f),
+    )
+    flag = (
+        bits + (terminated | truncated).any() * ANY_DONE + fills.unresolved.any() * NEEDS_BISECTION
+    )
+    return new, out, flag
+
+
+def restart(
+    state: VecState,
+    done: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    initial_cash: float,
+    mark: torch.Tensor,
+) -> tuple[VecState, torch.Tensor]:
+    """A new episode (cash ``initial_cash``, no position) in the envs where ``done``,
+    from bar ``start`` to ``end``; returns the state and its observation tails."""
+    keep = ~done
+    zero = torch.zeros_like(state.cash)
+    cash0 = torch.full_like(state.cash, initial_cash)
+    st = VecState(
+        torch.where(keep, state.cash, cash0),
+        torch.where(keep[:, None], state.shares, 0.0),
+        torch.where(keep, state.value, cash0),
+        torch.where(keep, state.episode_return, zero),
+        torch.where(keep, state.dsr_a, zero),
+        torch.where(keep, state.dsr_b, zero),
+        torch.where(keep, state.t, start),
+        torch.where(keep, state.start, start),
+        torch.where(keep, state.end, end),
+    )
+    return st, obs_tail(st.shares, st.cash, st.value, mark[st.t])
