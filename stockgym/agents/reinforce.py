@@ -1,7 +1,9 @@
 """REINFORCE (Williams 1992): Monte-Carlo policy gradient over whole episodes, with a
 baseline and an entropy bonus, on batches of episodes from a vector env.
 ``Discrete``, ``MultiDiscrete`` and ``Box`` actions (as PPO's, see
-:mod:`stockgym.agents.networks`).
+:mod:`stockgym.agents.networks`). The learned baseline shares the policy's backbone
+(a value head beside the policy head) as PPO's critic does: ``shared_encoder``
+(``None``: shared on stockgym envs, separate on plain vectors); ``precision`` as PPO's.
 
 One update:
 
@@ -15,8 +17,9 @@ One update:
 3. Advantages ``A_t = G_t - b_t`` with the baseline ``b`` (``baseline``): ``"value"``, a
    learned ``V(obs_t)`` (fitted by MSE to ``G_t``), ``"mean"``: the batch mean of
    ``G``, or ``"none"``; optionally normalised.
-4. One gradient step on
-   ``L = -mean_t[log pi(a_t|s_t) * A_t] - ent_coef * mean_t[H(pi(.|s_t))] + vf_coef * mean_t[(V(s_t) - G_t)^2]``.
+4. One gradient step (autograd, global-norm clipping, Adam) on
+   ``L = -mean_t[log pi(a_t|s_t) A_t] - ent_coef mean_t[H(pi(.|s_t))]
+   + vf_coef mean_t[(V(s_t) - G_t)^2]``.
 """
 
 from __future__ import annotations
@@ -27,26 +30,30 @@ import torch
 from torch import nn
 
 from stockgym.agents.base import Agent, Callback
-from stockgym.agents.common import (
-    CommonConfig,
-    EpisodeStats,
-    SPSMeter,
-    _check_int,
-    _check_number,
+from stockgym.agents.config import CommonConfig
+from stockgym.agents.monitor import EpisodeStats, SPSMeter
+from stockgym.agents.networks import (
+    PRECISIONS,
+    SQUASH,
+    ActionDist,
+    autocast,
+    build_actor_critic,
+    policy_and_value,
 )
-from stockgym.agents.networks import SQUASH, ActionDist, Net, Policy
+from stockgym.core import check_int, check_number
 
 BASELINES = ("value", "mean", "none")
 
 
 @dataclass
 class REINFORCEConfig(CommonConfig):
-    """REINFORCE hyperparameters (plus :class:`~stockgym.agents.common.CommonConfig`'s).
+    """REINFORCE hyperparameters (plus :class:`~stockgym.agents.config.CommonConfig`'s).
 
     ``gamma``; ``baseline`` (``value | mean | none``); ``norm_adv`` (normalise the
     advantages of each batch); ``ent_coef``; ``vf_coef`` (weight of the value loss);
     ``max_episode_steps`` (cut episodes longer than this; ``None``: no cut);
-    ``squash`` and ``log_std_init`` for Box actions. One batch = one episode from each of
+    ``squash`` and ``log_std_init`` for Box actions; ``shared_encoder`` and
+    ``precision`` as :class:`~stockgym.agents.ppo.PPOConfig`'s. One batch = one episode from each of
     ``num_envs`` envs.
     """
 
@@ -59,24 +66,33 @@ class REINFORCEConfig(CommonConfig):
     max_episode_steps: int | None = None
     squash: str = "clip"
     log_std_init: float = 0.0
+    shared_encoder: bool | None = None
+    precision: str = "float32"
 
     def validate(self) -> None:
         super().validate()
-        _check_number("gamma", self.gamma, 0.0, 1.0)
+        check_number("gamma", self.gamma, 0.0, 1.0)
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         for name in ("ent_coef", "vf_coef"):
-            _check_number(name, getattr(self, name), 0.0)
+            check_number(name, getattr(self, name), 0.0)
         if self.max_episode_steps is not None:
-            _check_int("max_episode_steps", self.max_episode_steps, 1)
+            check_int("max_episode_steps", self.max_episode_steps, 1)
         if self.squash not in SQUASH:
             raise ValueError(f"squash must be one of {SQUASH}, got {self.squash!r}")
-        _check_number("log_std_init", self.log_std_init)
+        check_number("log_std_init", self.log_std_init)
+        if self.shared_encoder not in (None, True, False):
+            raise ValueError(
+                f"shared_encoder must be true, false or None, got {self.shared_encoder!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 # ------------------------------------------------------------------ the maths
-def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
-                       tail: torch.Tensor | None = None) -> torch.Tensor:
+def discounted_returns(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float, tail: torch.Tensor | None = None
+) -> torch.Tensor:
     """Monte-Carlo returns ``(T, N)`` of episodes stored along the time axis.
 
     ``dones[t]``: an episode ended at step t (the return does not flow back across it);
@@ -105,14 +121,26 @@ class REINFORCE(Agent):
     def _build(self) -> nn.ModuleDict:
         c = self.config
         self.dist = ActionDist(self.action_space, self.device, c.squash, c.log_std_init)
-        nets = {"actor": Policy(self.encoder_spec, self.dist, c.hidden_size)}
-        if c.baseline == "value":
-            nets["critic"] = Net(self.encoder_spec, 1, c.hidden_size, gain=1.0)
-        return nn.ModuleDict(nets)
+        return nn.ModuleDict(
+            build_actor_critic(
+                self.encoder_spec, self.dist, c.hidden_size, c.shared_encoder, c.baseline == "value"
+            )
+        )
+
+    def _params(self, obs: torch.Tensor) -> torch.Tensor:
+        """The policy's distribution parameters (float32)."""
+        with autocast(obs.device, self.config.precision):
+            return self.nets["actor"](obs).float()
 
     def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        raw, _ = self.nets["actor"].act(obs, self.generator, deterministic)
+        raw, _ = self.nets["actor"].sample(self._params(obs), self.generator, deterministic)
         return self.dist.to_env(raw)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The learned baseline ``V(obs)`` (``baseline="value"`` only)."""
+        return policy_and_value(
+            self.nets["actor"], self.nets["critic"], obs, self.config.precision
+        )[1]
 
     def _collect(self, stats: EpisodeStats) -> dict[str, torch.Tensor]:
         """One episode per env: stacked ``(T, N, ...)`` tensors and the ``alive`` mask
@@ -123,22 +151,32 @@ class REINFORCE(Agent):
         alive = torch.ones(N, dtype=torch.bool, device=self.device)
         ep_return = torch.zeros(N, dtype=torch.float64, device=self.device)
         portfolio = None
-        rows: dict[str, list[torch.Tensor]] = {k: [] for k in (
-            "obs", "actions", "rewards", "alive", "terminated", "truncated", "final_obs")}
+        rows: dict[str, list[torch.Tensor]] = {
+            k: []
+            for k in ("obs", "actions", "rewards", "alive", "terminated", "truncated", "final_obs")
+        }
         while True:
             with torch.no_grad():
-                raw, _ = self.nets["actor"].act(obs, self.generator)
+                raw, _ = self.nets["actor"].sample(self._params(obs), self.generator)
             step = env.step(self.dist.to_env(raw))
             terminated, truncated = step.terminated & alive, step.truncated & alive
             if c.max_episode_steps is not None and len(rows["obs"]) + 1 >= c.max_episode_steps:
                 truncated = alive & ~terminated  # cut: counts as a truncation
             done = terminated | truncated
-            final = step.obs if step.final_obs is None else torch.where(
-                step.done.unsqueeze(1), step.final_obs, step.obs)
-            for key, value in (("obs", obs), ("actions", raw), ("alive", alive),
-                               ("rewards", step.reward * c.reward_scale),
-                               ("terminated", terminated), ("truncated", truncated),
-                               ("final_obs", final)):
+            final = (
+                step.obs
+                if step.final_obs is None
+                else torch.where(step.done.unsqueeze(1), step.final_obs, step.obs)
+            )
+            for key, value in (
+                ("obs", obs),
+                ("actions", raw),
+                ("alive", alive),
+                ("rewards", step.reward * c.reward_scale),
+                ("terminated", terminated),
+                ("truncated", truncated),
+                ("final_obs", final),
+            ):
                 rows[key].append(value)
             ep_return += torch.where(alive, step.reward, 0.0)
             pv = step.info.get("portfolio_value")
@@ -152,8 +190,9 @@ class REINFORCE(Agent):
         batch = {k: torch.stack(v) for k, v in rows.items()}
         lengths = batch["alive"].sum(0)
         self.num_timesteps += int(lengths.sum())
-        stats.add(ep_return.tolist(), lengths.tolist(),
-                  None if portfolio is None else portfolio.tolist())
+        stats.add(
+            ep_return.tolist(), lengths.tolist(), None if portfolio is None else portfolio.tolist()
+        )
         return batch
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
@@ -174,16 +213,21 @@ class REINFORCE(Agent):
                 tail = torch.zeros_like(mask)
                 if critic is not None and bool(batch["truncated"].any()):
                     tr = batch["truncated"]
-                    tail[tr] = critic(batch["final_obs"][tr]).squeeze(-1)
+                    tail[tr] = self.value(batch["final_obs"][tr])
                 dones = batch["terminated"] | batch["truncated"]
                 returns = discounted_returns(batch["rewards"], dones, c.gamma, tail)
 
-            logprob, entropy = actor.evaluate(flat_obs, batch["actions"].reshape(T * N, *self.dist.raw_shape()))
+            flat_act = batch["actions"].reshape(T * N, *self.dist.raw_shape())
+            if critic is not None:
+                params, values = policy_and_value(actor, critic, flat_obs, c.precision)
+                values = values.reshape(T, N)
+            else:
+                params = self._params(flat_obs)
+            logprob, entropy = self.dist.log_prob_entropy(params, actor.log_std, flat_act)
             logprob, entropy = logprob.reshape(T, N), entropy.reshape(T, N)
             n_valid = mask.sum()
             value_loss = torch.zeros((), device=self.device)
             if critic is not None:
-                values = critic(flat_obs).squeeze(-1).reshape(T, N)
                 advantages = returns - values.detach()
                 value_loss = (((values - returns) ** 2) * mask).sum() / n_valid
             elif c.baseline == "mean":
