@@ -1,4 +1,12 @@
-"""finance-datareader source and its disk cache (all offline: the library is faked)."""
+"""finance-datareader source and its disk cache, all offline.
+
+Most tests fake ``FinanceDataReader.DataReader`` with frames shaped like its readers'
+output, to test our own logic (cache, seams, halts, timeouts). The replay tests at the end
+run the real library on recorded HTTP responses (``tests/fixtures/fdr``, replayed with
+``responses``): its Naver reader (KRX codes) and Yahoo reader (US tickers) parse them,
+then our normalisation, validation and adjustment run, and the frame is checked value by
+value against the numbers written in the test.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import FinanceDataReader
 import numpy as np
@@ -17,6 +26,7 @@ import pandas as pd
 import pytest
 import requests
 import responses
+from responses import matchers
 
 from stockgym.data import DataError, fdr, load_prices
 
@@ -463,3 +473,117 @@ def test_dead_network_via_http_layer(symbol, cache):
         assert len(rsps.calls) >= 1  # it really went through requests
     assert symbol in str(err.value) and "ConnectionError" in str(err.value)
     assert cache_files(cache) == []
+
+
+# ----------------------------------------------------------------------------- recorded HTTP
+
+FIXTURES = Path(__file__).parent / "fixtures" / "fdr"
+# Jan 1 and 15 are holidays on both exchanges; the days between are all trading days
+DAYS_JAN = pd.DatetimeIndex(pd.bdate_range("2024-01-02", "2024-01-12"), freq=None, name="date")
+
+
+def serve(rsps, url: str, fixture: str, content_type: str, **query: str) -> None:
+    """Answer a GET of ``url`` with exactly the query ``query`` with a fixture file."""
+    body = (FIXTURES / fixture).read_bytes()
+    match = [matchers.query_param_matcher(query)]
+    rsps.get(url, body=body, content_type=content_type, match=match)
+
+
+def table(text: str) -> np.ndarray:
+    return np.array([row.split() for row in text.strip().splitlines()], dtype="float64")
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """The Yahoo reader turns dates into epoch seconds with ``time.mktime`` (local
+    time): pin the zone so the requested ``period1`` / ``period2`` are known numbers."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_real_naver_parsing_of_a_recorded_krx_response(cache):
+    # Naver's chart endpoint answers the last `count` days as EUC-KR XML, whatever the range
+    with responses.RequestsMock() as rsps:
+        serve(
+            rsps,
+            "https://fchart.stock.naver.com/sise.nhn",
+            "naver_005930.xml",
+            "text/xml;charset=EUC-KR",
+            timeframe="day",
+            count="6000",
+            requestType="0",
+            symbol="005930",
+        )
+        df = load_prices("005930", "2024-01-02", "2024-01-12", source="fdr", cache_dir=cache)
+        assert len(rsps.calls) == 1
+    assert list(df.columns) == ["open", "high", "low", "close", "volume", "tradable"]
+    pd.testing.assert_index_equal(df.index, DAYS_JAN)  # the days before and after: trimmed
+    expected = table("""
+        78200 79800 78200 79600 17142847
+        78500 78800 77000 77000 21753644
+        76100 77300 76100 76600 15324439
+        76700 77100 76400 76600 11304316
+        77000 77500 76400 76500 11088724
+        77400 77700 74300 74700 26019240
+        75000 75200 73200 73600 20259529
+        72900 73600 72700 73200 57691266
+        73000 74100 72800 73100 13038939
+    """)
+    values = df[["open", "high", "low", "close", "volume"]]
+    assert (values.dtypes == np.float64).all()
+    np.testing.assert_array_equal(values.to_numpy(), expected)
+    assert df["tradable"].all()
+    assert df.attrs["source"] == "fdr" and df.attrs["adjusted"] is False
+    # read back from the cache, with no network: the same frame
+    with responses.RequestsMock():
+        again = load_prices("005930", "2024-01-02", "2024-01-12", source="fdr", cache_dir=cache)
+    pd.testing.assert_frame_equal(again, df)
+
+
+def test_real_yahoo_parsing_of_a_recorded_us_response(cache, utc):
+    with responses.RequestsMock() as rsps:
+        # [2024-01-02, 2024-01-13) in epoch seconds: our inclusive end + 1 day, exclusive
+        serve(
+            rsps,
+            "https://query2.finance.yahoo.com/v8/finance/chart/AAPL",
+            "yahoo_AAPL.json",
+            "application/json;charset=utf-8",
+            period1="1704153600",
+            period2="1705104000",
+            interval="1d",
+            includeAdjustedClose="true",
+        )
+        adj = load_prices("AAPL", "2024-01-02", "2024-01-12", source="fdr", cache_dir=cache)
+        raw = load_prices(
+            "AAPL", "2024-01-02", "2024-01-12", source="fdr", cache_dir=cache, adjust=False
+        )
+        assert len(rsps.calls) == 1  # the second load came from the cache
+    # Yahoo sends float32-rounded prices as JSON doubles, volumes as integers
+    o, h, lo, c, v = table("""
+        187.15 188.44 183.89 185.64 82488700
+        184.22 185.88 183.43 184.25 58414500
+        182.15 183.09 180.88 181.91 71983600
+        181.99 182.76 180.17 181.18 62303300
+        182.09 185.60 181.50 185.56 59144500
+        183.92 185.15 182.73 185.14 42841800
+        184.35 186.40 183.92 186.19 46792900
+        186.54 187.05 183.62 185.59 49128400
+        186.06 186.74 185.19 185.92 40444700
+    """).T
+    o, h, lo, c = (x.astype(np.float32).astype(np.float64) for x in (o, h, lo, c))
+    adj_close = (c * 0.9948).astype(np.float32).astype(np.float64)
+    for df in (adj, raw):
+        assert list(df.columns) == ["open", "high", "low", "close", "volume", "tradable"]
+        pd.testing.assert_index_equal(df.index, DAYS_JAN)
+        assert df["tradable"].all()
+    got = raw[["open", "high", "low", "close", "volume"]].to_numpy()
+    np.testing.assert_array_equal(got, np.column_stack([o, h, lo, c, v]))
+    factor = adj_close / c  # back-adjusted by Adj Close / Close
+    np.testing.assert_allclose(adj["close"].to_numpy(), adj_close, rtol=1e-15)
+    for col, x in (("open", o), ("high", h), ("low", lo)):
+        np.testing.assert_allclose(adj[col].to_numpy(), x * factor, rtol=1e-15)
+    np.testing.assert_allclose(adj["volume"].to_numpy(), v / factor, rtol=1e-15)
+    assert adj.attrs["adjusted"] is True and raw.attrs["adjusted"] is False

@@ -7,13 +7,12 @@ import json
 import math
 import statistics
 
+import empyrical  # the dev extra: a missing or broken install fails here, never skips
 import numpy as np
 import pandas as pd
 import pytest
 
 from stockgym.backtest import metrics as M
-
-empyrical = pytest.importorskip("empyrical")
 
 RF = 0.03  # annual
 RF_DAILY = (1 + RF) ** (1 / 252) - 1
@@ -116,11 +115,11 @@ def trades(*rows):
 
 def test_fifo_round_trips_net_of_costs():
     t = trades(
-        ("2024-01-02", "A", 10, 1000.0, 1.0, 0.0),   # lot 1: 100.1 a share with fees
-        ("2024-01-03", "A", 10, 1100.0, 1.0, 0.0),   # lot 2: 110.1
+        ("2024-01-02", "A", 10, 1000.0, 1.0, 0.0),  # lot 1: 100.1 a share with fees
+        ("2024-01-03", "A", 10, 1100.0, 1.0, 0.0),  # lot 2: 110.1
         ("2024-01-04", "A", -15, 1800.0, 2.0, 3.0),  # closes lot 1 and half of lot 2
-        ("2024-01-05", "A", -5, 500.0, 0.0, 0.0),    # closes the rest of lot 2 at 100
-        ("2024-01-05", "B", 3, 30.0, 0.0, 0.0),      # still open: not a closed trade
+        ("2024-01-05", "A", -5, 500.0, 0.0, 0.0),  # closes the rest of lot 2 at 100
+        ("2024-01-05", "B", 3, 30.0, 0.0, 0.0),  # still open: not a closed trade
     )
     closed = M.closed_trades(t)
     assert list(closed["quantity"]) == [15, 5]
@@ -135,10 +134,10 @@ def test_fifo_round_trips_net_of_costs():
 def test_fifo_shorts_and_position_flips():
     t = trades(
         ("2024-01-02", "A", -10, 500.0, 0.0, 0.0),  # short 10 at 50
-        ("2024-01-03", "A", 10, 400.0, 0.0, 0.0),   # cover at 40: +100
-        ("2024-01-04", "A", 5, 500.0, 0.0, 0.0),    # long 5 at 100
-        ("2024-01-05", "A", -8, 720.0, 0.0, 0.0),   # sell 8 at 90: close 5 (-50), short 3
-        ("2024-01-08", "A", 3, 300.0, 0.0, 0.0),    # cover 3 at 100: -30
+        ("2024-01-03", "A", 10, 400.0, 0.0, 0.0),  # cover at 40: +100
+        ("2024-01-04", "A", 5, 500.0, 0.0, 0.0),  # long 5 at 100
+        ("2024-01-05", "A", -8, 720.0, 0.0, 0.0),  # sell 8 at 90: close 5 (-50), short 3
+        ("2024-01-08", "A", 3, 300.0, 0.0, 0.0),  # cover 3 at 100: -30
     )
     closed = M.closed_trades(t)
     assert list(closed["side"]) == ["short", "long", "short"]

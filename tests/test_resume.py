@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stockgym.agents import TrainConfig, load_run, train
 from stockgym.agents.base import read_checkpoint
-from stockgym.agents.run import CHECKPOINT, RUN_CHECKPOINT, resume
 from stockgym.cli import main
+from stockgym.envs.vector import STATE_FORMAT
+from stockgym.experiment import TrainConfig, load_run, resume, train
+from stockgym.experiment.records import CHECKPOINT, RUN_CHECKPOINT
 
 SYNTH = {"kind": "edge", "edge": 0.3, "seed": 5, "n_days": 700}
 
@@ -30,14 +31,25 @@ def _config(tmp_path: Path, algo: str, total: int, **top) -> TrainConfig:
         agent["num_steps"] = 8
     if algo == "dqn":
         agent.update(learning_starts=64, batch_size=32, save_replay_buffer=True)
-    return TrainConfig.from_dict({
-        "algo": algo, "total_timesteps": total, "seed": 3, "device": "cpu",
-        "eval_freq": 0, "run_dir": str(tmp_path / f"run-{algo}"), **top,
-        "data": {"symbols": ["X"], "source": "synthetic", "options": SYNTH},
-        "env": {"window_size": 5, "num_envs": 4, "episode_length": 20,
-                "features": ["log_return", "rsi_14"]},
-        "agent": agent,
-    })
+    return TrainConfig.from_dict(
+        {
+            "algo": algo,
+            "total_timesteps": total,
+            "seed": 3,
+            "device": "cpu",
+            "eval_freq": 0,
+            "run_dir": str(tmp_path / f"run-{algo}"),
+            **top,
+            "data": {"symbols": ["X"], "source": "synthetic", "options": SYNTH},
+            "env": {
+                "window_size": 5,
+                "num_envs": 4,
+                "episode_length": 20,
+                "features": ["log_return", "rsi_14"],
+            },
+            "agent": agent,
+        }
+    )
 
 
 def _scalars(run_dir: Path) -> dict[str, list[int]]:
@@ -65,8 +77,9 @@ def _check_files(run_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn", "reinforce"])
-def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch,
-                                                          interrupt_training, algo):
+def test_interrupt_then_resume_gives_the_exact_step_count(
+    tmp_path, monkeypatch, interrupt_training, algo
+):
     total = 400
     # the uninterrupted reference
     ref = train(_config(tmp_path / "ref", algo, total, checkpoint_freq=0))
@@ -83,7 +96,7 @@ def test_interrupt_then_resume_gives_the_exact_step_count(tmp_path, monkeypatch,
     ckpt = read_checkpoint(run_dir / CHECKPOINT, fmt=RUN_CHECKPOINT)
     assert ckpt["agent"]["num_timesteps"] == summary["timesteps"]
 
-    assert ckpt["env"]["format"] == "stockgym.vector_env"  # the envs' positions are in it
+    assert ckpt["env"]["format"] == STATE_FORMAT  # the envs' positions are in it
     res = resume(run_dir)
     assert res.summary["timesteps"] == ref.summary["timesteps"]
     # one process, one thread, CPU: the continuation replays the uninterrupted run exactly
@@ -130,20 +143,50 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
+    """A CLI run killed with SIGKILL after a checkpoint, then ``--resume``d, ends where the
+    same command run without interruption ends: bit-identical weights and the same
+    validation history (one thread, CPU)."""
     run_dir = tmp_path / "killed"
     total, batch = 8000, 4 * 8  # PPO: 4 envs x 8 steps per rollout
     config = tmp_path / "ppo.toml"
     config.write_text(
         'algo = "ppo"\n[data]\nsymbols = ["X"]\nsource = "synthetic"\n'
         '[data.options]\nkind = "edge"\nedge = 0.3\nseed = 5\nn_days = 700\n'
-        '[agent]\nnum_steps = 8\nhidden_size = 16\nupdate_epochs = 2\nnum_minibatches = 1\n')
-    args = ["train", "--config", str(config), "--total-timesteps", str(total),
-            "--num-envs", "4", "--window-size", "5", "--episode-length", "20",
-            "--eval-freq", "1000", "--checkpoint-freq", "256", "--seed", "1",
-            "--device", "cpu", "--run-dir", str(run_dir), "--no-progress"]
+        "[agent]\nnum_steps = 8\nhidden_size = 16\nupdate_epochs = 2\nnum_minibatches = 1\n"
+    )
+    args = [
+        "train",
+        "--config",
+        str(config),
+        "--total-timesteps",
+        str(total),
+        "--num-envs",
+        "4",
+        "--window-size",
+        "5",
+        "--episode-length",
+        "20",
+        "--eval-freq",
+        "1000",
+        "--checkpoint-freq",
+        "256",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "stockgym.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    entry = "import sys; from stockgym.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", entry, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(run_dir / CHECKPOINT, proc, timeout=120)
         time.sleep(0.3)  # let it run past the checkpoint, maybe into the next one
@@ -169,3 +212,16 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     evals = [h["step"] for h in summary["eval_history"]]
     assert evals == sorted(set(evals)) and evals[0] <= 1024
     assert torch.load(run_dir / CHECKPOINT, weights_only=True)["agent"]["num_timesteps"] <= total
+
+    # the same command, never interrupted, in this process (one torch thread: conftest)
+    ref_dir = tmp_path / "uninterrupted"
+    assert args[-3:] == ["--run-dir", str(run_dir), "--no-progress"]
+    assert main([*args[:-3], "--run-dir", str(ref_dir), "--no-progress"]) == 0
+    ref_summary = json.loads((ref_dir / "summary.json").read_text())
+    assert ref_summary["timesteps"] == summary["timesteps"]
+    assert ref_summary["eval_history"] == summary["eval_history"]
+    ref_w = load_run(ref_dir)[1].nets.state_dict()
+    res_w = load_run(run_dir)[1].nets.state_dict()
+    assert list(ref_w) == list(res_w)
+    for k in ref_w:
+        assert torch.equal(ref_w[k], res_w[k]), f"{k} differs from the uninterrupted run"

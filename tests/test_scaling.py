@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockgym.data import DataError, FeatureScaler, build_features, load_prices, split
 from stockgym import core as atomic_mod
+from stockgym.data import DataError, FeatureScaler, build_features, load_prices, split
 
 
 def features(n_days=200, seed=0, symbols=("A", "B")):
@@ -22,9 +23,7 @@ def features(n_days=200, seed=0, symbols=("A", "B")):
 
 def flat_features():
     idx = pd.bdate_range("2021-01-01", periods=10, name="date")
-    return pd.DataFrame(
-        {"x": np.arange(10.0), "y": np.arange(10.0) ** 2}, index=idx
-    )
+    return pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10.0) ** 2}, index=idx)
 
 
 def bits(frame: pd.DataFrame) -> np.ndarray:
@@ -42,8 +41,9 @@ def test_fit_uses_only_rows_up_to_end(kind):
     # changing rows after end changes nothing
     g = f.copy()
     g.iloc[5:] = 1e6
-    np.testing.assert_array_equal(bits(FeatureScaler(kind).fit(g, end=end).transform(f)),
-                                  bits(s.transform(f)))
+    np.testing.assert_array_equal(
+        bits(FeatureScaler(kind).fit(g, end=end).transform(f)), bits(s.transform(f))
+    )
 
 
 def test_hand_values_standard_and_minmax():
@@ -128,24 +128,58 @@ def test_options_round_trip(tmp_path):
 
 
 def test_fit_on_train_split():
+    """Min-max fit on the train split maps it onto [0, 1], up to float rounding.
+
+    scikit-learn computes ``x * s + m`` with ``s = 1 / (hi - lo)`` and ``m = -lo * s``
+    (each rounded), not ``(x - lo) / (hi - lo)``. At ``x = lo`` the two rounded products
+    cancel exactly (0.0). Elsewhere the range, its reciprocal, the two products and the sum
+    are each rounded (relative error <= eps / 2 each) on terms no larger than
+    ``(|x| + |lo|) / (hi - lo)``, so the result differs from the exact value by at most
+    ``2 eps (|x| + |lo|) / (hi - lo)``; we allow twice that. The exact value is computed
+    with ``fractions.Fraction`` from the float inputs.
+    """
     f = features(n_days=300)
     parts = split(f)
     s = FeatureScaler("minmax").fit(f, end=parts.dates["train"]["last"])
-    t = s.transform(parts.train)
-    assert t.min().min() == 0.0 and t.max().max() == 1.0
-    assert s.fit_end == parts.dates["train"]["last"]
+    assert s.fit_end == parts.dates["train"]["last"] and s.n_rows == len(parts.train)
+    x = parts.train.to_numpy(dtype="float64")
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    # the fitted range is the train split's, bit for bit (no row after the train end)
+    np.testing.assert_array_equal(s._scaler.data_min_, lo)
+    np.testing.assert_array_equal(s._scaler.data_max_, hi)
+    t = s.transform(parts.train).to_numpy()
+    assert (t.min(axis=0) == 0.0).all()  # exact: the two products cancel at x = lo
+    eps = np.finfo(np.float64).eps
+    bound = 4 * eps * (np.abs(x) + np.abs(lo)) / (hi - lo)
+    exact = np.array(
+        [
+            [
+                float((Fraction(v) - Fraction(a)) / (Fraction(b) - Fraction(a)))
+                for v, a, b in zip(row, lo, hi, strict=True)
+            ]
+            for row in x
+        ]
+    )
+    assert (np.abs(t - exact) <= bound).all(), np.abs(t - exact).max()
+    top = t[x.argmax(axis=0), np.arange(x.shape[1])]
+    assert (np.abs(top - 1.0) <= bound.max(axis=0)).all(), top - 1.0
+    assert bound.max() < 1e-14  # these features are well conditioned: a few ulps of 1
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), t_frac=st.floats(0.1, 0.95), end_frac=st.floats(0.0, 1.0),
-       kind=st.sampled_from(["standard", "minmax", "robust"]))
+@given(
+    seed=st.integers(0, 10_000),
+    t_frac=st.floats(0.1, 0.95),
+    end_frac=st.floats(0.0, 1.0),
+    kind=st.sampled_from(["standard", "minmax", "robust"]),
+)
 def test_scaled_features_ignore_the_future(seed, t_frac, end_frac, kind):
     f = features(n_days=120, seed=seed)
     t_pos = int(t_frac * (len(f) - 1))
     end = f.index[int(end_frac * t_pos)]  # fit period ends on or before t
     g = f.copy()
     rng = np.random.default_rng(seed)
-    g.iloc[t_pos + 1:] = g.iloc[t_pos + 1:] * rng.uniform(-3, 3, g.iloc[t_pos + 1:].shape)
+    g.iloc[t_pos + 1 :] = g.iloc[t_pos + 1 :] * rng.uniform(-3, 3, g.iloc[t_pos + 1 :].shape)
     a = FeatureScaler(kind).fit_transform(f, end=end).iloc[: t_pos + 1]
     b = FeatureScaler(kind).fit_transform(g, end=end).iloc[: t_pos + 1]
     np.testing.assert_array_equal(bits(a), bits(b))

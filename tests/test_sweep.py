@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray.tune  # the dev extra: a missing or broken Ray fails here, never skips
 
 from stockgym.cli import main
 from stockgym.sweep.config import SweepError, sweep_from_dict
@@ -98,15 +99,10 @@ BAD = [
 @pytest.mark.parametrize("entry,sweep_line,message", BAD, ids=[b[2][:30] for b in BAD])
 def test_bad_entry_fails_before_any_trial(tmp_path, capsys, monkeypatch, entry, sweep_line,
                                          message):
-    try:  # if Ray is installed, prove it is never started
-        import ray
+    def no_init(*a, **k):  # prove Ray is never started
+        raise AssertionError("ray.init was called")
 
-        def no_init(*a, **k):
-            raise AssertionError("ray.init was called")
-
-        monkeypatch.setattr(ray, "init", no_init)
-    except ImportError:
-        pass
+    monkeypatch.setattr(ray, "init", no_init)
     cfg = _write(tmp_path, f"[sweep]\nseeds = [0, 1]\n{sweep_line}\n[space]\n{entry}\n{BASE}")
     out = tmp_path / "out"
     code = main(["sweep", str(cfg), "--out", str(out)])
@@ -271,7 +267,6 @@ def test_trial_reads_back_a_finished_run_and_restarts_a_partial_one(tmp_path):
 
 # ---------------------------------------------------------------- the real thing, on Ray
 def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("ray.tune")
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # Ray and its workers must write nothing here
@@ -305,7 +300,7 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     assert "## Configurations" in (out / "results.md").read_text()
     assert "rank  config  agent.learning_rate" in captured.out
     # best.toml is a runnable train config of the best configuration
-    from stockgym.agents.run import load_config
+    from stockgym.experiment import load_config
 
     best = load_config(out / "best.toml")
     assert best.agent["learning_rate"] == float(configs[0]["agent.learning_rate"])
@@ -349,8 +344,7 @@ def test_an_interrupted_trial_run_is_resumed_not_retrained(tmp_path, monkeypatch
                                                           interrupt_training):
     """A run dir an interrupted trial left with a checkpoint is continued (resume), and
     one of another config is not touched."""
-    from stockgym.agents import train
-    from stockgym.agents.run import TrainConfig
+    from stockgym.experiment import TrainConfig, train
     from stockgym.sweep.trial import _resume
 
     tree = {"algo": "ppo", "total_timesteps": 256, "seed": 1, "device": "cpu", "eval_freq": 0,

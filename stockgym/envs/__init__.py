@@ -13,9 +13,17 @@ ENV_ID = "stockgym/StockTrading-v0"
 PORTFOLIO_ID = "stockgym/Portfolio-v0"
 
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="stockgym.envs.registry:stock_trading_env")
+    gym.register(
+        id=ENV_ID,
+        entry_point="stockgym.envs.registry:stock_trading_env",
+        vector_entry_point="stockgym.envs.vector_numpy:make_vec",
+    )
 if PORTFOLIO_ID not in gym.registry:
-    gym.register(id=PORTFOLIO_ID, entry_point="stockgym.envs.registry:portfolio_env")
+    gym.register(
+        id=PORTFOLIO_ID,
+        entry_point="stockgym.envs.registry:portfolio_env",
+        vector_entry_point="stockgym.envs.vector_numpy:make_portfolio_vec",
+    )
 
 __all__ = [
     "ENV_ID",

@@ -56,7 +56,7 @@ def _warm_up(prices: pd.DataFrame, features: Any) -> int:
     return int(prices.index.get_loc(built.index[0]))
 
 
-def stock_trading_env(
+def env_data(
     symbol: str | list[str] = DEFAULT_SYMBOL,
     *,
     source: str = "sample",
@@ -69,10 +69,11 @@ def stock_trading_env(
     cache_dir: str | None = None,
     prices: pd.DataFrame | None = None,
     **env_kwargs: Any,
-) -> StockTradingEnv:
-    """The entry point of ``stockgym/StockTrading-v0`` (module docstring).
-    ``episode_length="auto"``: :data:`DEFAULT_EPISODE_LENGTH` with random starts when the
-    period is longer than that, else the whole period."""
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``(prices, env keywords)`` of our ids' keywords (module docstring): the data cut to
+    ``period``, the fitted scaler, the episode length. ``episode_length="auto"``:
+    :data:`DEFAULT_EPISODE_LENGTH` with random starts when the period is longer than that,
+    else the whole period."""
     fitted = None if isinstance(scaler, str) else scaler  # Python users may pass a fitted one
     if prices is None:
         opts = dict(data_options or {})
@@ -90,7 +91,14 @@ def stock_trading_env(
         window = int(env_kwargs.get("window_size", 30))
         bars = len(prices) - _warm_up(prices, env_kwargs.get("features")) - window
         episode_length = DEFAULT_EPISODE_LENGTH if bars > DEFAULT_EPISODE_LENGTH else None
-    return StockTradingEnv(prices, scaler=fitted, episode_length=episode_length, **env_kwargs)
+    return prices, {**env_kwargs, "scaler": fitted, "episode_length": episode_length}
+
+
+def stock_trading_env(**kwargs: Any) -> StockTradingEnv:
+    """The entry point of ``stockgym/StockTrading-v0`` (module docstring; keywords of
+    :func:`env_data`)."""
+    prices, env_kwargs = env_data(**kwargs)
+    return StockTradingEnv(prices, **env_kwargs)
 
 
 def portfolio_env(
@@ -99,4 +107,9 @@ def portfolio_env(
 ) -> StockTradingEnv:  # fmt: skip
     """The entry point of ``stockgym/Portfolio-v0``: several symbols, continuous target
     weights; the rest as :func:`stock_trading_env`."""
-    return stock_trading_env(list(symbol), action_type=action_type, **kwargs)
+    return stock_trading_env(symbol=list(symbol), action_type=action_type, **kwargs)
+
+
+def portfolio_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`portfolio_env`'s defaults applied to ``kwargs``."""
+    return {"symbol": list(DEFAULT_PORTFOLIO), "action_type": "continuous", **kwargs}

@@ -60,6 +60,7 @@ from stockgym.envs.vector_step import (
     StepOut,
     StepSpec,
     VecState,
+    obs_tail,
     restart,
     transition,
 )
@@ -368,7 +369,11 @@ class VectorStockTradingEnv(VectorEnv):
             return self._compiled.restart(state, done, start, end)
         return restart(state, done, start, end, self.spec.initial_cash, self.market.mark)
 
-    def step(self, actions: Any):
+    def step(self, actions: Any, hold: torch.Tensor | None = None):
+        """One step of every env. ``hold`` (``(N,)`` bool, optional): envs that do not
+        move this step (state, observation and episode unchanged, reward 0, not done;
+        their actions are ignored) - how a next-step autoreset keeps an env on the first
+        observation of its new episode for one step (:mod:`stockgym.envs.vector_numpy`)."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
         act = self._as_actions(actions)
@@ -382,12 +387,35 @@ class VectorStockTradingEnv(VectorEnv):
         if code & NEEDS_BISECTION:  # (rare) buy sizes under a minimum commission
             state, out, flag = self._transition(self._state, act, bisect=True)
             code = int(flag)
+        if hold is not None:
+            state, out = self._held(hold.to(self.device, torch.bool), state, out)
         obs = self._observe(state.t, out.obs_tail)
         info = _step_info(state, out)
         if code & ANY_DONE:
             obs, info, state = self._autoreset(obs, info, state, out)
         self._state = state
         return obs, out.reward, out.terminated, out.truncated, info
+
+    def _held(self, keep: torch.Tensor, state: VecState, out: StepOut) -> tuple[VecState, StepOut]:
+        """``state`` and ``out`` with the envs in ``keep`` as they were before the step."""
+
+        def pick(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep.view(-1, *([1] * (after.dim() - 1))), before, after)
+
+        state = VecState(*(pick(b, a) for b, a in zip(self._state, state, strict=True)))
+        tail = obs_tail(state.shares, state.cash, state.value, self.market.mark[state.t])
+        out = out._replace(
+            reward=torch.where(keep, 0.0, out.reward),
+            terminated=out.terminated & ~keep,
+            truncated=out.truncated & ~keep,
+            cost=torch.where(keep, 0.0, out.cost),
+            pnl=torch.where(keep, 0.0, out.pnl),
+            filled=pick(torch.zeros_like(out.filled), out.filled),
+            fill_price=pick(torch.zeros_like(out.fill_price), out.fill_price),
+            not_tradable=out.not_tradable & ~keep[:, None],
+            obs_tail=pick(tail, out.obs_tail),
+        )
+        return state, out
 
     def _autoreset(self, obs, final_info, state: VecState, out: StepOut):
         """Same-step autoreset of the envs whose episode just ended."""
