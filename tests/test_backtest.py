@@ -212,7 +212,7 @@ def test_agent_with_predict_and_gym_wrapper():
             return 1, None  # always long
 
     p = synth(("AAA",))
-    env = gym.make("stockgym/StockTrading-v0", prices=p, window_size=5)
+    env = gym.make("stockgym/StockTrading-v0", prices=p, window_size=5, episode_length=None)
     res = run_policy(Agent(), env, benchmark=None)
     assert "benchmark" not in res.record and res.benchmark is None
     assert (res.record["position_AAA"].iloc[1:] > 0).all()

@@ -96,8 +96,7 @@ def test_sample_frame_shape_and_dtypes(aapl):
 
 @pytest.mark.parametrize("sym", ["AAPL", "GOOG", "IBM", "MSFT"])
 def test_sample_adjusted_ohlc_consistent(sym):
-    if sym not in sample_symbols():
-        pytest.skip(f"{sym} not bundled")
+    assert sym in sample_symbols()
     df = load_prices(sym, source="sample")
     assert df["tradable"].all()
     assert (df[["open", "high", "low", "close"]] > 0).all().all()
