@@ -133,18 +133,30 @@ def _child(what: str, n_symbols: int, n_days: int) -> None:
         prices.attrs = {}
         feats = peer_features(prices)
     after_peak = _peak_rss_mb()
-    print(json.dumps({
-        "peak_growth_mb": after_peak - before,
-        "rss_before_mb": before,
-        "peak_rss_mb": after_peak,
-        "rows": int(feats.shape[0]),
-        "cols": int(feats.shape[1]),
-    }))
+    print(
+        json.dumps(
+            {
+                "peak_growth_mb": after_peak - before,
+                "rss_before_mb": before,
+                "peak_rss_mb": after_peak,
+                "rows": int(feats.shape[0]),
+                "cols": int(feats.shape[1]),
+            }
+        )
+    )
 
 
 def _memory(what: str, n_symbols: int, n_days: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", what,
-           "--symbols", str(n_symbols), "--days", str(n_days)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        what,
+        "--symbols",
+        str(n_symbols),
+        "--days",
+        str(n_days),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -173,14 +185,30 @@ def main(argv=None) -> dict:
     t_feat, feats = _median_time(lambda: build_features(prices), args.repeats)
     mem = _memory("ours", args.symbols, args.days)
     res = {
-        "machine": {"python": platform.python_version(), "pandas": pd.__version__,
-                    "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "pandas": pd.__version__,
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "repeats": args.repeats,
-        "sample": {"symbols": sample, "rows": len(f_sample), "load_features_s": t_sample,
-                   "target_s": 1.0},
-        "panel": {"symbols": args.symbols, "days": args.days, "load_s": t_load,
-                  "features_s": t_feat, "total_s": t_load + t_feat, "target_s": 10.0,
-                  "feature_shape": list(feats.shape), "memory": mem, "target_mb": 2048},
+        "sample": {
+            "symbols": sample,
+            "rows": len(f_sample),
+            "load_features_s": t_sample,
+            "target_s": 1.0,
+        },
+        "panel": {
+            "symbols": args.symbols,
+            "days": args.days,
+            "load_s": t_load,
+            "features_s": t_feat,
+            "total_s": t_load + t_feat,
+            "target_s": 10.0,
+            "feature_shape": list(feats.shape),
+            "memory": mem,
+            "target_mb": 2048,
+        },
     }
     if not args.skip_peer:
         # plain frame for the peer: load_prices' attrs (per-symbol dicts) would be
@@ -196,8 +224,11 @@ def main(argv=None) -> dict:
             "memory": _memory("peer", args.symbols, args.days),
             # RSI differs in seeding (peer: ewm from the first change; ours: Wilder's SMA
             # seed), so compare the other four features
-            "max_abs_diff_excl_rsi": float(np.nanmax(np.abs(
-                (a - b)[:, [i for i, c in enumerate(feats.columns) if c[1] != "rsi_14"]]))),
+            "max_abs_diff_excl_rsi": float(
+                np.nanmax(
+                    np.abs((a - b)[:, [i for i, c in enumerate(feats.columns) if c[1] != "rsi_14"]])
+                )
+            ),
         }
 
     rows = [
@@ -213,8 +244,10 @@ def main(argv=None) -> dict:
         print(f"{name:<42}{t:>10.3f}  {target}")
     print(f"{'panel load+features peak RSS growth (MB)':<42}{mem['peak_growth_mb']:>10.0f}  < 2048")
     if "peer" in res:
-        print(f"{'peer load+features peak RSS growth (MB)':<42}"
-              f"{res['peer']['memory']['peak_growth_mb']:>10.0f}")
+        print(
+            f"{'peer load+features peak RSS growth (MB)':<42}"
+            f"{res['peer']['memory']['peak_growth_mb']:>10.0f}"
+        )
         print(f"{'ratio peer / ours (features)':<42}{res['peer']['ratio_peer_over_ours']:>10.2f}x")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -55,8 +55,11 @@ def plain_loop_epoch_seconds(train, valid, epochs: int, seed: int = 0) -> list[f
 
     torch.manual_seed(seed)
     model = LSTM(train[0].shape[2], 30, hidden_size=64, num_layers=2, dropout=0.2)
-    loader = DataLoader(TensorDataset(torch.tensor(train[0]), torch.tensor(train[1],
-                        dtype=torch.float32)), batch_size=64, shuffle=True)
+    loader = DataLoader(
+        TensorDataset(torch.tensor(train[0]), torch.tensor(train[1], dtype=torch.float32)),
+        batch_size=64,
+        shuffle=True,
+    )
     xv = torch.tensor(valid[0])
     yv = torch.tensor(valid[1], dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -83,8 +86,7 @@ def our_epoch_seconds(train, valid, epochs: int, seed: int = 0) -> list[float]:
     from stockgym.forecasters import LSTM, ForecastConfig, fit
 
     times: list[float] = []
-    cfg = ForecastConfig(window=30, epochs=epochs + 1, patience=epochs + 2, seed=seed,
-                         device="cpu")
+    cfg = ForecastConfig(window=30, epochs=epochs + 1, patience=epochs + 2, seed=seed, device="cpu")
 
     class Clock:  # a SummaryWriter stand-in that timestamps each epoch's scalars
         last = time.perf_counter()
@@ -138,8 +140,13 @@ def bench_walk_forward(symbols: list[str]) -> dict:
         dt = time.perf_counter() - t0
         total += dt
         m = forecast_metrics(forecast_frame(fc, prices, "log_return", 1), "log_return", 1)
-        out[sym] = {"seconds": dt, "refits": len(fc.attrs["refits"]), "forecasts": len(fc),
-                    "model": m["model"], "naive": m["baselines"]["naive"]}
+        out[sym] = {
+            "seconds": dt,
+            "refits": len(fc.attrs["refits"]),
+            "forecasts": len(fc),
+            "model": m["model"],
+            "naive": m["baselines"]["naive"],
+        }
     return {"total_seconds": total, "per_symbol": out}
 
 
@@ -149,26 +156,51 @@ def bench_skill(symbols: list[str], models: list[str]) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [(f"sample:{s}", {"symbol": s, "source": "sample"}) for s in symbols]
-        jobs.append(("synthetic:edge0.3", {"symbol": "X", "source": "synthetic", "data_options": {
-            "kind": "edge", "edge": 0.3, "n_days": 3000, "seed": 0}}))
+        jobs.append(
+            (
+                "synthetic:edge0.3",
+                {
+                    "symbol": "X",
+                    "source": "synthetic",
+                    "data_options": {"kind": "edge", "edge": 0.3, "n_days": 3000, "seed": 0},
+                },
+            )
+        )
         for name, data in jobs:
             for model in models:
-                cfg = ForecastConfig(model=model, plots=False, tensorboard=False,
-                                     run_dir=str(Path(tmp) / f"{name}-{model}".replace(":", "_")),
-                                     device="cpu", **data)
+                cfg = ForecastConfig(
+                    model=model,
+                    plots=False,
+                    tensorboard=False,
+                    run_dir=str(Path(tmp) / f"{name}-{model}".replace(":", "_")),
+                    device="cpu",
+                    **data,
+                )
                 t0 = time.perf_counter()
                 r = train(cfg)
                 results[f"{name} {model}"] = {
-                    "seconds": time.perf_counter() - t0, "best_epoch": r.fit.best_epoch,
-                    "epochs": len(r.fit.history) - 1, **_flat(r.metrics)}
+                    "seconds": time.perf_counter() - t0,
+                    "best_epoch": r.fit.best_epoch,
+                    "epochs": len(r.fit.history) - 1,
+                    **_flat(r.metrics),
+                }
         if "sample:AAPL" in {j[0] for j in jobs}:
-            cfg = ForecastConfig(model="lstm", target="close", symbol="AAPL", source="sample",
-                                 plots=False, tensorboard=False, device="cpu",
-                                 run_dir=str(Path(tmp) / "notebook"))
+            cfg = ForecastConfig(
+                model="lstm",
+                target="close",
+                symbol="AAPL",
+                source="sample",
+                plots=False,
+                tensorboard=False,
+                device="cpu",
+                run_dir=str(Path(tmp) / "notebook"),
+            )
             r = train(cfg)
             results["sample:AAPL lstm target=close (notebook procedure)"] = {
-                "best_epoch": r.fit.best_epoch, "epochs": len(r.fit.history) - 1,
-                **_flat(r.metrics)}
+                "best_epoch": r.fit.best_epoch,
+                "epochs": len(r.fit.history) - 1,
+                **_flat(r.metrics),
+            }
     return results
 
 
@@ -179,13 +211,17 @@ def _flat(metrics: dict) -> dict:
 
 
 def _print_skill(results: dict) -> None:
-    print(f"{'run':<52}{'model rmse':>12}{'naive rmse':>12}{'skill':>9}{'dir.acc':>9}"
-          f"{'naive acc':>10}{'lin skill':>10}{'best ep':>8}")
+    print(
+        f"{'run':<52}{'model rmse':>12}{'naive rmse':>12}{'skill':>9}{'dir.acc':>9}"
+        f"{'naive acc':>10}{'lin skill':>10}{'best ep':>8}"
+    )
     for name, r in results.items():
-        print(f"{name:<52}{r['model']['rmse']:>12.6g}{r['naive']['rmse']:>12.6g}"
-              f"{r['model']['skill']:>+9.4f}{r['model']['directional_accuracy']:>9.3f}"
-              f"{r['naive']['directional_accuracy']:>10.3f}{r['linear']['skill']:>+10.4f}"
-              f"{r['best_epoch']:>5}/{r['epochs']}")
+        print(
+            f"{name:<52}{r['model']['rmse']:>12.6g}{r['naive']['rmse']:>12.6g}"
+            f"{r['model']['skill']:>+9.4f}{r['model']['directional_accuracy']:>9.3f}"
+            f"{r['naive']['directional_accuracy']:>10.3f}{r['linear']['skill']:>+10.4f}"
+            f"{r['best_epoch']:>5}/{r['epochs']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,24 +239,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     symbols = ["AAPL"] if args.quick else ["AAPL", "GOOG", "IBM", "MSFT"]
-    results: dict = {"machine": {"python": sys.version.split()[0], "torch": torch.__version__,
-                                 "platform": platform.platform(), "cpus": os.cpu_count(),
-                                 "torch_threads": torch.get_num_threads()}}
+    results: dict = {
+        "machine": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        }
+    }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     if "epochs" not in args.skip:
         r = results["epoch_seconds"] = bench_epochs(args.epochs, args.repeats)
-        print(f"\n[a] LSTM(64x2, window 30), {r['samples']['train']} train samples, batch 64, "
-              f"{r['epochs_timed']} epochs each: ours {r['ours_s_per_epoch']:.3f} s/epoch "
-              f"(min {r['ours_min']:.3f}), plain loop {r['plain_s_per_epoch']:.3f} s/epoch "
-              f"(min {r['plain_min']:.3f}); plain/ours {r['ratio_plain_over_ours']:.2f}")
+        print(
+            f"\n[a] LSTM(64x2, window 30), {r['samples']['train']} train samples, batch 64, "
+            f"{r['epochs_timed']} epochs each: ours {r['ours_s_per_epoch']:.3f} s/epoch "
+            f"(min {r['ours_min']:.3f}), plain loop {r['plain_s_per_epoch']:.3f} s/epoch "
+            f"(min {r['plain_min']:.3f}); plain/ours {r['ratio_plain_over_ours']:.2f}"
+        )
     if "walk" not in args.skip:
         r = results["walk_forward"] = bench_walk_forward(symbols)
         print(f"\n[b] walk-forward (default config) over {symbols}: {r['total_seconds']:.1f} s")
         for sym, v in r["per_symbol"].items():
-            print(f"    {sym}: {v['seconds']:.1f} s, {v['refits']} refits, {v['forecasts']} "
-                  f"forecasts, skill {v['model']['skill']:+.4f}, dir.acc "
-                  f"{v['model']['directional_accuracy']:.3f} (naive "
-                  f"{v['naive']['directional_accuracy']:.3f})")
+            print(
+                f"    {sym}: {v['seconds']:.1f} s, {v['refits']} refits, {v['forecasts']} "
+                f"forecasts, skill {v['model']['skill']:+.4f}, dir.acc "
+                f"{v['model']['directional_accuracy']:.3f} (naive "
+                f"{v['naive']['directional_accuracy']:.3f})"
+            )
     if "skill" not in args.skip:
         r = results["test_metrics"] = bench_skill(symbols, ["mlp", "cnn", "lstm"])
         print("\n[c] test-period metrics (skill = 1 - rmse/rmse_naive)")

@@ -29,18 +29,32 @@ def sweep_config(trials: int, timesteps: int, cpus: int):
     from stockgym.sweep import sweep_from_dict
 
     n_lr = max(1, trials // 2)
-    lrs = [float(f"{1e-3 * (1.5 ** i):.6g}") for i in range(n_lr)]
-    return sweep_from_dict({
-        "sweep": {"seeds": [0, 1] if trials > 1 else [0], "num_cpus": cpus,
-                  "resources": {"cpu": 1}, "test": False},
-        "train": {"algo": "ppo", "total_timesteps": timesteps, "eval_freq": 0,
-                  "tensorboard": False, "device": "cpu",
-                  "data": {"symbols": ["X"], "source": "synthetic",
-                           "options": {"kind": "edge", "n_days": 600}},
-                  "env": {"window_size": 10, "num_envs": 8, "episode_length": 50},
-                  "agent": {"hidden_size": 32, "num_steps": 32}},
-        "space": {"agent.learning_rate": lrs},
-    })
+    lrs = [float(f"{1e-3 * (1.5**i):.6g}") for i in range(n_lr)]
+    return sweep_from_dict(
+        {
+            "sweep": {
+                "seeds": [0, 1] if trials > 1 else [0],
+                "num_cpus": cpus,
+                "resources": {"cpu": 1},
+                "test": False,
+            },
+            "train": {
+                "algo": "ppo",
+                "total_timesteps": timesteps,
+                "eval_freq": 0,
+                "tensorboard": False,
+                "device": "cpu",
+                "data": {
+                    "symbols": ["X"],
+                    "source": "synthetic",
+                    "options": {"kind": "edge", "n_days": 600},
+                },
+                "env": {"window_size": 10, "num_envs": 8, "episode_length": 50},
+                "agent": {"hidden_size": 32, "num_steps": 32},
+            },
+            "space": {"agent.learning_rate": lrs},
+        }
+    )
 
 
 def sequential(sweep, root: Path) -> tuple[float, float]:
@@ -72,8 +86,12 @@ def through_ray(sweep, root: Path, cpus: int) -> dict[str, float]:
     if bad:
         raise SystemExit(f"trials failed: {bad}")
     inside = sum(r["seconds"] for rep in outcome.reports for r in rep["runs"])
-    return {"ray_init_s": session.startup_seconds, "ray_tune_s": fit, "ray_total_s": total,
-            "ray_train_inside_s": inside}
+    return {
+        "ray_init_s": session.startup_seconds,
+        "ray_tune_s": fit,
+        "ray_total_s": total,
+        "ray_train_inside_s": inside,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,22 +115,37 @@ def main(argv: list[str] | None = None) -> dict:
         row["ratio_total"] = ray["ray_total_s"] / seq
         row["ratio_tune_only"] = ray["ray_tune_s"] / seq
         rows.append(row)
-        print(f"[{i + 1}/{a.repeat}] " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()),
-              flush=True)
+        print(
+            f"[{i + 1}/{a.repeat}] " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True
+        )
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    result = {"trials": n, "timesteps_per_run": a.timesteps, "cpus": a.cpus,
-              "repeat": a.repeat, "median": med, "runs": rows,
-              "python": sys.version.split()[0]}
-    print(f"{n} trials x {a.timesteps} steps, local Ray with {a.cpus} CPUs (1 per trial) vs "
-          f"the same runs sequentially in one process (medians of {a.repeat}):")
-    print(f"  sequential          {med['sequential_s']:8.2f} s  (training inside runs "
-          f"{med['sequential_train_inside_s']:.2f} s)")
+    result = {
+        "trials": n,
+        "timesteps_per_run": a.timesteps,
+        "cpus": a.cpus,
+        "repeat": a.repeat,
+        "median": med,
+        "runs": rows,
+        "python": sys.version.split()[0],
+    }
+    print(
+        f"{n} trials x {a.timesteps} steps, local Ray with {a.cpus} CPUs (1 per trial) vs "
+        f"the same runs sequentially in one process (medians of {a.repeat}):"
+    )
+    print(
+        f"  sequential          {med['sequential_s']:8.2f} s  (training inside runs "
+        f"{med['sequential_train_inside_s']:.2f} s)"
+    )
     print(f"  ray.init            {med['ray_init_s']:8.2f} s")
-    print(f"  Tuner.fit           {med['ray_tune_s']:8.2f} s  (training inside runs "
-          f"{med['ray_train_inside_s']:.2f} s)")
+    print(
+        f"  Tuner.fit           {med['ray_tune_s']:8.2f} s  (training inside runs "
+        f"{med['ray_train_inside_s']:.2f} s)"
+    )
     print(f"  Ray total           {med['ray_total_s']:8.2f} s  (init + fit + shutdown)")
-    print(f"  ratio Ray/sequential {med['ratio_total']:.2f} (total), "
-          f"{med['ratio_tune_only']:.2f} (fit only)")
+    print(
+        f"  ratio Ray/sequential {med['ratio_total']:.2f} (total), "
+        f"{med['ratio_tune_only']:.2f} (fit only)"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

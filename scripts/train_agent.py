@@ -47,13 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     config = load_config(args.config) if args.config else default_config()
-    top = {k: getattr(args, k) for k in ("algo", "total_timesteps", "seed", "device", "run_dir")
-           if getattr(args, k) is not None}
+    top = {
+        k: getattr(args, k)
+        for k in ("algo", "total_timesteps", "seed", "device", "run_dir")
+        if getattr(args, k) is not None
+    }
     config = config.replace(**top, progress=True)
     if args.symbols or args.source:
-        config = config.replace(data=dataclasses.replace(
-            config.data, **({"symbols": args.symbols} if args.symbols else {}),
-            **({"source": args.source} if args.source else {})))
+        config = config.replace(
+            data=dataclasses.replace(
+                config.data,
+                **({"symbols": args.symbols} if args.symbols else {}),
+                **({"source": args.source} if args.source else {}),
+            )
+        )
     if args.backbone:
         config = config.replace(agent={**config.agent, "backbone": args.backbone})
     print(format_summary(train(config)))

@@ -88,23 +88,52 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    "default": Budget(forecaster_epochs=30, patience=5, windows=3, window_days=252, seeds=2,
-                      ppo_steps=30_000, num_envs=32, forecast_every=252,
-                      forecast_min_train=750, forecast_epochs=20),
-    "small": Budget(forecaster_epochs=2, patience=1, windows=3, window_days=126, seeds=2,
-                    ppo_steps=1_024, num_envs=8, forecast_every=1_000,
-                    forecast_min_train=750, forecast_epochs=2),
+    "default": Budget(
+        forecaster_epochs=30,
+        patience=5,
+        windows=3,
+        window_days=252,
+        seeds=2,
+        ppo_steps=30_000,
+        num_envs=32,
+        forecast_every=252,
+        forecast_min_train=750,
+        forecast_epochs=20,
+    ),
+    "small": Budget(
+        forecaster_epochs=2,
+        patience=1,
+        windows=3,
+        window_days=126,
+        seeds=2,
+        ppo_steps=1_024,
+        num_envs=8,
+        forecast_every=1_000,
+        forecast_min_train=750,
+        forecast_epochs=2,
+    ),
 }
 
 #: The small LSTM forecaster: window in bars, one LSTM layer.
-FORECASTER = {"model": "lstm", "window": 20, "hidden_size": 32, "num_layers": 1,
-              "dropout": 0.0, "batch_size": 128}
+FORECASTER = {
+    "model": "lstm",
+    "window": 20,
+    "hidden_size": 32,
+    "num_layers": 1,
+    "dropout": 0.0,
+    "batch_size": 128,
+}
 #: Cost preset of the bundled sample (US listings).
 MARKET = "us"
 STEPS = ("data", "forecaster", "evaluate", "signal")
-LABELS = {"agent": "PPO + LSTM forecasts", "agent_no_forecasts": "PPO without forecasts",
-          "buy_and_hold": "buy-and-hold", "sma_cross": "SMA 20/50 cross",
-          "forecast_sign": "forecast > 0", "random": "random"}
+LABELS = {
+    "agent": "PPO + LSTM forecasts",
+    "agent_no_forecasts": "PPO without forecasts",
+    "buy_and_hold": "buy-and-hold",
+    "sma_cross": "SMA 20/50 cross",
+    "forecast_sign": "forecast > 0",
+    "random": "random",
+}
 
 
 @dataclass
@@ -135,18 +164,22 @@ class QuickstartConfig:
         from stockgym.data import sample_symbols
 
         if self.symbol not in sample_symbols():
-            raise ValueError(f"quickstart runs on the bundled sample: symbol must be one of "
-                             f"{', '.join(sample_symbols())}, got {self.symbol!r}")
+            raise ValueError(
+                f"quickstart runs on the bundled sample: symbol must be one of "
+                f"{', '.join(sample_symbols())}, got {self.symbol!r}"
+            )
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         for name in ("seed",):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f"{name} must be an integer, got {v!r}")
-        if self.ppo_steps is not None and (not isinstance(self.ppo_steps, int)
-                                           or self.ppo_steps < 1):
-            raise ValueError(f"ppo_steps must be an integer >= 1 (PPO always runs), "
-                             f"got {self.ppo_steps!r}")
+        if self.ppo_steps is not None and (
+            not isinstance(self.ppo_steps, int) or self.ppo_steps < 1
+        ):
+            raise ValueError(
+                f"ppo_steps must be an integer >= 1 (PPO always runs), got {self.ppo_steps!r}"
+            )
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -184,8 +217,10 @@ def check_out(out: str | Path) -> Path:
     """``out`` as a Path; ``ValueError`` unless it is absent or an empty directory."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} already exists and is not an empty directory; "
-                         "choose a new one (nothing was written)")
+        raise ValueError(
+            f"--out {out} already exists and is not an empty directory; "
+            "choose a new one (nothing was written)"
+        )
     return out
 
 
@@ -220,19 +255,25 @@ def _num(x: float | None) -> str:
 
 # ---------------------------------------------------------------------------- steps
 def _step_data(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
-    from stockgym.data import DEFAULT_FEATURES, build_features, load_prices, split
     from stockgym.core import write_json
+    from stockgym.data import DEFAULT_FEATURES, build_features, load_prices, split
     from stockgym.forecasters.storage import data_hash
 
     prices = load_prices(cfg.symbol, source="sample")
     dates = split(prices).dates
     feats = build_features(prices, DEFAULT_FEATURES)
     info = {
-        "symbol": cfg.symbol, "source": "sample", "adjusted": prices.attrs.get("adjusted"),
-        "first": str(prices.index[0].date()), "last": str(prices.index[-1].date()),
-        "rows": len(prices), "halted_days": int((~prices["tradable"]).sum()),
-        "sha256": data_hash(prices), "splits": dates,
-        "features": list(feats.columns), "feature_rows": len(feats),
+        "symbol": cfg.symbol,
+        "source": "sample",
+        "adjusted": prices.attrs.get("adjusted"),
+        "first": str(prices.index[0].date()),
+        "last": str(prices.index[-1].date()),
+        "rows": len(prices),
+        "halted_days": int((~prices["tradable"]).sum()),
+        "sha256": data_hash(prices),
+        "splits": dates,
+        "features": list(feats.columns),
+        "feature_rows": len(feats),
         "warm_up_rows_dropped": len(prices) - len(feats),
     }
     write_json(out / "data" / "summary.json", info)
@@ -242,44 +283,78 @@ def _step_data(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
 def _forecast_config(cfg: QuickstartConfig, budget: Budget, **changes: Any) -> Any:
     from stockgym.forecasters.training import ForecastConfig
 
-    return ForecastConfig(symbol=cfg.symbol, source="sample", seed=cfg.seed, device=cfg.device,
-                          threads=cfg.threads, epochs=budget.forecaster_epochs,
-                          patience=budget.patience, progress=False, **FORECASTER, **changes)
+    return ForecastConfig(
+        symbol=cfg.symbol,
+        source="sample",
+        seed=cfg.seed,
+        device=cfg.device,
+        threads=cfg.threads,
+        epochs=budget.forecaster_epochs,
+        patience=budget.patience,
+        progress=False,
+        **FORECASTER,
+        **changes,
+    )
 
 
-def _step_forecaster(cfg: QuickstartConfig, budget: Budget, out: Path, data: dict[str, Any]
-                     ) -> dict[str, Any]:
+def _step_forecaster(
+    cfg: QuickstartConfig, budget: Budget, out: Path, data: dict[str, Any]
+) -> dict[str, Any]:
     from stockgym.forecasters.evaluation import format_table
     from stockgym.forecasters.training import train as train_forecaster
 
     dates = data["dates"]
-    fc_cfg = _forecast_config(cfg, budget, train_end=dates["train"]["last"],
-                              valid_end=dates["valid"]["last"],
-                              run_dir=str(out / "forecaster"))
+    fc_cfg = _forecast_config(
+        cfg,
+        budget,
+        train_end=dates["train"]["last"],
+        valid_end=dates["valid"]["last"],
+        run_dir=str(out / "forecaster"),
+    )
     res = train_forecaster(fc_cfg, prices=data["prices"])
-    print(f"trained {fc_cfg.model} on {cfg.symbol}: best epoch {res.fit.best_epoch} of "
-          f"{len(res.fit.history)}, {res.fit.seconds:.1f} s")
+    print(
+        f"trained {fc_cfg.model} on {cfg.symbol}: best epoch {res.fit.best_epoch} of "
+        f"{len(res.fit.history)}, {res.fit.seconds:.1f} s"
+    )
     print(format_table(res.metrics))
-    return {"dir": str(out / "forecaster"), "best_epoch": res.fit.best_epoch,
-            "epochs": len(res.fit.history), "test": res.metrics}
+    return {
+        "dir": str(out / "forecaster"),
+        "best_epoch": res.fit.best_epoch,
+        "epochs": len(res.fit.history),
+        "test": res.metrics,
+    }
 
 
 def evaluate_tree(cfg: QuickstartConfig, budget: Budget) -> dict[str, Any]:
     """The ``stockgym evaluate`` file the quickstart runs (also written as
     ``evaluate/evaluate.toml``, so ``stockgym evaluate`` can rerun or extend it)."""
-    forecasts = {"model": FORECASTER["model"], "window": FORECASTER["window"],
-                 "hidden_size": FORECASTER["hidden_size"], "refit_every": budget.forecast_every,
-                 "min_train": budget.forecast_min_train, "epochs": budget.forecast_epochs,
-                 "seed": cfg.seed, "device": cfg.device}
+    forecasts = {
+        "model": FORECASTER["model"],
+        "window": FORECASTER["window"],
+        "hidden_size": FORECASTER["hidden_size"],
+        "refit_every": budget.forecast_every,
+        "min_train": budget.forecast_min_train,
+        "epochs": budget.forecast_epochs,
+        "seed": cfg.seed,
+        "device": cfg.device,
+    }
     return {
-        "evaluate": {"windows": budget.windows, "window_days": budget.window_days,
-                     "seeds": [cfg.seed + k for k in range(budget.seeds)],
-                     "baselines": ["buy_and_hold", "sma_cross", "forecast_sign", "random"],
-                     "ablate_forecasts": True, "n_boot": 2000},
-        "train": {"algo": "ppo", "total_timesteps": budget.ppo_steps, "device": cfg.device,
-                  "data": {"symbols": [cfg.symbol], "source": "sample"},
-                  "env": {"market": MARKET, "num_envs": budget.num_envs, "forecasts": forecasts},
-                  "agent": {"threads": cfg.threads or 1}},
+        "evaluate": {
+            "windows": budget.windows,
+            "window_days": budget.window_days,
+            "seeds": [cfg.seed + k for k in range(budget.seeds)],
+            "baselines": ["buy_and_hold", "sma_cross", "forecast_sign", "random"],
+            "ablate_forecasts": True,
+            "n_boot": 2000,
+        },
+        "train": {
+            "algo": "ppo",
+            "total_timesteps": budget.ppo_steps,
+            "device": cfg.device,
+            "data": {"symbols": [cfg.symbol], "source": "sample"},
+            "env": {"market": MARKET, "num_envs": budget.num_envs, "forecasts": forecasts},
+            "agent": {"threads": cfg.threads or 1},
+        },
     }
 
 
@@ -291,8 +366,9 @@ def _step_evaluate(cfg: QuickstartConfig, budget: Budget, out: Path) -> dict[str
     from stockgym.experiment.evaluate_report import sentence, table
 
     tree = evaluate_tree(cfg, budget)
-    summary = evaluate(tree, out / "evaluate", workers=cfg.workers, threads=cfg.threads or 1,
-                       progress=True)
+    summary = evaluate(
+        tree, out / "evaluate", workers=cfg.workers, threads=cfg.threads or 1, progress=True
+    )
     write_text(out / "evaluate" / "evaluate.toml", tomli_w.dumps(tree))
     text = table(summary)
     for key, label in LABELS.items():
@@ -304,8 +380,9 @@ def _step_evaluate(cfg: QuickstartConfig, budget: Budget, out: Path) -> dict[str
     return {"summary": summary, "table": text, "verdicts": verdicts}
 
 
-def _step_signal(cfg: QuickstartConfig, budget: Budget, out: Path,
-                 data: dict[str, Any]) -> dict[str, Any]:
+def _step_signal(
+    cfg: QuickstartConfig, budget: Budget, out: Path, data: dict[str, Any]
+) -> dict[str, Any]:
     from stockgym.agents.signals import next_signal
     from stockgym.core import write_json
     from stockgym.experiment import load_run, run_env
@@ -322,17 +399,31 @@ def _step_signal(cfg: QuickstartConfig, budget: Budget, out: Path,
 
 
 def _flags(cfg: QuickstartConfig) -> list[str]:
-    flags = ["--symbol", cfg.symbol, "--budget", cfg.budget, "--seed", str(cfg.seed),
-             "--device", cfg.device, "--out", cfg.out, "--workers", str(cfg.workers)]
+    flags = [
+        "--symbol",
+        cfg.symbol,
+        "--budget",
+        cfg.budget,
+        "--seed",
+        str(cfg.seed),
+        "--device",
+        cfg.device,
+        "--out",
+        cfg.out,
+        "--workers",
+        str(cfg.workers),
+    ]
     if cfg.threads is not None:
         flags += ["--threads", str(cfg.threads)]
     if cfg.ppo_steps is not None:
         flags += ["--ppo-steps", str(cfg.ppo_steps)]
     return flags
 
+
 # ---------------------------------------------------------------------------- main
-def run_quickstart(config: QuickstartConfig | None = None, *,
-                   echo: Callable[[str], None] = print, **fields: Any) -> QuickstartResult:
+def run_quickstart(
+    config: QuickstartConfig | None = None, *, echo: Callable[[str], None] = print, **fields: Any
+) -> QuickstartResult:
     """Run the quickstart (module docstring) and return its :class:`QuickstartResult`.
 
     ``config`` or its fields as keywords (``symbol``, ``out``, ``budget``, ``seed``,
@@ -367,54 +458,79 @@ def run_quickstart(config: QuickstartConfig | None = None, *,
     timings["total"] = round(time.perf_counter() - t_start, 2)
     summary["seconds"] = timings
     write_json(out / "summary.json", summary)
-    echo(f"done in {timings['total']:.0f} s ("
-         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total") + ")")
+    echo(
+        f"done in {timings['total']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
+        + ")"
+    )
     return QuickstartResult(out, summary, table)
 
 
-def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, float],
-         echo: Callable[[str], None]) -> tuple[dict[str, Any], str]:
+def _run(
+    cfg: QuickstartConfig,
+    budget: Budget,
+    out: Path,
+    timings: dict[str, float],
+    echo: Callable[[str], None],
+) -> tuple[dict[str, Any], str]:
     import stockgym
     from stockgym.core import write_json
     from stockgym.experiment.records import git_commit, json_ready
 
-    write_json(out / "quickstart.json", {
-        "format": "stockgym.quickstart", "version": 2,
-        "config": dataclasses.asdict(cfg), "budget": dataclasses.asdict(budget),
-        "forecaster": FORECASTER, "market": MARKET, "stockgym": stockgym.__version__,
-        "git": git_commit(),
-        "command": "stockgym quickstart " + " ".join(_flags(cfg)),
-    })
+    write_json(
+        out / "quickstart.json",
+        {
+            "format": "stockgym.quickstart",
+            "version": 2,
+            "config": dataclasses.asdict(cfg),
+            "budget": dataclasses.asdict(budget),
+            "forecaster": FORECASTER,
+            "market": MARKET,
+            "stockgym": stockgym.__version__,
+            "git": git_commit(),
+            "command": "stockgym quickstart " + " ".join(_flags(cfg)),
+        },
+    )
     n = len(STEPS)
-    echo(f"stockgym quickstart: {cfg.symbol} from the bundled sample (offline), budget "
-         f"{cfg.budget}, seed {cfg.seed}, device {cfg.device} -> {out}/")
+    echo(
+        f"stockgym quickstart: {cfg.symbol} from the bundled sample (offline), budget "
+        f"{cfg.budget}, seed {cfg.seed}, device {cfg.device} -> {out}/"
+    )
 
     with _Step(out, "data", timings):
         data = _step_data(cfg, out)
     d = data["info"]
-    echo(f"[1/{n}] data        {d['rows']:,} daily bars {d['first']}..{d['last']} "
-         f"({'split/dividend-adjusted' if d['adjusted'] else 'raw'}), "
-         f"{len(d['features'])} trailing-window features")
+    echo(
+        f"[1/{n}] data        {d['rows']:,} daily bars {d['first']}..{d['last']} "
+        f"({'split/dividend-adjusted' if d['adjusted'] else 'raw'}), "
+        f"{len(d['features'])} trailing-window features"
+    )
 
     with _Step(out, "forecaster", timings):
         fc = _step_forecaster(cfg, budget, out, data)
     m = fc["test"]
-    echo(f"[2/{n}] forecaster  LSTM (window {FORECASTER['window']}, hidden "
-         f"{FORECASTER['hidden_size']}), next-day log return, test period: skill "
-         f"{m['model']['skill']:+.4f} vs the naive zero forecast (linear "
-         f"{m['baselines']['linear']['skill']:+.4f}), directional accuracy "
-         f"{m['model']['directional_accuracy']:.3f} ({timings['forecaster']:.0f} s)")
+    echo(
+        f"[2/{n}] forecaster  LSTM (window {FORECASTER['window']}, hidden "
+        f"{FORECASTER['hidden_size']}), next-day log return, test period: skill "
+        f"{m['model']['skill']:+.4f} vs the naive zero forecast (linear "
+        f"{m['baselines']['linear']['skill']:+.4f}), directional accuracy "
+        f"{m['model']['directional_accuracy']:.3f} ({timings['forecaster']:.0f} s)"
+    )
 
     runs = budget.windows * budget.seeds
-    echo(f"[3/{n}] evaluate    {budget.windows} test windows of {budget.window_days} days x "
-         f"{budget.seeds} seeds: PPO ({budget.ppo_steps:,} steps a run) with and without "
-         f"walk-forward LSTM forecasts in its observation ({2 * runs} agents), and 4 baselines, "
-         f"each trained only on the days before its window ...")
+    echo(
+        f"[3/{n}] evaluate    {budget.windows} test windows of {budget.window_days} days x "
+        f"{budget.seeds} seeds: PPO ({budget.ppo_steps:,} steps a run) with and without "
+        f"walk-forward LSTM forecasts in its observation ({2 * runs} agents), and 4 baselines, "
+        f"each trained only on the days before its window ..."
+    )
     with _Step(out, "evaluate", timings):
         ev = _step_evaluate(cfg, budget, out)
     w = ev["summary"]["windows"]
-    echo(f"      windows {w[0]['first']}..{w[-1]['last']}; decisions after each close, fills "
-         f"at the next open, {MARKET} costs; 95 % intervals ({timings['evaluate']:.0f} s)")
+    echo(
+        f"      windows {w[0]['first']}..{w[-1]['last']}; decisions after each close, fills "
+        f"at the next open, {MARKET} costs; 95 % intervals ({timings['evaluate']:.0f} s)"
+    )
     echo("")
     echo(ev["table"])
     echo("")
@@ -426,25 +542,44 @@ def _run(cfg: QuickstartConfig, budget: Budget, out: Path, timings: dict[str, fl
         sig = _step_signal(cfg, budget, out, data)
     orders = ", ".join(
         f"{o['symbol']} target weight {o['target_weight']:.0%}"
-        + (f" ({'buy' if o['shares'] > 0 else 'sell'} {abs(o['shares']):g} shares)"
-           if o["shares"] else "") for o in sig["orders"])
-    echo(f"[4/{n}] signal      the last window's agent (trained through "
-         f"{sig['trained_through']}) after the close of {sig['date']}: {orders}, at the next open")
+        + (
+            f" ({'buy' if o['shares'] > 0 else 'sell'} {abs(o['shares']):g} shares)"
+            if o["shares"]
+            else ""
+        )
+        for o in sig["orders"]
+    )
+    echo(
+        f"[4/{n}] signal      the last window's agent (trained through "
+        f"{sig['trained_through']}) after the close of {sig['date']}: {orders}, at the next open"
+    )
     echo("")
     echo(f"outputs in {out}/")
-    echo(f"  evaluation   {out / 'evaluate' / 'report.md'}  plots "
-         f"{out / 'evaluate' / 'excess_by_window.png'} {out / 'evaluate' / 'equity.png'}")
+    echo(
+        f"  evaluation   {out / 'evaluate' / 'report.md'}  plots "
+        f"{out / 'evaluate' / 'excess_by_window.png'} {out / 'evaluate' / 'equity.png'}"
+    )
     echo(f"  runs         {out / 'evaluate' / 'runs'}/ (every agent's run dir and result)")
     echo(f"  forecaster   {out / 'forecaster'}/")
-    echo(f"  more         stockgym evaluate {out / 'evaluate' / 'evaluate.toml'} --out "
-         f"{out / 'more'} (edit windows, seeds, symbols)")
+    echo(
+        f"  more         stockgym evaluate {out / 'evaluate' / 'evaluate.toml'} --out "
+        f"{out / 'more'} (edit windows, seeds, symbols)"
+    )
 
     summary = {
-        "format": "stockgym.quickstart.summary", "version": 2,
-        "symbol": cfg.symbol, "budget": cfg.budget, "seed": cfg.seed,
-        "data": d, "forecaster": fc,
-        "evaluate": {"dir": str(out / "evaluate"), "policies": ev["summary"]["policies"],
-                     "windows": w, "n_trials": ev["summary"]["n_trials"]},
+        "format": "stockgym.quickstart.summary",
+        "version": 2,
+        "symbol": cfg.symbol,
+        "budget": cfg.budget,
+        "seed": cfg.seed,
+        "data": d,
+        "forecaster": fc,
+        "evaluate": {
+            "dir": str(out / "evaluate"),
+            "policies": ev["summary"]["policies"],
+            "windows": w,
+            "n_trials": ev["summary"]["n_trials"],
+        },
         "verdicts": ev["verdicts"],
         "signal": sig,
     }

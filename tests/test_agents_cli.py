@@ -13,11 +13,33 @@ import torch
 
 from stockgym.cli import main
 
-SYNTH = ["--symbol", "X", "--source", "synthetic", "--set", 'data.options.kind="edge"',
-         "--set", "data.options.n_days=400"]
-TINY = ["--window-size", "5", "--num-envs", "8", "--episode-length", "20",
-        "--total-timesteps", "600", "--eval-freq", "300", "--set", "agent.hidden_size=16",
-        "--no-progress", "--device", "cpu"]
+SYNTH = [
+    "--symbol",
+    "X",
+    "--source",
+    "synthetic",
+    "--set",
+    'data.options.kind="edge"',
+    "--set",
+    "data.options.n_days=400",
+]
+TINY = [
+    "--window-size",
+    "5",
+    "--num-envs",
+    "8",
+    "--episode-length",
+    "20",
+    "--total-timesteps",
+    "600",
+    "--eval-freq",
+    "300",
+    "--set",
+    "agent.hidden_size=16",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +62,22 @@ def run(argv, capsys):
 @pytest.fixture
 def trained(tmp_path, capsys) -> Path:
     out = tmp_path / "ppo"
-    code, stdout, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--set",
-                             "agent.num_steps=16", "--market", "us", "--run-dir", out], capsys)
+    code, stdout, err = run(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            *SYNTH,
+            *TINY,
+            "--set",
+            "agent.num_steps=16",
+            "--market",
+            "us",
+            "--run-dir",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "validation" in stdout and f"stockgym backtest --model {out}" in stdout
     return out
@@ -62,19 +98,37 @@ def test_config_file_and_flags_override_it(tmp_path, capsys):
         'algo = "reinforce"\ntotal_timesteps = 400\neval_freq = 0\ndevice = "cpu"\n'
         '[data]\nsymbols = ["X"]\nsource = "synthetic"\n'
         '[data.options]\nkind = "edge"\nn_days = 400\n'
-        '[env]\nwindow_size = 5\nnum_envs = 8\nepisode_length = 20\n'
-        '[agent]\nhidden_size = 8\nlearning_rate = 0.01\n')
-    code, _, err = run(["train", "--config", "exp.toml", "--seed", "3", "--algo", "dqn",
-                        "--set", "agent.learning_starts=50", "--no-progress",
-                        "--no-tensorboard", "--run-dir", "r"], capsys)
+        "[env]\nwindow_size = 5\nnum_envs = 8\nepisode_length = 20\n"
+        "[agent]\nhidden_size = 8\nlearning_rate = 0.01\n"
+    )
+    code, _, err = run(
+        [
+            "train",
+            "--config",
+            "exp.toml",
+            "--seed",
+            "3",
+            "--algo",
+            "dqn",
+            "--set",
+            "agent.learning_starts=50",
+            "--no-progress",
+            "--no-tensorboard",
+            "--run-dir",
+            "r",
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((tmp_path / "r" / "config.json").read_text())
     assert record["config"]["algo"] == "dqn" and record["config"]["seed"] == 3
     assert record["agent"]["learning_rate"] == 0.01 and record["agent"]["learning_starts"] == 50
     assert not (tmp_path / "r" / "tensorboard").exists()
     # the run's config.toml re-runs it
-    code, _, err = run(["train", "--config", tmp_path / "r" / "config.toml", "--run-dir", "r2",
-                        "--no-progress"], capsys)
+    code, _, err = run(
+        ["train", "--config", tmp_path / "r" / "config.toml", "--run-dir", "r2", "--no-progress"],
+        capsys,
+    )
     assert code == 0, err
     again = json.loads((tmp_path / "r2" / "config.json").read_text())
     assert again["agent"] == record["agent"] and again["splits"] == record["splits"]
@@ -87,15 +141,29 @@ def test_backtest_model_on_the_test_period(trained, tmp_path, capsys):
     record = json.loads((trained / "config.json").read_text())
     config = json.loads((out / "config.json").read_text())
     test = record["splits"]["test"]
-    assert (config["backtest"]["first"], config["backtest"]["last"]) == (test["first"], test["last"])
+    assert (config["backtest"]["first"], config["backtest"]["last"]) == (
+        test["first"],
+        test["last"],
+    )
     assert config["env"]["costs"] == record["env"]["costs"]  # the run's costs
     assert config["strategy"]["name"] == "ppo_agent" and config["data"]["period"] == "test"
     metrics = json.loads((out / "metrics.json").read_text())
     assert "benchmark" in metrics and "sharpe" in metrics
     assert "PPO agent" in stdout and "benchmark  buy-and-hold X" in stdout
     # other parts of the run's split on request
-    code, stdout, err = run(["backtest", "--model", trained, "--period", "valid", "--out",
-                             tmp_path / "bv", "--no-plots"], capsys)
+    code, stdout, err = run(
+        [
+            "backtest",
+            "--model",
+            trained,
+            "--period",
+            "valid",
+            "--out",
+            tmp_path / "bv",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "note: backtesting the valid period" in stdout
 
@@ -104,26 +172,33 @@ def test_signal(trained, capsys):
     code, stdout, err = run(["signal", "--model", trained], capsys)
     assert code == 0, err
     assert "as of      close of" in stdout and "X" in stdout
-    code, stdout, err = run(["signal", "--model", trained, "--json", "--cash", "1000",
-                             "--shares", "5"], capsys)
+    code, stdout, err = run(
+        ["signal", "--model", trained, "--json", "--cash", "1000", "--shares", "5"], capsys
+    )
     assert code == 0, err
     sig = json.loads(stdout)
     assert sig["cash"] == 1000 and sig["orders"][0]["shares_now"] == 5
     assert sig["action"] in (0, 1) and sig["orders"][0]["target_weight"] == float(sig["action"])
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["train", "--algo", "ppo", "--no-progress"], "data.symbols must name at least one symbol"),
-    (["train", *SYNTH, "--set", "agent.learning_rte=1"], "unknown PPOConfig field"),
-    (["train", *SYNTH, "--set", "nonsense"], "--set takes KEY=VALUE"),
-    (["train", *SYNTH, "--set", "env.window=3"], "unknown [env] key(s) ['window']"),
-    (["train", *SYNTH, "--total-timesteps", "0"], "total_timesteps must be >= 1"),
-    (["train", *SYNTH, "--config", "missing.toml"], "config file not found: missing.toml"),
-    (["train", "--symbol", "NOPE", "--source", "sample", "--no-progress"], "unknown sample symbol"),
-    (["signal", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
-    (["backtest", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
-    (["backtest", "--symbol", "X"], "give --strategy NAME and --symbol SYMBOL"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--algo", "ppo", "--no-progress"], "data.symbols must name at least one symbol"),
+        (["train", *SYNTH, "--set", "agent.learning_rte=1"], "unknown PPOConfig field"),
+        (["train", *SYNTH, "--set", "nonsense"], "--set takes KEY=VALUE"),
+        (["train", *SYNTH, "--set", "env.window=3"], "unknown [env] key(s) ['window']"),
+        (["train", *SYNTH, "--total-timesteps", "0"], "total_timesteps must be >= 1"),
+        (["train", *SYNTH, "--config", "missing.toml"], "config file not found: missing.toml"),
+        (
+            ["train", "--symbol", "NOPE", "--source", "sample", "--no-progress"],
+            "unknown sample symbol",
+        ),
+        (["signal", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
+        (["backtest", "--model", "nowhere"], "--model: run dir nowhere does not exist"),
+        (["backtest", "--symbol", "X"], "give --strategy NAME and --symbol SYMBOL"),
+    ],
+)
 def test_bad_input(argv, message, tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 2
@@ -157,7 +232,8 @@ def test_train_agent_script(tmp_path, capsys):
     (tmp_path / "exp.toml").write_text(
         'total_timesteps = 300\neval_freq = 0\ndevice = "cpu"\n'
         '[data]\nsymbols = ["X"]\nsource = "synthetic"\n[data.options]\nn_days = 300\n'
-        '[env]\nwindow_size = 5\nnum_envs = 4\nepisode_length = 20\n[agent]\nhidden_size = 8\n')
+        "[env]\nwindow_size = 5\nnum_envs = 4\nepisode_length = 20\n[agent]\nhidden_size = 8\n"
+    )
     module = runpy.run_path(str(script))
     module["main"](["--config", "exp.toml", "--algo", "reinforce", "--run-dir", "s"])
     assert "trained    REINFORCE (mlp) on X" in capsys.readouterr().out
@@ -176,8 +252,11 @@ def test_command_line_helps():
     from stockgym.cli.train import build_config
 
     parser = build_parser()
-    leaves = [p for p in parsers(parser)
-              if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    leaves = [
+        p
+        for p in parsers(parser)
+        if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    ]
     assert len(leaves) >= 10
     for p in leaves:
         assert "examples:" in (p.epilog or ""), f"{p.prog} --help has no examples"
@@ -212,8 +291,10 @@ def test_resume_says_where_and_refuses_a_live_run(tmp_path, capsys):
     from stockgym.experiment.train import run_lock
 
     out = tmp_path / "run"
-    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--checkpoint-freq", "300",
-                        "--run-dir", out], capsys)
+    code, _, err = run(
+        ["train", "--algo", "ppo", *SYNTH, *TINY, "--checkpoint-freq", "300", "--run-dir", out],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     summary["interrupted"] = True  # as if killed after the last checkpoint
@@ -237,10 +318,28 @@ def test_train_with_forecast_features_backtest_and_signal(tmp_path, capsys):
     """--forecasts puts walk-forward forecasts into the observation; the run records them
     and backtest --model / signal rebuild them the same way."""
     out = tmp_path / "fc"
-    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *TINY, "--set", "data.options.n_days=700",
-                        "--forecasts", "mlp", "--set", "env.forecasts.min_train=100",
-                        "--set", "env.forecasts.epochs=2", "--set", "env.forecasts.horizon=[1,3]",
-                        "--run-dir", out], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            *SYNTH,
+            *TINY,
+            "--set",
+            "data.options.n_days=700",
+            "--forecasts",
+            "mlp",
+            "--set",
+            "env.forecasts.min_train=100",
+            "--set",
+            "env.forecasts.epochs=2",
+            "--set",
+            "env.forecasts.horizon=[1,3]",
+            "--run-dir",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((out / "config.json").read_text())
     assert record["forecasts"]["model"] == "mlp" and record["forecasts"]["horizon"] == [1, 3]
@@ -255,8 +354,9 @@ def test_train_with_forecast_features_backtest_and_signal(tmp_path, capsys):
 
 def test_progress_is_log_lines_when_redirected(tmp_path, capsys):
     argv = [a for a in TINY if a != "--no-progress"]
-    code, _, err = run(["train", "--algo", "ppo", *SYNTH, *argv, "--run-dir", tmp_path / "p"],
-                       capsys)
+    code, _, err = run(
+        ["train", "--algo", "ppo", *SYNTH, *argv, "--run-dir", tmp_path / "p"], capsys
+    )
     assert code == 0, err
     lines = [x for x in err.splitlines() if x.startswith("ppo: ")]
     assert 3 <= len(lines) <= 11 and all("steps/s" in x for x in lines)

@@ -24,8 +24,13 @@ def hand_frame(opens, closes, volumes=None, start="2024-01-02") -> pd.DataFrame:
     o, c = np.asarray(opens, float), np.asarray(closes, float)
     vol = np.full(n, 5e4) if volumes is None else np.asarray(volumes, float)
     frame = pd.DataFrame(
-        {"open": o, "high": np.maximum(o, c) + 1, "low": np.minimum(o, c) - 1, "close": c,
-         "volume": vol},
+        {
+            "open": o,
+            "high": np.maximum(o, c) + 1,
+            "low": np.minimum(o, c) - 1,
+            "close": c,
+            "volume": vol,
+        },
         index=pd.bdate_range(start, periods=n, name="date"),
     )
     frame.loc[vol == 0, ["open", "high", "low", "close"]] = 0.0
@@ -36,14 +41,21 @@ def hand_config(prices, extra=None, **kw) -> dict:
     """window_size=1 and one hand-made feature column: no warm-up eats bars."""
     if extra is None:
         extra = pd.DataFrame({"x": np.zeros(len(prices))}, index=prices.index)
-    return {"prices": prices, "features": [], "extra_features": extra, "window_size": 1,
-            "initial_cash": V0, **kw}
+    return {
+        "prices": prices,
+        "features": [],
+        "extra_features": extra,
+        "window_size": 1,
+        "initial_cash": V0,
+        **kw,
+    }
 
 
 def synth(symbols=("AAA", "BBB"), n_days=300, seed=0):
     names = list(symbols)
-    return load_prices(names if len(names) > 1 else names[0], source="synthetic",
-                       n_days=n_days, seed=seed)
+    return load_prices(
+        names if len(names) > 1 else names[0], source="synthetic", n_days=n_days, seed=seed
+    )
 
 
 OPENS = [100.0, 102.0, 98.0, 105.0, 107.0]
@@ -62,7 +74,9 @@ def test_buy_and_hold_equals_analytic_value_minus_costs(preset):
     assert len(rec) == len(OPENS)
     assert rec["value"].iloc[0] == V0 and rec["cash"].iloc[0] == V0
     for t in range(1, len(OPENS)):
-        assert rec["value"].iloc[t] == pytest.approx(V0 + n * (CLOSES[t] - OPENS[1]) - costs, rel=1e-12)
+        assert rec["value"].iloc[t] == pytest.approx(
+            V0 + n * (CLOSES[t] - OPENS[1]) - costs, rel=1e-12
+        )
     assert (rec["position_asset"].iloc[1:] == n).all()
     assert rec["cost"].sum() == pytest.approx(costs, rel=1e-12)
     assert res.trades["filled"].tolist() == [n]
@@ -83,16 +97,25 @@ def test_record_identity_and_dates():
     assert rec["trades"].iloc[0] == 0 and rec["value"].iloc[0] == 10_000_000.0
     held = sum(rec[f"position_{s}"] * res.closes[s] for s in res.symbols)
     np.testing.assert_allclose(rec["value"], rec["cash"] + held, rtol=1e-12)
-    assert res.period == {"first": "2010-03-01", "last": str(rec.index[-1].date()),
-                          "days": len(rec) - 1}
+    assert res.period == {
+        "first": "2010-03-01",
+        "last": str(rec.index[-1].date()),
+        "days": len(rec) - 1,
+    }
     assert (rec["cash"] >= 0).all()
 
 
 # ------------------------------------------------------------ holding never trades
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"fractional": True}, {"market": "none"}, {"market": "none", "fractional": True},
-     {"fill": "close"}, {"slippage_bps": 37.0, "commission": 0.003}],
+    [
+        {},
+        {"fractional": True},
+        {"market": "none"},
+        {"market": "none", "fractional": True},
+        {"fill": "close"},
+        {"slippage_bps": 37.0, "commission": 0.003},
+    ],
     ids=["us", "fractional", "none", "none-fractional", "fill-close", "big-costs"],
 )
 def test_buy_and_hold_trades_once_per_asset(kw):
@@ -129,12 +152,16 @@ def test_equal_weight_holds_between_monthly_rebalances():
 # ------------------------------------------------------------ signals
 def test_sma_cross_follows_the_moving_averages():
     p = synth(("AAA",), n_days=400, seed=3)
-    res = run_policy(make_strategy("sma_cross", fast=5, slow=15),
-                     {"prices": p, "window_size": 1, "market": "none"})
+    res = run_policy(
+        make_strategy("sma_cross", fast=5, slow=15),
+        {"prices": p, "window_size": 1, "market": "none"},
+    )
     # the env's valuation closes from its first (post-warm-up) date
     close = pd.Series(res.closes["AAA"])
-    env_close = pd.Series(StockTradingEnv(p, window_size=1).market.mark[:, 0],
-                          index=StockTradingEnv(p, window_size=1).market.dates)
+    env_close = pd.Series(
+        StockTradingEnv(p, window_size=1).market.mark[:, 0],
+        index=StockTradingEnv(p, window_size=1).market.dates,
+    )
     fast = env_close.rolling(5).mean()
     slow = env_close.rolling(15).mean()
     signal = (fast > slow).reindex(close.index)
@@ -176,7 +203,9 @@ def test_every_baseline_runs_and_is_deterministic(name):
         {s: np.sin(np.arange(len(p)) / 7.0 + k) for k, s in enumerate(["AAA", "BBB"])},
         index=p.index,
     )
-    extra = pd.concat({s: extra[[s]].set_axis(["forecast"], axis=1) for s in ["AAA", "BBB"]}, axis=1)
+    extra = pd.concat(
+        {s: extra[[s]].set_axis(["forecast"], axis=1) for s in ["AAA", "BBB"]}, axis=1
+    )
     cfg = {"prices": p, "window_size": 3, "extra_features": extra}
     one = run_policy(name, cfg)
     two = run_policy(name, cfg)
@@ -275,8 +304,10 @@ def test_halted_first_fill_is_bought_on_the_next_bar():
 
 
 def test_importing_backtest_does_not_import_torch_or_matplotlib():
-    code = ("import sys, stockgym.backtest, stockgym.backtest.strategy_run, stockgym.backtest.report, "
-            "stockgym.backtest.compare; "
-            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    code = (
+        "import sys, stockgym.backtest, stockgym.backtest.strategy_run, stockgym.backtest.report, "
+        "stockgym.backtest.compare; "
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -18,8 +18,20 @@ from stockgym.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SAMPLE = ["--symbol", "AAPL", "--source", "sample", "--start", "2010-01-04", "--end", "2010-12-31"]
-REQUIRED = {"total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown", "calmar",
-            "turnover", "trades", "win_rate", "exposure", "costs"}
+REQUIRED = {
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "turnover",
+    "trades",
+    "win_rate",
+    "exposure",
+    "costs",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +52,36 @@ def leftovers(parent: Path) -> list[str]:
 # ------------------------------------------------------------ backtest
 def test_backtest_writes_every_output(tmp_path, capsys):
     out = tmp_path / "sma"
-    code, stdout, err = run(["backtest", "--strategy", "sma_cross", "--fast", 10, "--slow", 30,
-                             *SAMPLE, "--market", "us", "--out", out], capsys)
+    code, stdout, err = run(
+        [
+            "backtest",
+            "--strategy",
+            "sma_cross",
+            "--fast",
+            10,
+            "--slow",
+            30,
+            *SAMPLE,
+            "--market",
+            "us",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["metrics.json", "equity.csv", "trades.csv", "config.json", "equity.png",
-         "drawdown.png", "trades.png", "report.html"])
+        [
+            "metrics.json",
+            "equity.csv",
+            "trades.csv",
+            "config.json",
+            "equity.png",
+            "drawdown.png",
+            "trades.png",
+            "report.html",
+        ]
+    )
     for png in ("equity.png", "drawdown.png", "trades.png"):
         data = (out / png).read_bytes()
         assert data[:8] == PNG and len(data) > 10_000
@@ -55,34 +91,63 @@ def test_backtest_writes_every_output(tmp_path, capsys):
     assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {"benchmark"}
     assert set(metrics["benchmark"]) == set(METRIC_KEYS) | set(RISK_KEYS)
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5 and "src=\"http" not in html
+    assert html.count("data:image/png;base64,") >= 5 and 'src="http' not in html
     assert "Monthly returns" in html and "Rolling Sharpe" in html and "peak" in html
     assert metrics["benchmark"]["trades"] == 1  # buy-and-hold buys once
 
     equity = pd.read_csv(out / "equity.csv", parse_dates=["date"])
-    assert list(equity.columns) == ["date", "value", "benchmark", "position", "cash",
-                                    "exposure", "cost", "drawdown"]
+    assert list(equity.columns) == [
+        "date",
+        "value",
+        "benchmark",
+        "position",
+        "cash",
+        "exposure",
+        "cost",
+        "drawdown",
+    ]
     assert equity["date"].iloc[0] == pd.Timestamp("2010-01-04")
     assert equity["date"].iloc[-1] == pd.Timestamp("2010-12-31")
     assert equity["value"].iloc[-1] == pytest.approx(metrics["final_value"], rel=1e-12)
     assert equity["value"].iloc[-1] / equity["value"].iloc[0] - 1 == pytest.approx(
-        metrics["total_return"], rel=1e-9)
+        metrics["total_return"], rel=1e-9
+    )
     assert equity["benchmark"].iloc[-1] == pytest.approx(metrics["benchmark"]["final_value"])
 
     trades = pd.read_csv(out / "trades.csv")
-    assert list(trades.columns) == ["date", "symbol", "side", "requested", "filled", "price",
-                                    "value", "commission", "tax", "slippage", "status",
-                                    "realized_pnl"]
+    assert list(trades.columns) == [
+        "date",
+        "symbol",
+        "side",
+        "requested",
+        "filled",
+        "price",
+        "value",
+        "commission",
+        "tax",
+        "slippage",
+        "status",
+        "realized_pnl",
+    ]
     assert (trades["filled"] != 0).sum() == metrics["trades"]
     assert trades["realized_pnl"].notna().sum() == metrics["closed_trades"]
     assert (trades["realized_pnl"] > 0).sum() / metrics["closed_trades"] == pytest.approx(
-        metrics["win_rate"])
+        metrics["win_rate"]
+    )
 
     config = json.loads((out / "config.json").read_text())
-    assert config["strategy"] == {"name": "sma_cross", "params": {"fast": 10, "slow": 30},
-                                  "description": "sma_cross (fast=10, slow=30)"}
-    assert config["env"]["costs"] == {"commission": 0.0005, "sell_tax": 0.0, "slippage_bps": 5.0,
-                                      "min_commission": 0.0, "borrow_rate": 0.0}
+    assert config["strategy"] == {
+        "name": "sma_cross",
+        "params": {"fast": 10, "slow": 30},
+        "description": "sma_cross (fast=10, slow=30)",
+    }
+    assert config["env"]["costs"] == {
+        "commission": 0.0005,
+        "sell_tax": 0.0,
+        "slippage_bps": 5.0,
+        "min_commission": 0.0,
+        "borrow_rate": 0.0,
+    }
     assert config["backtest"]["first"] == "2010-01-04"
     assert config["backtest"]["last"] == "2010-12-31"
     assert config["market"] == "us" and config["data"]["source"] == "sample"
@@ -94,8 +159,23 @@ def test_backtest_writes_every_output(tmp_path, capsys):
 
 def test_backtest_is_deterministic_and_config_reruns_it(tmp_path, capsys):
     first = tmp_path / "a"
-    args = ["backtest", "--strategy", "random", "--seed", 5, "--symbol", "XX", "YY",
-            "--source", "synthetic", "--market", "krx", "--sell-tax", 0.001, "--no-plots"]
+    args = [
+        "backtest",
+        "--strategy",
+        "random",
+        "--seed",
+        5,
+        "--symbol",
+        "XX",
+        "YY",
+        "--source",
+        "synthetic",
+        "--market",
+        "krx",
+        "--sell-tax",
+        0.001,
+        "--no-plots",
+    ]
     assert run([*args, "--out", first], capsys)[0] == 0
     config = json.loads((first / "config.json").read_text())
     argv = shlex.split(config["command"])
@@ -114,10 +194,31 @@ def test_backtest_is_deterministic_and_config_reruns_it(tmp_path, capsys):
 
 def test_backtest_period_test_and_benchmark_symbol(tmp_path, capsys):
     out = tmp_path / "bh"
-    code, stdout, err = run(["backtest", "--strategy", "buy_and_hold", "--symbol", "AAPL",
-                             "--source", "sample", "--start", "2008-01-01", "--end", "2011-12-31",
-                             "--period", "test", "--benchmark", "MSFT", "--market", "none",
-                             "--no-plots", "--out", out], capsys)
+    code, stdout, err = run(
+        [
+            "backtest",
+            "--strategy",
+            "buy_and_hold",
+            "--symbol",
+            "AAPL",
+            "--source",
+            "sample",
+            "--start",
+            "2008-01-01",
+            "--end",
+            "2011-12-31",
+            "--period",
+            "test",
+            "--benchmark",
+            "MSFT",
+            "--market",
+            "none",
+            "--no-plots",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["backtest"]["first"] == config["splits"]["test"]["first"]
@@ -131,13 +232,26 @@ def test_backtest_period_test_and_benchmark_symbol(tmp_path, capsys):
 
 def test_backtest_forecast_sign_from_a_walk_forward_run_dir(tmp_path, capsys):
     dates = pd.bdate_range("2009-01-01", "2010-12-31", name="date")
-    fc = pd.DataFrame({"forecast": np.where(dates.month % 2 == 0, 0.01, -0.01),
-                       "actual": 1.0}, index=dates)  # outcomes in the file are never read
+    fc = pd.DataFrame(
+        {"forecast": np.where(dates.month % 2 == 0, 0.01, -0.01), "actual": 1.0}, index=dates
+    )  # outcomes in the file are never read
     (tmp_path / "wf").mkdir()
     fc.to_csv(tmp_path / "wf" / "forecasts.csv", date_format="%Y-%m-%d")
     out = tmp_path / "fc"
-    code, _, err = run(["backtest", "--strategy", "forecast_sign", *SAMPLE, "--forecast",
-                        tmp_path / "wf", "--no-plots", "--out", out], capsys)
+    code, _, err = run(
+        [
+            "backtest",
+            "--strategy",
+            "forecast_sign",
+            *SAMPLE,
+            "--forecast",
+            tmp_path / "wf",
+            "--no-plots",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     equity = pd.read_csv(out / "equity.csv", parse_dates=["date"], index_col="date")
     long = (equity["position"] > 0).to_numpy()[1:]
@@ -150,9 +264,25 @@ def test_backtest_forecast_sign_from_a_walk_forward_run_dir(tmp_path, capsys):
 
 def test_backtest_note_when_start_is_before_the_data(tmp_path, capsys):
     out = tmp_path / "early"
-    code, stdout, _ = run(["backtest", "--strategy", "buy_and_hold", "--symbol", "AAPL",
-                           "--source", "sample", "--start", "1990-01-01", "--end", "2000-12-31",
-                           "--no-plots", "--out", out], capsys)
+    code, stdout, _ = run(
+        [
+            "backtest",
+            "--strategy",
+            "buy_and_hold",
+            "--symbol",
+            "AAPL",
+            "--source",
+            "sample",
+            "--start",
+            "1990-01-01",
+            "--end",
+            "2000-12-31",
+            "--no-plots",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
     assert "note: the backtest starts on" in stdout
@@ -164,17 +294,52 @@ def test_backtest_note_when_start_is_before_the_data(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--strategy", "sma_crss", *SAMPLE], "--strategy: unknown strategy 'sma_crss' (did you mean 'sma_cross'?)"),
-        (["--strategy", "buy_and_hold", "--symbol", "AAPL", "--source", "sample", "--start", "2010-13-45"], "--start: '2010-13-45' is not a date"),
-        (["--strategy", "buy_and_hold", *SAMPLE, "--fast", "5"], "--fast only applies to --strategy sma_cross"),
+        (
+            ["--strategy", "sma_crss", *SAMPLE],
+            "--strategy: unknown strategy 'sma_crss' (did you mean 'sma_cross'?)",
+        ),
+        (
+            [
+                "--strategy",
+                "buy_and_hold",
+                "--symbol",
+                "AAPL",
+                "--source",
+                "sample",
+                "--start",
+                "2010-13-45",
+            ],
+            "--start: '2010-13-45' is not a date",
+        ),
+        (
+            ["--strategy", "buy_and_hold", *SAMPLE, "--fast", "5"],
+            "--fast only applies to --strategy sma_cross",
+        ),
         (["--strategy", "sma_cross", *SAMPLE, "--fast", "50", "--slow", "20"], "1 <= fast < slow"),
-        (["--strategy", "buy_and_hold", *SAMPLE, "--commission", "-1"], "--commission must be a number >= 0"),
+        (
+            ["--strategy", "buy_and_hold", *SAMPLE, "--commission", "-1"],
+            "--commission must be a number >= 0",
+        ),
         (["--strategy", "forecast_sign", *SAMPLE], "needs --forecast FILE"),
-        (["--strategy", "forecast_sign", *SAMPLE, "--forecast", "nope.csv"], "--forecast: file not found: nope.csv"),
-        (["--strategy", "buy_and_hold", "--symbol", "NOPE", "--source", "sample"], "unknown sample symbol 'NOPE'"),
+        (
+            ["--strategy", "forecast_sign", *SAMPLE, "--forecast", "nope.csv"],
+            "--forecast: file not found: nope.csv",
+        ),
+        (
+            ["--strategy", "buy_and_hold", "--symbol", "NOPE", "--source", "sample"],
+            "unknown sample symbol 'NOPE'",
+        ),
     ],
-    ids=["strategy", "date", "flag-mismatch", "sma-windows", "commission", "no-forecast",
-         "forecast-file", "symbol"],
+    ids=[
+        "strategy",
+        "date",
+        "flag-mismatch",
+        "sma-windows",
+        "commission",
+        "no-forecast",
+        "forecast-file",
+        "symbol",
+    ],
 )
 def test_backtest_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -214,8 +379,9 @@ def test_no_partial_dir_when_writing_fails(tmp_path, capsys, monkeypatch):
     old = tmp_path / "old"
     old.mkdir()
     (old / "metrics.json").write_text("{}")
-    code, _, _ = run(["backtest", "--strategy", "buy_and_hold", *SAMPLE, "--force", "--out", old],
-                     capsys)
+    code, _, _ = run(
+        ["backtest", "--strategy", "buy_and_hold", *SAMPLE, "--force", "--out", old], capsys
+    )
     assert code == 2
     assert [p.name for p in old.iterdir()] == ["metrics.json"]
     assert leftovers(tmp_path) == []
@@ -235,8 +401,24 @@ def _random_runs(tmp_path, capsys, seeds):
     dirs = []
     for s in seeds:
         d = tmp_path / f"rnd{s}"
-        argv = ["backtest", "--strategy", "random", "--seed", s, "--symbol", "AAPL", "--source",
-                "sample", "--start", "2010-01-04", "--end", "2010-06-30", "--no-plots", "--out", d]
+        argv = [
+            "backtest",
+            "--strategy",
+            "random",
+            "--seed",
+            s,
+            "--symbol",
+            "AAPL",
+            "--source",
+            "sample",
+            "--start",
+            "2010-01-04",
+            "--end",
+            "2010-06-30",
+            "--no-plots",
+            "--out",
+            d,
+        ]
         assert run(argv, capsys)[0] == 0
         dirs.append(d)
     return dirs
@@ -245,14 +427,37 @@ def _random_runs(tmp_path, capsys, seeds):
 def test_compare_groups_seeds_with_mean_and_std(tmp_path, capsys):
     dirs = _random_runs(tmp_path, capsys, [1, 2, 3])
     bh = tmp_path / "bh"
-    assert run(["backtest", "--strategy", "buy_and_hold", "--symbol", "AAPL", "--source", "sample",
-                "--start", "2010-01-04", "--end", "2010-06-30", "--no-plots", "--out", bh],
-               capsys)[0] == 0
+    assert (
+        run(
+            [
+                "backtest",
+                "--strategy",
+                "buy_and_hold",
+                "--symbol",
+                "AAPL",
+                "--source",
+                "sample",
+                "--start",
+                "2010-01-04",
+                "--end",
+                "2010-06-30",
+                "--no-plots",
+                "--out",
+                bh,
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     out = tmp_path / "cmp"
     code, stdout, err = run(["compare", *dirs, bh, "--out", out], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "equity.png",
-                                                     "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare.csv",
+        "compare.md",
+        "equity.png",
+        "report.html",
+    ]
     assert (out / "equity.png").read_bytes()[:8] == PNG
 
     table = pd.read_csv(out / "compare.csv")

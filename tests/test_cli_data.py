@@ -43,8 +43,23 @@ def test_show_sample_prints_rows_range_and_stats(capsys):
 
 
 def test_show_raw_and_range(capsys):
-    assert main(["data", "show", "AAPL", "--source", "sample", "--raw",
-                 "--start", "2005-01-03", "--end", "2005-01-31"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "show",
+                "AAPL",
+                "--source",
+                "sample",
+                "--raw",
+                "--start",
+                "2005-01-03",
+                "--end",
+                "2005-01-31",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "raw prices" in out
     assert "from 2005-01-03 to 2005-01-31" in out
@@ -81,8 +96,17 @@ def test_fetch_then_list_uses_cache(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(FinanceDataReader, "DataReader", fake)
     cache = str(tmp_path / "cache")
-    argv = ["data", "fetch", "AAPL", "--start", "2020-01-01", "--end", "2020-02-10",
-            "--cache-dir", cache]
+    argv = [
+        "data",
+        "fetch",
+        "AAPL",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2020-02-10",
+        "--cache-dir",
+        cache,
+    ]
     assert main(argv) == 0
     assert "AAPL: 29 rows" in capsys.readouterr().out  # 30 bars, the last after --end
     assert main(argv) == 0  # second time: served from the cache
@@ -110,7 +134,9 @@ def test_list_empty_cache(tmp_path, capsys):
 def test_help_has_examples():
     out = subprocess.run(
         [sys.executable, "-m", "stockgym.cli", "data", "show", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "examples:" in out and "--source sample" in out
 

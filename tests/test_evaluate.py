@@ -90,7 +90,7 @@ def test_evaluate_end_to_end(tmp_path):
     assert set(summary) >= {"policies", "windows", "n_trials"} and summary["n_trials"] == 2
     assert set(summary["policies"]) == {"agent", "agent_no_forecasts", "buy_and_hold",
                                         "sma_cross", "forecast_sign", "random"}  # fmt: skip
-    for name, s in summary["policies"].items():
+    for s in summary["policies"].values():
         for key in ("excess_log_return", "sharpe"):
             assert set(s[key]) == {"mean", "ci95"} and len(s[key]["ci95"]) == 2
         assert {"psr", "deflated_sharpe", "win_rate_windows", "verdict"} <= set(s)

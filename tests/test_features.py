@@ -30,8 +30,14 @@ def frame(closes, volumes=None, tradable=None, start="2020-01-01"):
     tradable = volumes > 0 if tradable is None else np.asarray(tradable, dtype=bool)
     idx = pd.bdate_range(start, periods=n, name="date")
     return pd.DataFrame(
-        {"open": closes, "high": closes, "low": closes, "close": closes,
-         "volume": volumes, "tradable": tradable},
+        {
+            "open": closes,
+            "high": closes,
+            "low": closes,
+            "close": closes,
+            "volume": volumes,
+            "tradable": tradable,
+        },
         index=idx,
     )
 
@@ -41,6 +47,7 @@ def synth(symbols=("A", "B", "C"), n_days=150, seed=0):
 
 
 # ------------------------------------------------------------------ hand-computed values
+
 
 def test_log_return_and_sma_ratio_hand_values():
     f = build_features(frame([10.0, 11.0, 10.5, 12.0]), ["log_return", "sma_ratio_3"])
@@ -57,7 +64,9 @@ def test_log_return_and_sma_ratio_hand_values():
 def test_log_return_n_days():
     f = build_features(frame([10.0, 11.0, 12.0, 15.0]), ["log_return_2"])
     assert list(f.columns) == ["log_return_2"]
-    np.testing.assert_allclose(f["log_return_2"], [math.log(12 / 10), math.log(15 / 11)], rtol=1e-14)
+    np.testing.assert_allclose(
+        f["log_return_2"], [math.log(12 / 10), math.log(15 / 11)], rtol=1e-14
+    )
 
 
 def test_rsi_wilder_hand_values():
@@ -89,8 +98,12 @@ def test_volatility_bollinger_volume_z_hand_values():
     lv = np.log1p(vols[-3:])
     assert f["volatility_3"].iloc[-1] == pytest.approx(np.std(r[-3:], ddof=1), rel=1e-12)
     mean, sd = last.mean(), last.std(ddof=0)
-    assert f["bollinger_b_3"].iloc[-1] == pytest.approx((closes[-1] - (mean - 2 * sd)) / (4 * sd), rel=1e-12)
-    assert f["volume_z_3"].iloc[-1] == pytest.approx((lv[-1] - lv.mean()) / lv.std(ddof=1), rel=1e-12)
+    assert f["bollinger_b_3"].iloc[-1] == pytest.approx(
+        (closes[-1] - (mean - 2 * sd)) / (4 * sd), rel=1e-12
+    )
+    assert f["volume_z_3"].iloc[-1] == pytest.approx(
+        (lv[-1] - lv.mean()) / lv.std(ddof=1), rel=1e-12
+    )
     # volatility_3 needs 3 returns -> 4 closes -> 3 warm-up rows
     assert f.attrs["warmup_dropped"] == 3
 
@@ -130,6 +143,7 @@ def test_features_are_scale_free():
 
 # --------------------------------------------------------------------------- halted bars
 
+
 def test_halted_bar_valued_at_last_close():
     closes = [10.0, 11.0, 0.0, 12.1, 12.0]  # bar 2 halted: raw close 0, volume 0
     vols = [100.0, 100.0, 0.0, 100.0, 100.0]
@@ -158,6 +172,7 @@ def test_halted_bar_with_nan_close_in_the_middle():
 
 
 # --------------------------------------------------------------- shapes, names, errors
+
 
 def test_multi_symbol_shape_and_equal_to_single():
     p = synth()
@@ -192,7 +207,10 @@ def test_unknown_and_duplicate_names():
     with pytest.raises(DataError, match="unknown"):
         build_features(p, ["macd_5"])
     assert feature_names(["rsi", "sma_ratio_50", "log_return_1"]) == [
-        "rsi_14", "sma_ratio_50", "log_return"]
+        "rsi_14",
+        "sma_ratio_50",
+        "log_return",
+    ]
 
 
 def test_too_short_frame_is_a_clear_error():
@@ -212,6 +230,7 @@ def test_sample_data_all_features():
 
 # ---------------------------------------------------------------------- no look-ahead
 
+
 def _perturb_future(p: pd.DataFrame, t_pos: int, seed: int) -> pd.DataFrame:
     """Scale every bar after row t_pos (OHLC by one factor, volume by another) and flip
     some future tradable flags."""
@@ -222,11 +241,11 @@ def _perturb_future(p: pd.DataFrame, t_pos: int, seed: int) -> pd.DataFrame:
         fp = np.exp(rng.uniform(-1, 1, n_after))
         fv = np.exp(rng.uniform(-1, 1, n_after))
         for field in ("open", "high", "low", "close"):
-            q.loc[q.index[t_pos + 1:], (sym, field)] = p[sym][field].to_numpy()[t_pos + 1:] * fp
-        q.loc[q.index[t_pos + 1:], (sym, "volume")] = p[sym]["volume"].to_numpy()[t_pos + 1:] * fv
+            q.loc[q.index[t_pos + 1 :], (sym, field)] = p[sym][field].to_numpy()[t_pos + 1 :] * fp
+        q.loc[q.index[t_pos + 1 :], (sym, "volume")] = p[sym]["volume"].to_numpy()[t_pos + 1 :] * fv
         flip = rng.random(n_after) < 0.1
         trad = p[sym]["tradable"].to_numpy().copy()
-        trad[t_pos + 1:] ^= flip
+        trad[t_pos + 1 :] ^= flip
         q[(sym, "tradable")] = trad
     return q
 
@@ -258,6 +277,7 @@ def test_build_features_ignores_the_future(seed, t_frac, n_sym, halts):
 
 
 # ------------------------------------------------------------------ check_no_lookahead
+
 
 def _close(p):
     return p.xs("close", axis=1, level="field")

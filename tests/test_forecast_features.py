@@ -14,8 +14,15 @@ from stockgym.envs import StockTradingEnv
 from stockgym.experiment.forecasts import ForecastSpec, forecast_features
 from stockgym.experiment.train import fitted_forecasts
 
-SPEC = {"model": "mlp", "window": 10, "min_train": 120, "refit_every": 60, "epochs": 2,
-        "hidden_size": 8, "horizon": [1, 3]}
+SPEC = {
+    "model": "mlp",
+    "window": 10,
+    "min_train": 120,
+    "refit_every": 60,
+    "epochs": 2,
+    "hidden_size": 8,
+    "horizon": [1, 3],
+}
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from stockgym.core import resolve_device
 from stockgym.data import DataError, check_no_lookahead, load_prices
 from stockgym.forecasters import (
     CNN,
@@ -36,12 +37,19 @@ from stockgym.forecasters.evaluation import (
     rmse,
     skill,
 )
-from stockgym.core import resolve_device
 from stockgym.forecasters.training import _mean_loss, loss_function, prepare, resolve
 
-TINY = dict(window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=3, patience=2,
-            batch_size=64, plots=False, tensorboard=False)
-
+TINY = dict(
+    window=5,
+    hidden_size=8,
+    num_layers=1,
+    dropout=0.0,
+    epochs=3,
+    patience=2,
+    batch_size=64,
+    plots=False,
+    tensorboard=False,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +66,9 @@ def edge_prices(n_days=600, seed=0, edge=0.3):
 def synth_config(tmp_path, name="run", n_days=600, **kw):
     opts = dict(kind="edge", edge=0.3, n_days=n_days, seed=0)
     fields = {**TINY, "model": "mlp", **kw}
-    return ForecastConfig(symbol="X", source="synthetic", data_options=opts,
-                          run_dir=str(tmp_path / name), **fields)
+    return ForecastConfig(
+        symbol="X", source="synthetic", data_options=opts, run_dir=str(tmp_path / name), **fields
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +139,7 @@ def test_bad_model_arguments():
 # ------------------------------------------------------------------------ data, targets
 def test_targets_hand_computed():
     c = np.array([100.0, 110.0, 99.0, 99.0])
-    np.testing.assert_allclose(
-        targets(c, "log_return", 1)[:3], [math.log(1.1), math.log(0.9), 0.0]
-    )
+    np.testing.assert_allclose(targets(c, "log_return", 1)[:3], [math.log(1.1), math.log(0.9), 0.0])
     assert np.isnan(targets(c, "log_return", 1)[3])
     np.testing.assert_array_equal(targets(c, "direction", 1)[:3], [1.0, 0.0, 0.0])
     np.testing.assert_array_equal(targets(c, "close", 2)[:2], [99.0, 99.0])
@@ -200,8 +207,10 @@ def test_score_per_target_and_naive_baselines():
     np.testing.assert_array_equal(naive_forecast("close", base), base)
     np.testing.assert_array_equal(naive_forecast("direction", base), [0.5, 0.5])
     # the naive zero return counts as "not up": right on the down day only
-    assert score("log_return", y, naive_forecast("log_return", base), base)[
-        "directional_accuracy"] == 0.5
+    assert (
+        score("log_return", y, naive_forecast("log_return", base), base)["directional_accuracy"]
+        == 0.5
+    )
     c = score("close", [110.0, 95.0], [105.0, 101.0], base)
     assert c["rmse"] == pytest.approx(math.sqrt((25 + 36) / 2))
     assert c["directional_accuracy"] == 0.5
@@ -222,11 +231,17 @@ def test_config_validation_and_round_trip():
     assert ForecastConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match=r"unknown ForecastConfig field\(s\) \['windw'\]"):
         ForecastConfig.from_dict({"windw": 3})
-    for bad, match in [({"model": "gru"}, "unknown model"), ({"window": 0}, "window"),
-                       ({"lr": -1.0}, "lr"), ({"target": "price"}, "unknown target"),
-                       ({"horizon": 0}, "horizon"), ({"optimizer": "sgd"}, "optimizer"),
-                       ({"scaler": "zscore"}, "scaler"), ({"grad_clip": 0.0}, "grad_clip"),
-                       ({"threads": 0}, "threads")]:
+    for bad, match in [
+        ({"model": "gru"}, "unknown model"),
+        ({"window": 0}, "window"),
+        ({"lr": -1.0}, "lr"),
+        ({"target": "price"}, "unknown target"),
+        ({"horizon": 0}, "horizon"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"scaler": "zscore"}, "scaler"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"threads": 0}, "threads"),
+    ]:
         with pytest.raises(ValueError, match=match):
             ForecastConfig(**bad)
 
@@ -247,7 +262,10 @@ def test_splits_scaler_and_samples_are_leak_free():
     assert cfg.train_end == dates["train"]["last"] and cfg.valid_end == dates["valid"]["last"]
     scaler, tr, va, te = prepare(cfg, prices, dates)
     assert scaler.fit_end == dates["train"]["last"]  # scaler fit on the training period only
-    train_last, valid_last = pd.Timestamp(dates["train"]["last"]), pd.Timestamp(dates["valid"]["last"])
+    train_last, valid_last = (
+        pd.Timestamp(dates["train"]["last"]),
+        pd.Timestamp(dates["valid"]["last"]),
+    )
     assert tr.target_dates.max() <= train_last  # no training target from validation
     assert va.dates.min() > train_last and va.target_dates.max() <= valid_last
     assert te.dates.min() > valid_last  # validation carved before the test period
@@ -268,8 +286,11 @@ def test_test_period_never_touches_training(tmp_path):
         bumped.loc[after, col] = bumped.loc[after, col] * factor
     b = train(cfg.replace(run_dir=str(tmp_path / "b")), prices=bumped)
     assert a.fit.history == b.fit.history
-    for (k, va), (_, vb) in zip(a.forecaster.model.state_dict().items(),
-                                b.forecaster.model.state_dict().items(), strict=True):
+    for (k, va), (_, vb) in zip(
+        a.forecaster.model.state_dict().items(),
+        b.forecaster.model.state_dict().items(),
+        strict=True,
+    ):
         assert torch.equal(va, vb), k
     assert a.forecaster.scaler.to_dict()["params"] == b.forecaster.scaler.to_dict()["params"]
     assert a.metrics["model"]["rmse"] != b.metrics["model"]["rmse"]
@@ -277,9 +298,20 @@ def test_test_period_never_touches_training(tmp_path):
 
 def test_early_stopping_restores_best_weights(tmp_path):
     prices = edge_prices(800)  # a big model with small batches overfits 800 days fast
-    cfg = ForecastConfig(model="mlp", window=10, hidden_size=64, num_layers=2, dropout=0.0,
-                         lr=0.003, epochs=60, patience=3, batch_size=16, plots=False,
-                         tensorboard=False, run_dir=str(tmp_path / "es"))
+    cfg = ForecastConfig(
+        model="mlp",
+        window=10,
+        hidden_size=64,
+        num_layers=2,
+        dropout=0.0,
+        lr=0.003,
+        epochs=60,
+        patience=3,
+        batch_size=16,
+        plots=False,
+        tensorboard=False,
+        run_dir=str(tmp_path / "es"),
+    )
     r = train(cfg, prices=prices)
     hist = r.fit.history
     assert r.fit.stopped_early and len(hist) - 1 == r.fit.best_epoch + cfg.patience
@@ -297,9 +329,17 @@ def test_early_stopping_restores_best_weights(tmp_path):
 
 def test_run_dir_contents_and_tensorboard(trained):
     run = trained.run_dir
-    for name in ("config.json", "metrics.json", "history.json", "predictions.csv",
-                 "checkpoint/model.pt", "checkpoint/forecaster.json", "checkpoint/scaler.json",
-                 "plots/predictions.png", "plots/loss.png"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "history.json",
+        "predictions.csv",
+        "checkpoint/model.pt",
+        "checkpoint/forecaster.json",
+        "checkpoint/scaler.json",
+        "plots/predictions.png",
+        "plots/loss.png",
+    ):
         assert (run / name).is_file(), name
     assert (run / "plots/loss.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((run / "config.json").read_text())
@@ -386,23 +426,35 @@ def test_other_targets(tmp_path, target):
         assert (pred["model"] / pred["base_close"]).between(0.5, 2).all()
         assert r.metrics["model"]["mape"] > 0
         assert r.metrics["baselines"]["naive"]["rmse"] == pytest.approx(
-            rmse(pred["actual"], pred["base_close"]))
+            rmse(pred["actual"], pred["base_close"])
+        )
 
 
 def test_multi_horizon_training(tmp_path):
     r = train(synth_config(tmp_path, horizon=5, epochs=2, threads=2))
     assert torch.get_num_threads() == 1  # the caller's thread count is restored
     pred = r.predictions
-    gap = [len(pd.bdate_range(d, t)) - 1 for d, t in zip(pred.index[:5], pred["target_date"][:5],
-                                                          strict=True)]
+    gap = [
+        len(pd.bdate_range(d, t)) - 1
+        for d, t in zip(pred.index[:5], pred["target_date"][:5], strict=True)
+    ]
     assert gap == [5] * 5
 
 
 @pytest.mark.parametrize("model", ["mlp", "lstm"])
 def test_skill_on_synthetic_edge_market(tmp_path, model):
     """AR(1) phi = 0.3: best RMSE skill ~0.046, best directional accuracy ~0.60."""
-    cfg = synth_config(tmp_path, model, n_days=3000, model=model, window=10, hidden_size=16,
-                       num_layers=1, epochs=30, patience=5)
+    cfg = synth_config(
+        tmp_path,
+        model,
+        n_days=3000,
+        model=model,
+        window=10,
+        hidden_size=16,
+        num_layers=1,
+        epochs=30,
+        patience=5,
+    )
     r = train(cfg)
     m = r.metrics["model"]
     assert m["skill"] > 0.02, m

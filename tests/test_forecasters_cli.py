@@ -11,10 +11,33 @@ from test_forecasters import isolated  # noqa: F401
 
 from stockgym.cli import main
 
-SYNTH = ["--symbol", "X", "--source", "synthetic", "--kind", "edge", "--edge", "0.3",
-         "--n-days", "500"]
-SMALL = ["--model", "mlp", "--window", "5", "--hidden-size", "8", "--num-layers", "1",
-         "--epochs", "3", "--patience", "2", "--no-progress"]
+SYNTH = [
+    "--symbol",
+    "X",
+    "--source",
+    "synthetic",
+    "--kind",
+    "edge",
+    "--edge",
+    "0.3",
+    "--n-days",
+    "500",
+]
+SMALL = [
+    "--model",
+    "mlp",
+    "--window",
+    "5",
+    "--hidden-size",
+    "8",
+    "--num-layers",
+    "1",
+    "--epochs",
+    "3",
+    "--patience",
+    "2",
+    "--no-progress",
+]
 
 
 def test_train_then_eval(tmp_path, capsys):
@@ -35,27 +58,61 @@ def test_train_then_eval(tmp_path, capsys):
 
 def test_train_from_config_file_with_flag_override(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"model": "cnn", "window": 6, "hidden_size": 4, "epochs": 2,
-                               "target": "direction"}))
+    cfg.write_text(
+        json.dumps(
+            {"model": "cnn", "window": 6, "hidden_size": 4, "epochs": 2, "target": "direction"}
+        )
+    )
     run = tmp_path / "run"
-    args = ["forecast", "train", *SYNTH, "--config", str(cfg), "--epochs", "1",
-            "--no-progress", "--no-plots", "--no-tensorboard", "--run-dir", str(run)]
+    args = [
+        "forecast",
+        "train",
+        *SYNTH,
+        "--config",
+        str(cfg),
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--no-plots",
+        "--no-tensorboard",
+        "--run-dir",
+        str(run),
+    ]
     assert main(args) == 0
     record = json.loads((run / "config.json").read_text())["config"]
     assert (record["model"], record["window"], record["target"], record["epochs"]) == (
-        "cnn", 6, "direction", 1)
+        "cnn",
+        6,
+        "direction",
+        1,
+    )
     assert not (run / "plots").exists() and not (run / "tensorboard").exists()
 
 
 def test_walk_forward(tmp_path, capsys):
     run = tmp_path / "wf"
-    args = ["forecast", "walk-forward", *SYNTH, *SMALL, "--min-train", "150",
-            "--refit-every", "100", "--run-dir", str(run)]
+    args = [
+        "forecast",
+        "walk-forward",
+        *SYNTH,
+        *SMALL,
+        "--min-train",
+        "150",
+        "--refit-every",
+        "100",
+        "--run-dir",
+        str(run),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "4 refits" in out and "naive" in out and str(run / "forecasts.csv") in out
-    for name in ("config.json", "metrics.json", "refits.json", "forecasts.csv",
-                 "plots/forecasts.png"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "refits.json",
+        "forecasts.csv",
+        "plots/forecasts.png",
+    ):
         assert (run / name).is_file(), name
     header = (run / "forecasts.csv").read_text().splitlines()[0]
     assert header == "date,forecast,target_date,actual,naive"
@@ -77,8 +134,9 @@ def _assert_error(capsys, match: str) -> None:
 
 def test_bad_input_per_subcommand(tmp_path, capsys):
     run = tmp_path / "bad"
-    assert main(["forecast", "train", *SYNTH, *SMALL, "--window", "600", "--run-dir",
-                 str(run)]) == 2
+    assert (
+        main(["forecast", "train", *SYNTH, *SMALL, "--window", "600", "--run-dir", str(run)]) == 2
+    )
     _assert_error(capsys, "window=600")
     assert not run.exists() and not list(tmp_path.glob(".bad*"))  # nothing half-written
 
@@ -88,13 +146,40 @@ def test_bad_input_per_subcommand(tmp_path, capsys):
     assert main(["forecast", "eval", str(tmp_path / "empty")]) == 2
     _assert_error(capsys, "config.json")
 
-    assert main(["forecast", "walk-forward", *SYNTH, *SMALL, "--min-train", "5000",
-                 "--run-dir", str(run)]) == 2
+    assert (
+        main(
+            [
+                "forecast",
+                "walk-forward",
+                *SYNTH,
+                *SMALL,
+                "--min-train",
+                "5000",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 2
+    )
     _assert_error(capsys, "min_train")
     assert not run.exists()
 
-    assert main(["forecast", "train", "--symbol", "AAPL", "--source", "sample", *SMALL,
-                 "--kind", "edge"]) == 2
+    assert (
+        main(
+            [
+                "forecast",
+                "train",
+                "--symbol",
+                "AAPL",
+                "--source",
+                "sample",
+                *SMALL,
+                "--kind",
+                "edge",
+            ]
+        )
+        == 2
+    )
     _assert_error(capsys, "--source synthetic")
 
     with pytest.raises(SystemExit) as exc:  # argparse rejects an unknown model name

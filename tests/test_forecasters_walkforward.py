@@ -13,8 +13,16 @@ from stockgym.data import DataError, LookaheadError, check_no_lookahead, load_pr
 from stockgym.envs import StockTradingEnv
 from stockgym.forecasters import ForecastConfig, WalkForwardConfig, env_features, walk_forward
 
-FAST = ForecastConfig(model="mlp", window=5, hidden_size=8, num_layers=1, dropout=0.0, epochs=3,
-                      patience=2, batch_size=64)
+FAST = ForecastConfig(
+    model="mlp",
+    window=5,
+    hidden_size=8,
+    num_layers=1,
+    dropout=0.0,
+    epochs=3,
+    patience=2,
+    batch_size=64,
+)
 
 
 def wf_config(**kw) -> WalkForwardConfig:
@@ -48,7 +56,11 @@ def test_refit_contract(forecasts, prices):
 
 def test_forecasts_do_not_use_the_future(prices, forecasts):
     refit_dates = [pd.Timestamp(r["date"]) for r in forecasts.attrs["refits"]]
-    probes = [refit_dates[1], refit_dates[1] - pd.offsets.BDay(1), refit_dates[2] + pd.offsets.BDay(9)]
+    probes = [
+        refit_dates[1],
+        refit_dates[1] - pd.offsets.BDay(1),
+        refit_dates[2] + pd.offsets.BDay(9),
+    ]
     cfg = wf_config()
     check_no_lookahead(lambda p: walk_forward(p, cfg, cache=False), prices, dates=probes)
 
@@ -89,8 +101,14 @@ def test_env_features_feed_the_env(prices, forecasts):
     cfg = wf_config()
     fit_end = forecasts.index[100]
     feats = env_features(prices, forecast=cfg, cache=False, fit_end=fit_end)
-    assert list(feats.columns) == ["log_return", "volatility_20", "sma_ratio_20", "rsi_14",
-                                   "volume_z_20", "forecast"]
+    assert list(feats.columns) == [
+        "log_return",
+        "volatility_20",
+        "sma_ratio_20",
+        "rsi_14",
+        "volume_z_20",
+        "forecast",
+    ]
     assert feats.index[0] == forecasts.index[0]
     assert feats.attrs["scaler"]["fit_end"] == str(fit_end.date())
     fit_rows = feats.loc[:fit_end, "forecast"]
@@ -99,7 +117,8 @@ def test_env_features_feed_the_env(prices, forecasts):
     obs, _ = env.reset(seed=0)
     assert env.obs_layout.feature_names[-1] == "forecast" and obs.shape == (5 * 6 + 2,)
     check_no_lookahead(
-        lambda p: env_features(p, forecast=cfg, cache=False, fit_end=fit_end), prices,
+        lambda p: env_features(p, forecast=cfg, cache=False, fit_end=fit_end),
+        prices,
         dates=[fit_end + pd.offsets.BDay(3), forecasts.index[-30]],
     )
 

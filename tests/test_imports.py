@@ -6,7 +6,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["stockgym", "stockgym.data", "stockgym.envs", "stockgym.envs.trading"])
+@pytest.mark.parametrize(
+    "module", ["stockgym", "stockgym.data", "stockgym.envs", "stockgym.envs.trading"]
+)
 def test_module_does_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

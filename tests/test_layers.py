@@ -40,9 +40,11 @@ def _imported_parts(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] if node.module != "stockgym" else [
-                f"stockgym.{a.name}" for a in node.names
-            ]
+            names = (
+                [node.module]
+                if node.module != "stockgym"
+                else [f"stockgym.{a.name}" for a in node.names]
+            )
         else:
             continue
         for name in names:
@@ -60,9 +62,7 @@ def test_every_module_is_in_a_layer():
 def test_imports_run_one_way(path):
     own = _part(path)
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    bad = sorted(
-        p for p in _imported_parts(tree) - {own} if p in LAYER and LAYER[p] >= LAYER[own]
-    )
+    bad = sorted(p for p in _imported_parts(tree) - {own} if p in LAYER and LAYER[p] >= LAYER[own])
     assert not bad, f"{path.relative_to(ROOT)} ({own}) imports {bad}: same or higher layer"
 
 

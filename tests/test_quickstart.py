@@ -55,13 +55,23 @@ def small_run(tmp_path_factory):
 
 def test_every_step_writes_into_the_out_dir(small_run):
     out, _ = small_run
-    for rel in ("quickstart.json", "summary.json", "signal.json", "data/summary.json",
-                "forecaster/checkpoint/model.pt", "forecaster/metrics.json",
-                "forecaster/config.json", "evaluate/summary.json", "evaluate/results.csv",
-                "evaluate/report.md", "evaluate/evaluate.toml", "logs/evaluate.txt",
-                "evaluate/runs/AAPL/w0/agent-s0/run/model/agent.pt",
-                "evaluate/runs/AAPL/w2/agent_no_forecasts-s1/result.json",
-                "evaluate/runs/AAPL/w1/sma_cross/result.json"):
+    for rel in (
+        "quickstart.json",
+        "summary.json",
+        "signal.json",
+        "data/summary.json",
+        "forecaster/checkpoint/model.pt",
+        "forecaster/metrics.json",
+        "forecaster/config.json",
+        "evaluate/summary.json",
+        "evaluate/results.csv",
+        "evaluate/report.md",
+        "evaluate/evaluate.toml",
+        "logs/evaluate.txt",
+        "evaluate/runs/AAPL/w0/agent-s0/run/model/agent.pt",
+        "evaluate/runs/AAPL/w2/agent_no_forecasts-s1/result.json",
+        "evaluate/runs/AAPL/w1/sma_cross/result.json",
+    ):
         assert (out / rel).is_file(), rel
     for png in ("evaluate/excess_by_window.png", "evaluate/equity.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -58,5 +58,8 @@ def test_metrics_json_has_them():
     for key in (*risk.RISK_KEYS, *risk.RELATIVE_KEYS):
         assert key in m and np.isfinite(m[key]), key
     assert set(risk.RISK_KEYS) <= set(m["benchmark"])
-    assert m["benchmark"]["psr"] == pytest.approx(risk.psr(
-        run_policy("buy_and_hold", {"prices": prices, "window_size": 5}).returns.to_numpy()))
+    assert m["benchmark"]["psr"] == pytest.approx(
+        risk.psr(
+            run_policy("buy_and_hold", {"prices": prices, "window_size": 5}).returns.to_numpy()
+        )
+    )

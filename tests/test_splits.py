@@ -32,8 +32,11 @@ def test_default_is_20_percent_test_then_20_percent_of_rest():
     assert (len(s.train), len(s.valid), len(s.test)) == (64, 16, 20)
     check_parts(s, 100)
     assert s.test.index[-1] == p.index[-1] and s.train.index[0] == p.index[0]
-    assert s.dates["test"] == {"first": str(p.index[80].date()), "last": str(p.index[99].date()),
-                               "rows": 20}
+    assert s.dates["test"] == {
+        "first": str(p.index[80].date()),
+        "last": str(p.index[99].date()),
+        "rows": 20,
+    }
     json.dumps(s.dates)  # JSON-able for run configs
     assert s.train.columns.equals(p.columns)
     train, valid, test = s  # unpacks
@@ -68,8 +71,9 @@ def test_end_dates_each_part_starts_after_previous():
 
 def test_start_end_tuples_with_gaps_and_open_ends():
     p = prices(100)
-    s = split(p, train=(None, "2010-02-12"), valid=("2010-02-22", None),
-              test=("2010-04-01", "2010-04-30"))
+    s = split(
+        p, train=(None, "2010-02-12"), valid=("2010-02-22", None), test=("2010-04-01", "2010-04-30")
+    )
     assert s.valid.index[0] == pd.Timestamp("2010-02-22")
     assert s.valid.index[-1] == pd.Timestamp("2010-03-31")  # just before test starts
     assert s.test.index[-1] == pd.Timestamp("2010-04-30")
@@ -126,8 +130,12 @@ def test_walk_forward_errors():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), t_frac=st.floats(0.0, 0.99),
-       n_days=st.integers(20, 200), n_folds=st.integers(1, 4))
+@given(
+    seed=st.integers(0, 10_000),
+    t_frac=st.floats(0.0, 0.99),
+    n_days=st.integers(20, 200),
+    n_folds=st.integers(1, 4),
+)
 def test_boundaries_depend_only_on_dates(seed, t_frac, n_days, n_folds):
     p = prices(n_days, seed=seed)
     t_pos = int(t_frac * (n_days - 1))
@@ -136,7 +144,7 @@ def test_boundaries_depend_only_on_dates(seed, t_frac, n_days, n_folds):
     for sym in ("A", "B"):
         for field in ("open", "high", "low", "close", "volume"):
             vals = q[(sym, field)].to_numpy().copy()
-            vals[t_pos + 1:] *= rng.uniform(0.1, 10, n_days - t_pos - 1)
+            vals[t_pos + 1 :] *= rng.uniform(0.1, 10, n_days - t_pos - 1)
             q[(sym, field)] = vals
     a, b = split(p), split(q)
     assert a.dates == b.dates
@@ -146,6 +154,7 @@ def test_boundaries_depend_only_on_dates(seed, t_frac, n_days, n_folds):
     test_size = max(1, n_days // (2 * n_folds))
     fa = list(walk_forward(p, n_folds, test_size=test_size, mode="rolling", gap=1))
     fb = list(walk_forward(q, n_folds, test_size=test_size, mode="rolling", gap=1))
-    assert [(f.train.equals(g.train), f.test.equals(g.test)) for f, g in zip(fa, fb, strict=True)] \
-        == [(True, True)] * n_folds
+    assert [
+        (f.train.equals(g.train), f.test.equals(g.test)) for f, g in zip(fa, fb, strict=True)
+    ] == [(True, True)] * n_folds
     assert all(f.train.max() < f.test.min() for f in fa)

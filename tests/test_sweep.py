@@ -44,7 +44,8 @@ hidden_size = 16
 num_steps = 16
 """
 
-GOOD = """
+GOOD = (
+    """
 [sweep]
 seeds = [0, 1]
 num_cpus = 2
@@ -52,7 +53,9 @@ num_cpus = 2
 cpu = 1
 [space]
 "agent.learning_rate" = [1e-3, 3e-3]
-""" + BASE
+"""
+    + BASE
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,24 +84,28 @@ BAD = [
     ('"agent.learning_rate" = {unifrom = [1e-4, 1e-2]}', "", "unknown search kind 'unifrom'"),
     ('"agent.learnin_rate" = [1e-3, 3e-3]', "", "[space] agent.learnin_rate = 0.001"),
     ('"agent.learning_rate" = [1e-3, -1.0]', "", "[space] agent.learning_rate = -1.0"),
-    ('"agent.learning_rate" = {loguniform = [0.0, 1e-2]}', 'search = "random"',
-     "loguniform needs 0 < lo < hi"),
+    (
+        '"agent.learning_rate" = {loguniform = [0.0, 1e-2]}',
+        'search = "random"',
+        "loguniform needs 0 < lo < hi",
+    ),
     ('"agent.gamma" = {uniform = [0.8, 0.99]}', "", 'set [sweep] search = "random"'),
     ('"env.window_size" = [5, "ten"]', "", "env.window_size must be int, got 'ten'"),
     ('"env.window_size" = [5, 400]', "", "[space] env.window_size = 400"),
-    ('seed = [1, 2]', "", "training seeds go in [sweep] seeds"),
+    ("seed = [1, 2]", "", "training seeds go in [sweep] seeds"),
     ('"agent.learning_rate" = []', "", "[space] agent.learning_rate is an empty list"),
     ('"agent.learning_rate" = 1e-3', "", "is a fixed value"),
     ('"agent.learning_rate" = [1e-3, 1e-3]', "", "more than once"),
     ('"agent.learning_rate" = [1e-3]', 'search = "optuna"', "Optuna cannot grid over a list"),
     ('"agent.learning_rate" = [1e-3]', 'metric = "test.agent.sharpe"', "metric must be one of"),
-    ('"agent.learning_rate" = [1e-3]', 'mystery = 1', "unknown [sweep] key(s) ['mystery']"),
+    ('"agent.learning_rate" = [1e-3]', "mystery = 1", "unknown [sweep] key(s) ['mystery']"),
 ]
 
 
 @pytest.mark.parametrize("entry,sweep_line,message", BAD, ids=[b[2][:30] for b in BAD])
-def test_bad_entry_fails_before_any_trial(tmp_path, capsys, monkeypatch, entry, sweep_line,
-                                         message):
+def test_bad_entry_fails_before_any_trial(
+    tmp_path, capsys, monkeypatch, entry, sweep_line, message
+):
     def no_init(*a, **k):  # prove Ray is never started
         raise AssertionError("ray.init was called")
 
@@ -114,10 +121,12 @@ def test_bad_entry_fails_before_any_trial(tmp_path, capsys, monkeypatch, entry, 
 
 
 def test_preflight_builds_the_agent_of_each_value(tmp_path, capsys):
-    text = GOOD.replace('"agent.learning_rate" = [1e-3, 3e-3]',
-                        '"env.action_type" = ["discrete", "continuous"]')
-    text = text.replace('algo = "ppo"', 'algo = "dqn"').replace("num_steps = 16",
-                                                               "learning_starts = 50")
+    text = GOOD.replace(
+        '"agent.learning_rate" = [1e-3, 3e-3]', '"env.action_type" = ["discrete", "continuous"]'
+    )
+    text = text.replace('algo = "ppo"', 'algo = "dqn"').replace(
+        "num_steps = 16", "learning_starts = 50"
+    )
     cfg = _write(tmp_path, text)
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -125,10 +134,13 @@ def test_preflight_builds_the_agent_of_each_value(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--address", "127.0.0.1:6379", "--num-cpus", "2"], "are for a local Ray"),
-    (["--num-cpus", "1"], "a trial needs 2 CPUs"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--address", "127.0.0.1:6379", "--num-cpus", "2"], "are for a local Ray"),
+        (["--num-cpus", "1"], "a trial needs 2 CPUs"),
+    ],
+)
 def test_bad_ray_flags_fail_before_ray(tmp_path, capsys, flags, message):
     cfg = _write(tmp_path, GOOD.replace("cpu = 1", "cpu = 2"))
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "out"), *flags]) == 2
@@ -167,7 +179,8 @@ def test_dry_run_lists_trials_without_ray(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------- expansion and tables
 def test_random_search_is_seeded_and_seeds_share_each_draw():
-    text = """
+    text = (
+        """
 [sweep]
 search = "random"
 n_trials = 3
@@ -179,15 +192,25 @@ symbols = ["A", ["B", "C"]]
 "agent.gamma" = {uniform = [0.8, 0.99]}
 "env.window_size" = {randint = [5, 6]}
 "agent.backbone" = ["mlp", "cnn"]
-""" + BASE
+"""
+        + BASE
+    )
     a, b = _sweep(text), _sweep(text)
     configs = a.configurations()
     assert configs == b.configurations()  # the same draws every time (resume relies on it)
     assert len(configs) == 3 * 2 * 2  # draws x symbols x backbone grid
     assert len(a.trials()) == 24
-    draws = {json.dumps({k: v for k, v in c["params"].items()
-                         if k in ("agent.learning_rate", "agent.gamma", "env.window_size")},
-                        sort_keys=True) for c in configs}
+    draws = {
+        json.dumps(
+            {
+                k: v
+                for k, v in c["params"].items()
+                if k in ("agent.learning_rate", "agent.gamma", "env.window_size")
+            },
+            sort_keys=True,
+        )
+        for c in configs
+    }
     assert len(draws) == 3
     for c in configs:
         p = c["params"]
@@ -197,25 +220,45 @@ symbols = ["A", ["B", "C"]]
     by_config = {}
     for t in a.trials():  # both seeds of a configuration train the same values
         by_config.setdefault(t["config"], []).append((t["seed"], json.dumps(t["params"])))
-    assert all(len({p for _, p in v}) == 1 and [s for s, _ in v] == [0, 1]
-               for v in by_config.values())
+    assert all(
+        len({p for _, p in v}) == 1 and [s for s, _ in v] == [0, 1] for v in by_config.values()
+    )
     other = _sweep(text.replace("seed = 7", "seed = 8")).configurations()
     assert other != configs
 
 
 def test_optuna_rejects_symbol_grid():
     with pytest.raises(SweepError, match="Optuna cannot search"):
-        _sweep('[sweep]\nsearch = "optuna"\nsymbols = ["A", "B"]\n[space]\n'
-               '"agent.learning_rate" = {loguniform = [1e-4, 1e-2]}\n' + BASE)
+        _sweep(
+            '[sweep]\nsearch = "optuna"\nsymbols = ["A", "B"]\n[space]\n'
+            '"agent.learning_rate" = {loguniform = [1e-4, 1e-2]}\n' + BASE
+        )
 
 
 def _report(cid, lr, values, status="ok"):
-    runs = [{"name": f"{cid}-s{s}", "seed": s, "run_dir": f"/x/{cid}-s{s}", "metric": v,
-             "valid_return": v / 10, "valid_sharpe": v, "valid_bh_return": 0.0,
-             "timesteps": 128, "seconds": 1.0, "trained": True, "invocation": "i"}
-            for s, v in enumerate(values)]
-    rep = {"config": cid, "params": {"agent.learning_rate": lr}, "objective": None,
-           "runs": runs, "status": status}
+    runs = [
+        {
+            "name": f"{cid}-s{s}",
+            "seed": s,
+            "run_dir": f"/x/{cid}-s{s}",
+            "metric": v,
+            "valid_return": v / 10,
+            "valid_sharpe": v,
+            "valid_bh_return": 0.0,
+            "timesteps": 128,
+            "seconds": 1.0,
+            "trained": True,
+            "invocation": "i",
+        }
+        for s, v in enumerate(values)
+    ]
+    rep = {
+        "config": cid,
+        "params": {"agent.learning_rate": lr},
+        "objective": None,
+        "runs": runs,
+        "status": status,
+    }
     if status != "ok":
         rep.update({"runs": [], "error": "ValueError: boom", "seeds": [0], "names": [f"{cid}-s0"]})
     return rep
@@ -225,8 +268,11 @@ def test_results_table_sorted_with_mean_and_spread():
     from stockgym.sweep.results import config_rows, run_rows, to_csv, to_markdown
 
     sweep = _sweep(GOOD)
-    reports = [_report("c000", 1e-3, [0.1, 0.3]), _report("c001", 3e-3, [0.5, 0.9]),
-               _report("c002", 1e-2, [], status="error")]
+    reports = [
+        _report("c000", 1e-3, [0.1, 0.3]),
+        _report("c001", 3e-3, [0.5, 0.9]),
+        _report("c002", 1e-2, [], status="error"),
+    ]
     rows = config_rows(reports, sweep)
     assert [r["config"] for r in rows] == ["c001", "c000", "c002"]
     assert [r["rank"] for r in rows] == [1, 2, None]
@@ -282,7 +328,9 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     for name in names:
         rec = json.loads((out / "runs" / name / "config.json").read_text())
         assert rec["config"]["seed"] == int(name[-1])
-        assert rec["config"]["agent"]["learning_rate"] == (1e-3 if name.startswith("c000") else 3e-3)
+        assert rec["config"]["agent"]["learning_rate"] == (
+            1e-3 if name.startswith("c000") else 3e-3
+        )
         assert (out / "runs" / name / "model" / "agent.pt").is_file()
     # the tables agree with the runs' own summaries
     runs = list(csv.DictReader((out / "runs.csv").open()))
@@ -340,19 +388,31 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     assert "changed since the sweep" in capsys.readouterr().err
 
 
-def test_an_interrupted_trial_run_is_resumed_not_retrained(tmp_path, monkeypatch,
-                                                          interrupt_training):
+def test_an_interrupted_trial_run_is_resumed_not_retrained(
+    tmp_path, monkeypatch, interrupt_training
+):
     """A run dir an interrupted trial left with a checkpoint is continued (resume), and
     one of another config is not touched."""
     from stockgym.experiment import TrainConfig, train
     from stockgym.sweep.trial import _resume
 
-    tree = {"algo": "ppo", "total_timesteps": 256, "seed": 1, "device": "cpu", "eval_freq": 0,
-            "checkpoint_freq": 64, "run_dir": str(tmp_path / "run"), "progress": False,
-            "data": {"symbols": ["X"], "source": "synthetic",
-                     "options": {"kind": "edge", "n_days": 400, "seed": 2}},
-            "env": {"num_envs": 4, "window_size": 5, "features": ["log_return"]},
-            "agent": {"num_steps": 8, "hidden_size": 8}}
+    tree = {
+        "algo": "ppo",
+        "total_timesteps": 256,
+        "seed": 1,
+        "device": "cpu",
+        "eval_freq": 0,
+        "checkpoint_freq": 64,
+        "run_dir": str(tmp_path / "run"),
+        "progress": False,
+        "data": {
+            "symbols": ["X"],
+            "source": "synthetic",
+            "options": {"kind": "edge", "n_days": 400, "seed": 2},
+        },
+        "env": {"num_envs": 4, "window_size": 5, "features": ["log_return"]},
+        "agent": {"num_steps": 8, "hidden_size": 8},
+    }
     interrupt_training(96)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig.from_dict(tree))

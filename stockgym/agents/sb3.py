@@ -68,13 +68,14 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - the [sb3] extra is missing
     raise ModuleNotFoundError(
         "stable-baselines3 is not installed: pip install 'stockgym[sb3]' "
-        "(needed by stockgym.agents.sb3 and the sb3-* algorithms)") from exc
+        "(needed by stockgym.agents.sb3 and the sb3-* algorithms)"
+    ) from exc
 
 from stockgym.agents.monitor import Logger
-from stockgym.agents.spaces import describe_space, layout_of
-from stockgym.agents.sb3_config import SB3_ALGOS, SB3Config, algo_class
-from stockgym.core import torch_threads
 from stockgym.agents.networks import Encoder, encoder_spec, pretrained_spec
+from stockgym.agents.sb3_config import SB3_ALGOS, SB3Config, algo_class
+from stockgym.agents.spaces import describe_space, layout_of
+from stockgym.core import torch_threads
 
 FORMAT = "stockgym.sb3_agent"
 VERSION = 1
@@ -91,14 +92,19 @@ def _layout_dict(layout: Any) -> dict[str, Any] | None:
         missing = {"window", "n_assets", "n_features"} - set(layout)
         if missing:
             raise ValueError(f"layout dict lacks {sorted(missing)}: {layout}")
-        return {"window": int(layout["window"]), "n_assets": int(layout["n_assets"]),
-                "n_features": int(layout["n_features"]),
-                "symbols": list(layout.get("symbols", ())),
-                "feature_names": list(layout.get("feature_names", ()))}
+        return {
+            "window": int(layout["window"]),
+            "n_assets": int(layout["n_assets"]),
+            "n_features": int(layout["n_features"]),
+            "symbols": list(layout.get("symbols", ())),
+            "feature_names": list(layout.get("feature_names", ())),
+        }
     found = find_layout(layout)
     if found is None:
-        raise ValueError(f"cannot find a stockgym observation layout in {type(layout).__name__}; "
-                         "pass env.unwrapped.obs_layout (or its to_dict())")
+        raise ValueError(
+            f"cannot find a stockgym observation layout in {type(layout).__name__}; "
+            "pass env.unwrapped.obs_layout (or its to_dict())"
+        )
     return found
 
 
@@ -107,7 +113,11 @@ def find_layout(obj: Any) -> dict[str, Any] | None:
     ``SB3VecEnv`` or an SB3 ``VecEnv`` of stockgym envs (``None`` if there is none)."""
     if hasattr(obj, "to_dict") and hasattr(obj, "window"):  # an ObsLayout
         return _layout_dict(obj.to_dict())
-    for cand in (obj, getattr(obj, "venv", None), getattr(getattr(obj, "venv", None), "venv", None)):
+    for cand in (
+        obj,
+        getattr(obj, "venv", None),
+        getattr(getattr(obj, "venv", None), "venv", None),
+    ):
         if cand is None:
             continue
         found = layout_of(cand)
@@ -136,20 +146,30 @@ class StockFeatures(BaseFeaturesExtractor):
 
     default_backbone = "mlp"
 
-    def __init__(self, observation_space: spaces.Box, backbone: str | None = None,
-                 hidden_size: int = 64, num_layers: int = 2, kernel_size: int = 3,
-                 layout: Any = None, spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        backbone: str | None = None,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        kernel_size: int = 3,
+        layout: Any = None,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
         if not isinstance(observation_space, spaces.Box):
-            raise ValueError(f"{type(self).__name__} reads a flat Box observation, got "
-                             f"{observation_space}")
+            raise ValueError(
+                f"{type(self).__name__} reads a flat Box observation, got {observation_space}"
+            )
         obs_dim = int(np.prod(observation_space.shape))
         if spec is None:
             backbone = self._backbone(backbone)
-            spec = encoder_spec(obs_dim, _layout_dict(layout), backbone, hidden_size,
-                                num_layers, kernel_size)
+            spec = encoder_spec(
+                obs_dim, _layout_dict(layout), backbone, hidden_size, num_layers, kernel_size
+            )
         elif spec.get("obs_dim") != obs_dim:
-            raise ValueError(f"encoder spec reads {spec.get('obs_dim')} values, the "
-                             f"observation has {obs_dim}")
+            raise ValueError(
+                f"encoder spec reads {spec.get('obs_dim')} values, the observation has {obs_dim}"
+            )
         encoder = Encoder(spec)
         super().__init__(observation_space, features_dim=encoder.out_dim)
         self.encoder = encoder
@@ -160,8 +180,10 @@ class StockFeatures(BaseFeaturesExtractor):
         if backbone is None:
             return fixed
         if type(self) is not StockFeatures and backbone != fixed:
-            raise ValueError(f"{type(self).__name__} is the {fixed} backbone; use "
-                             f"StockFeatures(backbone={backbone!r}) for another")
+            raise ValueError(
+                f"{type(self).__name__} is the {fixed} backbone; use "
+                f"StockFeatures(backbone={backbone!r}) for another"
+            )
         return backbone
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
@@ -187,21 +209,34 @@ class LSTMFeatures(StockFeatures):
     default_backbone = "lstm"
 
 
-def stock_policy_kwargs(env: Any, backbone: str = "mlp", hidden_size: int = 64,
-                        num_layers: int = 2, kernel_size: int = 3,
-                        **policy_kwargs: Any) -> dict[str, Any]:
+def stock_policy_kwargs(
+    env: Any,
+    backbone: str = "mlp",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    kernel_size: int = 3,
+    **policy_kwargs: Any,
+) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` that put a stockgym backbone (:class:`StockFeatures`) in front
     of the policy, with ``env``'s observation layout (plain values only, so they save
     into SB3's zip as data). Extra keywords (``net_arch``...) are passed through."""
     layout = find_layout(env)
     if layout is None and backbone != "mlp":
-        raise ValueError(f"backbone {backbone!r} needs a stockgym env (an obs_layout); "
-                         f"{type(env).__name__} has none: use backbone='mlp'")
-    return {"features_extractor_class": StockFeatures,
-            "features_extractor_kwargs": {"backbone": backbone, "hidden_size": hidden_size,
-                                          "num_layers": num_layers, "kernel_size": kernel_size,
-                                          "layout": layout},
-            **policy_kwargs}
+        raise ValueError(
+            f"backbone {backbone!r} needs a stockgym env (an obs_layout); "
+            f"{type(env).__name__} has none: use backbone='mlp'"
+        )
+    return {
+        "features_extractor_class": StockFeatures,
+        "features_extractor_kwargs": {
+            "backbone": backbone,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "kernel_size": kernel_size,
+            "layout": layout,
+        },
+        **policy_kwargs,
+    }
 
 
 # ------------------------------------------------------------------ the agent
@@ -238,23 +273,32 @@ class SB3Agent:
         self.progress = False
         self.logger: Logger | None = None
 
-    def learn(self, total_timesteps: int, *, callback: Any = None,
-              log_dir: str | Path | None = None, progress: bool | None = None,
-              resume: bool = False, purge_step: int | None = None) -> SB3Agent:
+    def learn(
+        self,
+        total_timesteps: int,
+        *,
+        callback: Any = None,
+        log_dir: str | Path | None = None,
+        progress: bool | None = None,
+        resume: bool = False,
+        purge_step: int | None = None,
+    ) -> SB3Agent:
         """SB3's ``learn`` with our agents' face: ``callback(agent, step)`` after every
         env step (returning ``False`` stops), ``charts/episodic_return`` /
         ``charts/episodic_length`` and the callback's ``agent.logger.scalar`` into
         TensorBoard at ``log_dir`` beside SB3's own scalars, a progress bar."""
         if resume:
-            raise ValueError("stable-baselines3 runs cannot resume (no optimizer, RNG or "
-                             "env state is saved)")
+            raise ValueError(
+                "stable-baselines3 runs cannot resume (no optimizer, RNG or env state is saved)"
+            )
         from stable_baselines3.common.logger import Logger as SB3Logger
         from stable_baselines3.common.logger import TensorBoardOutputFormat
 
         log_dir = log_dir if log_dir is not None else self.log_dir
         progress = self.progress if progress is None else progress
-        self.logger = Logger(log_dir, progress, total_timesteps, desc=self.algo,
-                             purge_step=purge_step)
+        self.logger = Logger(
+            log_dir, progress, total_timesteps, desc=self.algo, purge_step=purge_step
+        )
         if log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             fmt = TensorBoardOutputFormat(str(log_dir))
@@ -267,10 +311,12 @@ class SB3Agent:
         def on_step(infos: list[dict[str, Any]], step: int) -> bool:
             done = [info["episode"] for info in infos if info.get("episode") is not None]
             if done:
-                self.logger.scalar("charts/episodic_return",
-                                   float(np.mean([float(ep["r"]) for ep in done])), step)
-                self.logger.scalar("charts/episodic_length",
-                                   float(np.mean([float(ep["l"]) for ep in done])), step)
+                self.logger.scalar(
+                    "charts/episodic_return", float(np.mean([float(ep["r"]) for ep in done])), step
+                )
+                self.logger.scalar(
+                    "charts/episodic_length", float(np.mean([float(ep["l"]) for ep in done])), step
+                )
             if self.logger.bar is not None:
                 self.logger.bar.n = step - start
                 self.logger.bar.refresh()
@@ -280,8 +326,10 @@ class SB3Agent:
 
         try:
             with torch_threads(self.config.threads):
-                self.model.learn(total_timesteps, callback=_StepCallback(on_step),
-)
+                self.model.learn(
+                    total_timesteps,
+                    callback=_StepCallback(on_step),
+                )
         finally:
             self.logger.close()
             self.model.logger.close()
@@ -303,15 +351,24 @@ class SB3Agent:
     def action_space(self) -> spaces.Space:
         return self.model.action_space
 
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[Any, Any]:
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, Any]:
         """``(action, state)`` as SB3's ``predict``; one Discrete observation gives a
         numpy integer (ready for ``env.step``); torch in -> torch out."""
         is_torch = isinstance(observation, torch.Tensor)
-        obs = observation.detach().cpu().numpy() if is_torch else np.asarray(observation,
-                                                                            dtype=np.float32)
-        action, state = self.model.predict(obs, state=state, episode_start=episode_start,
-                                           deterministic=deterministic)
+        obs = (
+            observation.detach().cpu().numpy()
+            if is_torch
+            else np.asarray(observation, dtype=np.float32)
+        )
+        action, state = self.model.predict(
+            obs, state=state, episode_start=episode_start, deterministic=deterministic
+        )
         if is_torch:
             return torch.as_tensor(action, device=observation.device), state
         if isinstance(action, np.ndarray) and action.ndim == 0:
@@ -326,8 +383,9 @@ class SB3Agent:
         obs_space = getattr(env, "single_observation_space", None) or env.observation_space
         act_space = getattr(env, "single_action_space", None) or env.action_space
         sig = Agent._signature
-        mine = sig(describe_space(self.observation_space), describe_space(self.action_space),
-                   self.layout)
+        mine = sig(
+            describe_space(self.observation_space), describe_space(self.action_space), self.layout
+        )
         theirs = sig(describe_space(obs_space), describe_space(act_space), find_layout(env))
         check_fit(self.algo, self.config.backbone, mine, theirs)
 
@@ -335,15 +393,23 @@ class SB3Agent:
         """What ``agent.json`` holds (JSON-able)."""
         import stockgym
 
-        return {"format": FORMAT, "version": VERSION, "algo": self.algo,
-                "sb3_class": SB3_ALGOS[self.algo], "model_file": MODEL_FILE,
-                "config": self.config.to_dict(),
-                "observation_space": describe_space(self.observation_space),
-                "action_space": describe_space(self.action_space), "layout": self.layout,
-                "num_timesteps": self.num_timesteps,
-                "versions": {"stockgym": stockgym.__version__,
-                             "stable-baselines3": stable_baselines3.__version__,
-                             "torch": str(torch.__version__)}}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "algo": self.algo,
+            "sb3_class": SB3_ALGOS[self.algo],
+            "model_file": MODEL_FILE,
+            "config": self.config.to_dict(),
+            "observation_space": describe_space(self.observation_space),
+            "action_space": describe_space(self.action_space),
+            "layout": self.layout,
+            "num_timesteps": self.num_timesteps,
+            "versions": {
+                "stockgym": stockgym.__version__,
+                "stable-baselines3": stable_baselines3.__version__,
+                "torch": str(torch.__version__),
+            },
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/sb3.zip`` (SB3's own format, without the replay buffer) and
@@ -366,14 +432,17 @@ class SB3Agent:
         unpickling one can run arbitrary code."""
         zip_file = sb3_model_file(path)
         if zip_file is None:
-            raise FileNotFoundError(f"no SB3 model at {path} (looked for {MODEL_FILE} and "
-                                    f"model/{MODEL_FILE})")
+            raise FileNotFoundError(
+                f"no SB3 model at {path} (looked for {MODEL_FILE} and model/{MODEL_FILE})"
+            )
         meta_file = zip_file.parent / META_FILE
         from stockgym.forecasters import storage
 
         if not meta_file.is_file():
-            raise FileNotFoundError(f"{zip_file} has no {META_FILE} next to it (it says which "
-                                    "SB3 algorithm to load it with)")
+            raise FileNotFoundError(
+                f"{zip_file} has no {META_FILE} next to it (it says which "
+                "SB3 algorithm to load it with)"
+            )
         meta = storage.read_json(meta_file, "SB3 agent description (agent.json)")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{meta_file} does not describe a stockgym SB3 agent")
@@ -415,8 +484,8 @@ def make_agent(venv: Any, config: SB3Config) -> SB3Agent:
     :class:`~stockgym.envs.VectorStockTradingEnv`, through ``SB3VecEnv``). SB3's own
     refusals (an action space the algorithm cannot handle, bad sizes) become
     ``ValueError`` naming the algorithm."""
-    from stockgym.core import resolve_device
     from stockgym.agents.networks import load_forecaster_weights
+    from stockgym.core import resolve_device
     from stockgym.envs.sb3 import SB3VecEnv
 
     env: Any = SB3VecEnv(venv)
@@ -429,20 +498,34 @@ def make_agent(venv: Any, config: SB3Config) -> SB3Agent:
         spec, forecaster = pretrained_spec(config.pretrained, obs_dim, layout)
         extractor = {"spec": spec}
     else:
-        extractor = {"backbone": config.backbone, "hidden_size": config.hidden_size,
-                     "num_layers": config.num_layers, "kernel_size": config.kernel_size,
-                     "layout": layout}
+        extractor = {
+            "backbone": config.backbone,
+            "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers,
+            "kernel_size": config.kernel_size,
+            "layout": layout,
+        }
     kwargs = dict(config.sb3)
-    policy_kwargs = {**(kwargs.pop("policy_kwargs", None) or {}),
-                     "features_extractor_class": StockFeatures,
-                     "features_extractor_kwargs": extractor}
+    policy_kwargs = {
+        **(kwargs.pop("policy_kwargs", None) or {}),
+        "features_extractor_class": StockFeatures,
+        "features_extractor_kwargs": extractor,
+    }
     device = str(resolve_device(config.device))
     try:
-        model = algo_class(config.algo)("MlpPolicy", env, seed=config.seed, device=device,
-                                        verbose=0, policy_kwargs=policy_kwargs, **kwargs)
+        model = algo_class(config.algo)(
+            "MlpPolicy",
+            env,
+            seed=config.seed,
+            device=device,
+            verbose=0,
+            policy_kwargs=policy_kwargs,
+            **kwargs,
+        )
     except (AssertionError, ValueError, TypeError) as exc:
-        raise ValueError(f"{config.algo} ({SB3_ALGOS[config.algo]}) cannot be built with "
-                         f"this config: {exc}") from exc
+        raise ValueError(
+            f"{config.algo} ({SB3_ALGOS[config.algo]}) cannot be built with this config: {exc}"
+        ) from exc
     if forecaster is not None:
         for mod in model.policy.modules():
             if isinstance(mod, StockFeatures):
@@ -452,5 +535,14 @@ def make_agent(venv: Any, config: SB3Config) -> SB3Agent:
     return SB3Agent(model, config, layout)
 
 
-__all__ = ["CNNFeatures", "LSTMFeatures", "MLPFeatures", "SB3Agent", "StockFeatures",
-           "find_layout", "load_sb3", "make_agent", "stock_policy_kwargs"]
+__all__ = [
+    "CNNFeatures",
+    "LSTMFeatures",
+    "MLPFeatures",
+    "SB3Agent",
+    "StockFeatures",
+    "find_layout",
+    "load_sb3",
+    "make_agent",
+    "stock_policy_kwargs",
+]

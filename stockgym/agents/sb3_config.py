@@ -28,26 +28,53 @@ from stockgym.core import check_int, check_number
 SB3_ALGOS = {"sb3-ppo": "PPO", "sb3-dqn": "DQN", "sb3-a2c": "A2C"}
 
 #: Our ``[agent]`` keys for SB3 runs and their defaults (the rest are SB3's arguments).
-STOCK_KEYS: dict[str, Any] = {"backbone": "mlp", "hidden_size": 64, "num_layers": 2,
-                              "kernel_size": 3, "reward_scale": 1.0, "pretrained": None,
-                              "freeze_pretrained": False, "threads": None}
+STOCK_KEYS: dict[str, Any] = {
+    "backbone": "mlp",
+    "hidden_size": 64,
+    "num_layers": 2,
+    "kernel_size": 3,
+    "reward_scale": 1.0,
+    "pretrained": None,
+    "freeze_pretrained": False,
+    "threads": None,
+}
 
 #: Where a stock-trading SB3 run starts (``[agent]`` values win; anything not named here
 #: is SB3's default). As for our agents (``run.STOCK_DEFAULTS``): rewards in percent and
 #: a short horizon. PPO: 64 steps x 8 envs per rollout, minibatches of 128; DQN: a
 #: 100k-transition buffer (SB3's 1M would reserve GBs), 2000 steps before learning.
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sb3-ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "n_steps": 64,
-                "batch_size": 128},
+    "sb3-ppo": {
+        "reward_scale": 100.0,
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "n_steps": 64,
+        "batch_size": 128,
+    },
     "sb3-a2c": {"reward_scale": 100.0, "gamma": 0.9},
-    "sb3-dqn": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3,
-                "buffer_size": 100_000, "learning_starts": 2000, "batch_size": 128,
-                "target_update_interval": 250, "exploration_fraction": 0.3},
+    "sb3-dqn": {
+        "reward_scale": 100.0,
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "buffer_size": 100_000,
+        "learning_starts": 2000,
+        "batch_size": 128,
+        "target_update_interval": 250,
+        "exploration_fraction": 0.3,
+    },
 }
 
 #: SB3 constructor arguments a config may not set (the run sets them, or they are not data).
-_RUN_OWNED = ("self", "policy", "env", "seed", "device", "tensorboard_log", "verbose",
-              "_init_setup_model")
+_RUN_OWNED = (
+    "self",
+    "policy",
+    "env",
+    "seed",
+    "device",
+    "tensorboard_log",
+    "verbose",
+    "_init_setup_model",
+)
 
 
 def algo_class(algo: str) -> type:
@@ -77,14 +104,18 @@ def _accepts(value: Any, ann: Any) -> bool:
     if ann is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if ann is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if ann is str:
         return isinstance(value, str)
     if origin is tuple:
         args = typing.get_args(ann)
-        return (isinstance(value, (list, tuple)) and len(value) == len(args)
-                and all(_accepts(v, a) for v, a in zip(value, args, strict=True)))
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == len(args)
+            and all(_accepts(v, a) for v, a in zip(value, args, strict=True))
+        )
     if ann is dict or origin is dict:
         return isinstance(value, dict)
     if origin in (collections.abc.Callable, type) or ann is type:
@@ -139,8 +170,9 @@ class SB3Config:
         return cls(**ours, sb3={k: v for k, v in data.items() if k not in names})
 
 
-def sb3_config(algo: str, agent: dict[str, Any], *, seed: int = 0, device: str = "auto",
-               num_envs: int = 8) -> SB3Config:
+def sb3_config(
+    algo: str, agent: dict[str, Any], *, seed: int = 0, device: str = "auto", num_envs: int = 8
+) -> SB3Config:
     """The :class:`SB3Config` of a :class:`~stockgym.experiment.TrainConfig` whose
     ``algo`` is ``sb3-*``: :data:`SB3_DEFAULTS`, then ``[agent]``; ``ValueError`` naming
     the key and the algorithm for anything SB3's constructor does not take or a value of
@@ -149,19 +181,22 @@ def sb3_config(algo: str, agent: dict[str, Any], *, seed: int = 0, device: str =
     cls_name = f"SB3 {SB3_ALGOS[algo]}"
     for key in ("seed", "device", "num_envs"):
         if key in agent:
-            raise ValueError(f"set {key} at the top level of the config (or [env] for "
-                             "num_envs), not in [agent]")
+            raise ValueError(
+                f"set {key} at the top level of the config (or [env] for num_envs), not in [agent]"
+            )
     merged = {**SB3_DEFAULTS[algo], **agent}
     unknown = sorted(k for k in merged if k not in STOCK_KEYS and k not in params)
     if unknown:
         settable = [k for k, p in params.items() if _type_name(p.annotation)]
         raise ValueError(
             f"unknown [agent] key(s) {unknown} for {algo}: it takes stockgym keys "
-            f"{', '.join(STOCK_KEYS)} and {cls_name} arguments {', '.join(settable)}")
+            f"{', '.join(STOCK_KEYS)} and {cls_name} arguments {', '.join(settable)}"
+        )
     ours = {**STOCK_KEYS, **{k: v for k, v in merged.items() if k in STOCK_KEYS}}
     if ours["backbone"] not in BACKBONES:
-        raise ValueError(f"[agent] backbone for {algo} must be one of {BACKBONES}, "
-                         f"got {ours['backbone']!r}")
+        raise ValueError(
+            f"[agent] backbone for {algo} must be one of {BACKBONES}, got {ours['backbone']!r}"
+        )
     for name in ("hidden_size", "num_layers", "kernel_size"):
         check_int(f"[agent] {name}", ours[name], 1)
     check_number("[agent] reward_scale", ours["reward_scale"], lo=0.0, lo_open=True)
@@ -170,8 +205,9 @@ def sb3_config(algo: str, agent: dict[str, Any], *, seed: int = 0, device: str =
     if ours["pretrained"] is not None and not isinstance(ours["pretrained"], str):
         raise ValueError(f"[agent] pretrained must be a path, got {ours['pretrained']!r}")
     if not isinstance(ours["freeze_pretrained"], bool):
-        raise ValueError(f"[agent] freeze_pretrained must be true or false, "
-                         f"got {ours['freeze_pretrained']!r}")
+        raise ValueError(
+            f"[agent] freeze_pretrained must be true or false, got {ours['freeze_pretrained']!r}"
+        )
     sb3: dict[str, Any] = {}
     for key, p in params.items():
         if key not in merged:
@@ -181,19 +217,19 @@ def sb3_config(algo: str, agent: dict[str, Any], *, seed: int = 0, device: str =
         if not _accepts(value, p.annotation):
             want = _type_name(p.annotation)
             if not want:
-                raise ValueError(f"[agent] {key} of {algo} takes a Python class or function "
-                                 "and cannot be set from a config")
-            raise ValueError(f"[agent] {key} of {algo} ({cls_name}) must be {want}, "
-                             f"got {value!r}")
+                raise ValueError(
+                    f"[agent] {key} of {algo} takes a Python class or function "
+                    "and cannot be set from a config"
+                )
+            raise ValueError(f"[agent] {key} of {algo} ({cls_name}) must be {want}, got {value!r}")
         if key == "train_freq" and isinstance(value, list):
             value = tuple(value)
         sb3[key] = value
     pk = sb3.get("policy_kwargs") or {}
     taken = sorted({"features_extractor_class", "features_extractor_kwargs"} & set(pk))
     if taken:
-        raise ValueError(f"[agent] policy_kwargs {taken}: the extractor is set by "
-                         "backbone / hidden_size / num_layers / kernel_size")
-    return SB3Config(algo=algo, **ours, seed=seed, device=device,
-                     num_envs=num_envs, sb3=sb3)
-
-
+        raise ValueError(
+            f"[agent] policy_kwargs {taken}: the extractor is set by "
+            "backbone / hidden_size / num_layers / kernel_size"
+        )
+    return SB3Config(algo=algo, **ours, seed=seed, device=device, num_envs=num_envs, sb3=sb3)

@@ -27,8 +27,9 @@ def observation_at(env: Any, t: int, shares: Sequence[float], cash: float) -> np
     return np.concatenate([feats, q * close / value, [cash / value]]).astype(np.float32)
 
 
-def next_signal(agent: Any, env: Any, cash: float | None = None,
-                shares: Sequence[float] | None = None) -> dict[str, Any]:
+def next_signal(
+    agent: Any, env: Any, cash: float | None = None, shares: Sequence[float] | None = None
+) -> dict[str, Any]:
     """The agent's action after the latest bar of ``env``'s data, for a portfolio of
     ``cash`` (default the env's initial cash) and ``shares`` (default none).
 
@@ -51,14 +52,22 @@ def next_signal(agent: Any, env: Any, cash: float | None = None,
         target = weights[i] * value / close[i]
         if not env.fractional:
             target = float(math.trunc(target))
-        orders.append({
-            "symbol": sym, "close": float(close[i]), "shares_now": float(q[i]),
-            "weight_now": float(q[i] * close[i] / value), "target_weight": float(weights[i]),
-            "target_shares": float(target), "shares": float(target - q[i]),
-        })
+        orders.append(
+            {
+                "symbol": sym,
+                "close": float(close[i]),
+                "shares_now": float(q[i]),
+                "weight_now": float(q[i] * close[i] / value),
+                "target_weight": float(weights[i]),
+                "target_shares": float(target),
+                "shares": float(target - q[i]),
+            }
+        )
     act = np.asarray(action)
     return {
         "date": str(env.market.dates[t].date()),
         "action": act.item() if act.ndim == 0 else act.tolist(),
-        "portfolio_value": value, "cash": cash, "orders": orders,
+        "portfolio_value": value,
+        "cash": cash,
+        "orders": orders,
     }

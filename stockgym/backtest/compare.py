@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.backtest.metrics import METRIC_KEYS
 from stockgym.backtest.formatting import fmt_value
 from stockgym.backtest.html_report import images_html, table_html
+from stockgym.backtest.metrics import METRIC_KEYS
 from stockgym.backtest.plots import new_figure
 
 #: Files ``stockgym compare --out DIR`` writes.
@@ -40,7 +40,8 @@ class Run:
     @property
     def strategy(self) -> str:
         return self.config.get("strategy", {}).get("description") or self.config.get(
-            "strategy", {}).get("name", "?")
+            "strategy", {}
+        ).get("name", "?")
 
     @property
     def symbols(self) -> str:
@@ -154,16 +155,25 @@ def _benchmark_rows(runs: list[Run]) -> list[dict[str, Any]]:
             found.setdefault(json.dumps([r.benchmark_label, b], sort_keys=True), (r, b))
     labels = [r.benchmark_label for r, _ in found.values()]
     return [
-        _row(r.benchmark_label + (f" ({r.label})" if labels.count(r.benchmark_label) > 1 else ""),
-             "benchmark", r, 1, b)
+        _row(
+            r.benchmark_label + (f" ({r.label})" if labels.count(r.benchmark_label) > 1 else ""),
+            "benchmark",
+            r,
+            1,
+            b,
+        )
         for r, b in found.values()
     ]
 
 
 def _row(label: str, kind: str, run: Run, n: int, metrics: dict) -> dict[str, Any]:
     return {
-        "label": label, "kind": kind, "strategy": run.strategy, "symbols": run.symbols,
-        "seed": run.seed if kind == "run" else None, "n": n,
+        "label": label,
+        "kind": kind,
+        "strategy": run.strategy,
+        "symbols": run.symbols,
+        "seed": run.seed if kind == "run" else None,
+        "n": n,
         "dir": str(run.path) if kind == "run" else None,
         **{k: _number(metrics.get(k)) for k in METRIC_KEYS},
     }
@@ -179,7 +189,9 @@ def display_columns(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
     for (_, m), (_, s) in zip(means.iterrows(), stds.iterrows(), strict=True):
         vals = [
             f"{fmt_value(k, m[k])} ± {fmt_value(k, s[k]).replace(' d', '')}"
-            if math.isfinite(float(m[k])) else "n/a" for k in METRIC_KEYS
+            if math.isfinite(float(m[k]))
+            else "n/a"
+            for k in METRIC_KEYS
         ]
         cols.append((f"{m['label']} mean ± std", vals))
     return cols
@@ -189,11 +201,15 @@ def text_table(frame: pd.DataFrame) -> str:
     """The terminal table: one row per metric, one column per run / benchmark / group."""
     cols = display_columns(frame)
     width = [max(len(h), *(len(v) for v in vals)) + 2 for h, vals in cols]
-    lines = [f"{'metric':<24}" + "".join(f"{h:>{w}}" for (h, _), w in zip(cols, width, strict=True))]
+    lines = [
+        f"{'metric':<24}" + "".join(f"{h:>{w}}" for (h, _), w in zip(cols, width, strict=True))
+    ]
     lines.append("-" * len(lines[0]))
     for i, k in enumerate(METRIC_KEYS):
-        lines.append(f"{k:<24}" + "".join(
-            f"{vals[i]:>{w}}" for (_, vals), w in zip(cols, width, strict=True)))
+        lines.append(
+            f"{k:<24}"
+            + "".join(f"{vals[i]:>{w}}" for (_, vals), w in zip(cols, width, strict=True))
+        )
     return "\n".join(lines)
 
 
@@ -218,8 +234,7 @@ def plot_equity(runs: list[Run], path: str | Path) -> None:
         key = (r.benchmark_label, tuple(r.equity.index[[0, -1]]))
         if b is not None and b.notna().all() and key not in seen:
             seen.add(key)
-            ax.plot(b.index, b / b.iloc[0], lw=0.9, ls="--", color="0.4",
-                    label=r.benchmark_label)
+            ax.plot(b.index, b / b.iloc[0], lw=0.9, ls="--", color="0.4", label=r.benchmark_label)
     ax.set_ylabel("growth of 1")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -235,7 +250,10 @@ def write_compare(runs: list[Run], out_dir: str | Path) -> pd.DataFrame:
     (out_dir / "compare.md").write_text(markdown_table(frame))
     plot_equity(runs, out_dir / "equity.png")
     table = pd.DataFrame({h: vals for h, vals in display_columns(frame)}, index=list(METRIC_KEYS))
-    page = images_html("Comparison: " + ", ".join(r.label for r in runs),
-                       [("Metrics", table_html(table))], [out_dir / "equity.png"])
+    page = images_html(
+        "Comparison: " + ", ".join(r.label for r in runs),
+        [("Metrics", table_html(table))],
+        [out_dir / "equity.png"],
+    )
     (out_dir / "report.html").write_text(page)
     return frame

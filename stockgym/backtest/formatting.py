@@ -9,11 +9,24 @@ from stockgym.backtest.metrics import METRIC_KEYS
 
 # How each metric is shown: pct, ratio, int, days, money, x (multiple).
 _FORMATS = {
-    "total_return": "pct", "cagr": "pct", "volatility": "pct", "sharpe": "ratio",
-    "sortino": "ratio", "max_drawdown": "pct", "max_drawdown_duration": "days",
-    "calmar": "ratio", "turnover": "x", "trades": "int", "closed_trades": "int",
-    "win_rate": "pct", "exposure": "pct", "time_in_market": "pct", "costs": "money",
-    "costs_fraction": "pct", "final_value": "money", "days": "int",
+    "total_return": "pct",
+    "cagr": "pct",
+    "volatility": "pct",
+    "sharpe": "ratio",
+    "sortino": "ratio",
+    "max_drawdown": "pct",
+    "max_drawdown_duration": "days",
+    "calmar": "ratio",
+    "turnover": "x",
+    "trades": "int",
+    "closed_trades": "int",
+    "win_rate": "pct",
+    "exposure": "pct",
+    "time_in_market": "pct",
+    "costs": "money",
+    "costs_fraction": "pct",
+    "final_value": "money",
+    "days": "int",
 }
 
 
@@ -55,5 +68,3 @@ def metrics_table(metrics: dict[str, Any], keys: tuple[str, ...] = METRIC_KEYS) 
             line += f"{fmt_value(k, bench.get(k)):>16}"
         lines.append(line)
     return "\n".join(lines)
-
-

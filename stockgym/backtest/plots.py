@@ -46,8 +46,14 @@ def plot_drawdown(result: BacktestResult, path: str | Path) -> None:
     ax.fill_between(rec.index, dd, 0.0, color="C3", alpha=0.35, label=result.policy)
     if "benchmark" in rec:
         bench = rec["benchmark"].to_numpy()
-        ax.plot(rec.index, (bench / np.maximum.accumulate(bench) - 1) * 100, color="0.4",
-                lw=0.9, ls="--", label="benchmark")
+        ax.plot(
+            rec.index,
+            (bench / np.maximum.accumulate(bench) - 1) * 100,
+            color="0.4",
+            lw=0.9,
+            ls="--",
+            label="benchmark",
+        )
     ax.set_ylabel("drawdown (%)")
     ax.set_title(f"{result.policy}: drawdown from the running peak")
     ax.grid(alpha=0.3)
@@ -56,8 +62,12 @@ def plot_drawdown(result: BacktestResult, path: str | Path) -> None:
     fig.savefig(path)
 
 
-def plot_trades(result: BacktestResult, path: str | Path | IO[bytes], max_symbols: int = 8,
-                title: str | None = None) -> None:
+def plot_trades(
+    result: BacktestResult,
+    path: str | Path | IO[bytes],
+    max_symbols: int = 8,
+    title: str | None = None,
+) -> None:
     """Each symbol's price over the period with buy (^) and sell (v) fills (``path``: a
     file or a binary stream; ``title`` default names the policy)."""
     symbols = result.symbols[:max_symbols]
@@ -69,8 +79,15 @@ def plot_trades(result: BacktestResult, path: str | Path | IO[bytes], max_symbol
         mine = filled[filled["symbol"] == sym]
         for side, marker, color in (("buy", "^", "g"), ("sell", "v", "r")):
             part = mine[mine["side"] == side]
-            ax.scatter(part["date"], part["price"], marker=marker, color=color, s=28,
-                       zorder=3, label=f"{side} ({len(part)})")
+            ax.scatter(
+                part["date"],
+                part["price"],
+                marker=marker,
+                color=color,
+                s=28,
+                zorder=3,
+                label=f"{side} ({len(part)})",
+            )
         ax.set_ylabel(sym)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
@@ -92,5 +109,3 @@ def _closes(result: BacktestResult) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[s] = np.where(q != 0, w / q, np.nan)
     return pd.DataFrame(out, index=rec.index)
-
-

@@ -28,9 +28,16 @@ from stockgym.backtest.runner import BacktestResult
 
 #: Files a backtest output directory holds.
 BACKTEST_FILES = (
-    "metrics.json", "equity.csv", "trades.csv", "config.json",
-    "equity.png", "drawdown.png", "trades.png", "report.html",
+    "metrics.json",
+    "equity.csv",
+    "trades.csv",
+    "config.json",
+    "equity.png",
+    "drawdown.png",
+    "trades.png",
+    "report.html",
 )
+
 
 class OutputDirError(ValueError):
     """The output directory exists and is not empty (and overwriting was not asked)."""

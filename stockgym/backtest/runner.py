@@ -27,8 +27,17 @@ from stockgym.data.validate import to_timestamp
 from stockgym.envs.trading import StockTradingEnv
 
 TRADE_COLUMNS = [
-    "date", "symbol", "side", "requested", "filled", "price", "value",
-    "commission", "tax", "slippage", "status",
+    "date",
+    "symbol",
+    "side",
+    "requested",
+    "filled",
+    "price",
+    "value",
+    "commission",
+    "tax",
+    "slippage",
+    "status",
 ]
 
 
@@ -213,14 +222,24 @@ def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockT
         prices = _market_prices(env)
     index = prices.index
     extra = pd.DataFrame({"one": np.ones(len(index))}, index=index)
-    syms = list(prices.columns.get_level_values(0).unique()) if isinstance(
-        prices.columns, pd.MultiIndex) else None
+    syms = (
+        list(prices.columns.get_level_values(0).unique())
+        if isinstance(prices.columns, pd.MultiIndex)
+        else None
+    )
     if syms is not None:
         extra = pd.concat({s: extra for s in syms}, axis=1)
     return StockTradingEnv(
-        prices, features=[], extra_features=extra, window_size=1, action_type="continuous",
-        fill=env.fill, fractional=env.fractional, initial_cash=env.initial_cash,
-        ruin_floor=env.ruin_floor, **_cost_kwargs(env),
+        prices,
+        features=[],
+        extra_features=extra,
+        window_size=1,
+        action_type="continuous",
+        fill=env.fill,
+        fractional=env.fractional,
+        initial_cash=env.initial_cash,
+        ruin_floor=env.ruin_floor,
+        **_cost_kwargs(env),
     )
 
 
@@ -234,12 +253,18 @@ def _market_prices(env: StockTradingEnv) -> pd.DataFrame:
         o = np.where(np.isfinite(m.ref_open[:, i]), m.ref_open[:, i], c)
         trad = m.tradable[:, i]
         frames[sym] = pd.DataFrame(
-            {"open": o, "high": np.maximum(o, c), "low": np.minimum(o, c), "close": c,
-             "volume": np.where(trad, 1.0, 0.0), "tradable": trad},
+            {
+                "open": o,
+                "high": np.maximum(o, c),
+                "low": np.minimum(o, c),
+                "close": c,
+                "volume": np.where(trad, 1.0, 0.0),
+                "tradable": trad,
+            },
             index=m.dates,
         )
     if len(frames) == 1:
-        (sym, frame), = frames.items()
+        ((sym, frame),) = frames.items()
         frame.attrs["symbols"] = [sym]
         return frame
     return pd.concat(frames, axis=1, names=["symbol", "field"])
@@ -255,7 +280,9 @@ def _period_bounds(env: StockTradingEnv, period: Any) -> tuple[int, int]:
     if isinstance(period, Mapping):
         period = (period.get("first"), period.get("last"))
     if not (isinstance(period, (tuple, list)) and len(period) == 2):
-        raise ValueError(f"period must be None, (start, end) or {{'first', 'last'}}, got {period!r}")
+        raise ValueError(
+            f"period must be None, (start, end) or {{'first', 'last'}}, got {period!r}"
+        )
     start, end = (to_timestamp(p, "period") for p in period)
     s = first if start is None else int(dates.searchsorted(start, side="left"))
     e = last if end is None else int(dates.searchsorted(end, side="right")) - 1
@@ -265,8 +292,10 @@ def _period_bounds(env: StockTradingEnv, period: Any) -> tuple[int, int]:
             f"observation window ({dates[first].date()}); load more history or start later"
         )
     if e <= s:
-        raise DataError(f"the period {period!r} has no trading step in the env's dates "
-                        f"{dates[0].date()}..{dates[-1].date()}")
+        raise DataError(
+            f"the period {period!r} has no trading step in the env's dates "
+            f"{dates[0].date()}..{dates[-1].date()}"
+        )
     return s, e
 
 
@@ -280,10 +309,19 @@ class _Recorder:
         filled = [o for o in info["trades"] if o["filled"]]
         pos = info["position"].tolist()
         w = info["weights"].tolist()
-        self.rows.append((
-            info["date"], info["portfolio_value"], info["cash"], info["cost"],
-            sum(o["value"] for o in filled), len(filled), sum(abs(x) for x in w), *pos, *w,
-        ))
+        self.rows.append(
+            (
+                info["date"],
+                info["portfolio_value"],
+                info["cash"],
+                info["cost"],
+                sum(o["value"] for o in filled),
+                len(filled),
+                sum(abs(x) for x in w),
+                *pos,
+                *w,
+            )
+        )
         for o in info["trades"]:
             self.trades.append({"date": info["date"], **{k: o[k] for k in TRADE_COLUMNS[1:]}})
 
@@ -336,11 +374,16 @@ def run_policy(
     terminated = _loop(env, actor, obs, info, rec, e - s, progress, _policy_name(policy))
     record, trades = rec.frames()
     result = BacktestResult(
-        record=record, trades=trades, symbols=list(base.symbols), policy=_policy_name(policy),
-        env_config=base.config(), terminated=terminated,
+        record=record,
+        trades=trades,
+        symbols=list(base.symbols),
+        policy=_policy_name(policy),
+        env_config=base.config(),
+        terminated=terminated,
         params=strategy.params() if strategy is not None else {},
-        closes=pd.DataFrame(base.market.mark[s : s + len(record)], index=record.index,
-                            columns=list(base.symbols)),
+        closes=pd.DataFrame(
+            base.market.mark[s : s + len(record)], index=record.index, columns=list(base.symbols)
+        ),
     )
     bench = _benchmark_env(benchmark, base)
     if bench is not None:
@@ -352,8 +395,9 @@ def run_policy(
 def _loop(env, actor, obs, info, rec, total, progress, desc) -> bool:
     from tqdm import tqdm
 
-    with tqdm(total=total, disable=None if progress else True, desc=desc, leave=False,
-              unit="day") as bar:
+    with tqdm(
+        total=total, disable=None if progress else True, desc=desc, leave=False, unit="day"
+    ) as bar:
         while True:
             obs, _, terminated, truncated, info = env.step(actor(obs, info))
             rec.add(info)

@@ -61,7 +61,9 @@ def lookback_days(window: int, strategy_lookback: int) -> int:
     return int(rows * 1.6) + 20
 
 
-def _load(spec: BacktestSpec, symbols: list[str], source: str, start: Any, end: Any) -> pd.DataFrame:
+def _load(
+    spec: BacktestSpec, symbols: list[str], source: str, start: Any, end: Any
+) -> pd.DataFrame:
     opts: dict[str, Any] = {"seed": spec.seed} if source == "synthetic" else {}
     if source in ("auto", "fdr"):
         opts["cache_dir"] = spec.cache_dir

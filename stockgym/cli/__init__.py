@@ -35,7 +35,6 @@ EXAMPLES = """examples:
 """
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stockgym",

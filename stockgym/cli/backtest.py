@@ -62,22 +62,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``backtest`` and ``compare`` subcommands."""
     fmt = argparse.RawDescriptionHelpFormatter
     bt = subparsers.add_parser(
-        "backtest", help="run a baseline strategy over a period; metrics, plots, files",
+        "backtest",
+        help="run a baseline strategy over a period; metrics, plots, files",
         description="Backtest a strategy through the trading env (next-open fills, real "
         "costs) against buy-and-hold, and write a report directory.",
-        epilog=BACKTEST_EXAMPLES, formatter_class=fmt,
+        epilog=BACKTEST_EXAMPLES,
+        formatter_class=fmt,
     )
     _add_backtest_args(bt)
     bt.set_defaults(func=cmd_backtest)
     cmp = subparsers.add_parser(
-        "compare", help="one table (and plot) of several backtest output dirs",
+        "compare",
+        help="one table (and plot) of several backtest output dirs",
         description="Compare backtest output dirs: all metrics in one table (terminal, "
         "Markdown, CSV), mean ± std over seeds, one overlaid equity plot.",
-        epilog=COMPARE_EXAMPLES, formatter_class=fmt,
+        epilog=COMPARE_EXAMPLES,
+        formatter_class=fmt,
     )
     cmp.add_argument("dirs", nargs="+", metavar="DIR", help="backtest output dirs")
-    cmp.add_argument("--out", metavar="DIR",
-                     help="write compare.csv, compare.md, equity.png here (default: print only)")
+    cmp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write compare.csv, compare.md, equity.png here (default: print only)",
+    )
     cmp.add_argument("--force", action="store_true", help="replace a non-empty --out DIR")
     cmp.set_defaults(func=cmd_compare)
 
@@ -86,65 +93,128 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
     from stockgym.backtest.strategies import STRATEGIES
 
     g = p.add_argument_group("strategy")
-    g.add_argument("--strategy", metavar="NAME",
-                   help=f"one of: {', '.join(STRATEGIES)} (or --model)")
-    g.add_argument("--model", metavar="RUN_DIR",
-                   help="backtest a trained agent (a `stockgym train` run dir) on its test "
-                   "period, with its env and costs (see `stockgym train --help`)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of --strategy random and of --source synthetic (default 0)")
+    g.add_argument(
+        "--strategy", metavar="NAME", help=f"one of: {', '.join(STRATEGIES)} (or --model)"
+    )
+    g.add_argument(
+        "--model",
+        metavar="RUN_DIR",
+        help="backtest a trained agent (a `stockgym train` run dir) on its test "
+        "period, with its env and costs (see `stockgym train --help`)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of --strategy random and of --source synthetic (default 0)",
+    )
     g.add_argument("--fast", type=int, help="sma_cross: fast SMA window in days (default 20)")
     g.add_argument("--slow", type=int, help="sma_cross: slow SMA window in days (default 50)")
-    g.add_argument("--rebalance", choices=["W", "M", "Q"],
-                   help="equal_weight: rebalance weekly, monthly (default) or quarterly")
-    g.add_argument("--p-long", type=float, help="random: probability of long per asset and day (0.5)")
-    g.add_argument("--forecast", metavar="FILE",
-                   help="forecast_sign: CSV of forecasts (date,forecast; or date,symbol,forecast), "
-                   "or a `stockgym forecast walk-forward` run dir (its forecasts.csv)")
-    g.add_argument("--forecast-column", metavar="NAME",
-                   help="forecast_sign: the column to read (default 'forecast'; any env "
-                   "feature such as sma_ratio_20 works too)")
+    g.add_argument(
+        "--rebalance",
+        choices=["W", "M", "Q"],
+        help="equal_weight: rebalance weekly, monthly (default) or quarterly",
+    )
+    g.add_argument(
+        "--p-long", type=float, help="random: probability of long per asset and day (0.5)"
+    )
+    g.add_argument(
+        "--forecast",
+        metavar="FILE",
+        help="forecast_sign: CSV of forecasts (date,forecast; or date,symbol,forecast), "
+        "or a `stockgym forecast walk-forward` run dir (its forecasts.csv)",
+    )
+    g.add_argument(
+        "--forecast-column",
+        metavar="NAME",
+        help="forecast_sign: the column to read (default 'forecast'; any env "
+        "feature such as sma_ratio_20 works too)",
+    )
     g.add_argument("--threshold", type=float, help="forecast_sign: long above this (default 0)")
 
     d = p.add_argument_group("data")
-    d.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", action="extend",
-                   metavar="SYMBOL", help="symbol(s), or CSV path(s) for --source csv")
-    d.add_argument("--source", default="auto",
-                   choices=["auto", "fdr", "csv", "sample", "synthetic"],
-                   help="where prices come from (default auto: cache, then finance-datareader)")
+    d.add_argument(
+        "--symbol",
+        "--symbols",
+        dest="symbols",
+        nargs="+",
+        action="extend",
+        metavar="SYMBOL",
+        help="symbol(s), or CSV path(s) for --source csv",
+    )
+    d.add_argument(
+        "--source",
+        default="auto",
+        choices=["auto", "fdr", "csv", "sample", "synthetic"],
+        help="where prices come from (default auto: cache, then finance-datareader)",
+    )
     d.add_argument("--start", help="first decision date, YYYY-MM-DD (default: first possible)")
     d.add_argument("--end", help="last date, YYYY-MM-DD (default: last date of the data)")
-    d.add_argument("--period", choices=PERIODS,
-                   help="backtest one part of the default 64/16/20 train/valid/test split of "
-                   "the --start..--end data (default all; with --model: the run's split, "
-                   "default test)")
+    d.add_argument(
+        "--period",
+        choices=PERIODS,
+        help="backtest one part of the default 64/16/20 train/valid/test split of "
+        "the --start..--end data (default all; with --model: the run's split, "
+        "default test)",
+    )
     d.add_argument("--raw", action="store_true", help="raw prices (no split/dividend adjustment)")
     d.add_argument("--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)")
 
     c = p.add_argument_group("costs and execution")
-    c.add_argument("--market", default="auto", choices=["auto", "krx", "us", "none"],
-                   help="cost preset (default auto: krx for 6-digit codes, else us)")
-    c.add_argument("--commission", type=float, help="commission rate, both sides (0.00015 = 0.015%%)")
+    c.add_argument(
+        "--market",
+        default="auto",
+        choices=["auto", "krx", "us", "none"],
+        help="cost preset (default auto: krx for 6-digit codes, else us)",
+    )
+    c.add_argument(
+        "--commission", type=float, help="commission rate, both sides (0.00015 = 0.015%%)"
+    )
     c.add_argument("--sell-tax", type=float, help="sell-side tax rate")
     c.add_argument("--slippage-bps", type=float, help="slippage in basis points")
     c.add_argument("--min-commission", type=float, help="minimum commission per order (currency)")
-    c.add_argument("--initial-cash", type=float, default=10_000_000.0,
-                   help="starting cash (default 10,000,000)")
-    c.add_argument("--fill", choices=["open", "close"], default="open",
-                   help="fill at the next open (default) or at the decision close (optimistic)")
+    c.add_argument(
+        "--initial-cash",
+        type=float,
+        default=10_000_000.0,
+        help="starting cash (default 10,000,000)",
+    )
+    c.add_argument(
+        "--fill",
+        choices=["open", "close"],
+        default="open",
+        help="fill at the next open (default) or at the decision close (optimistic)",
+    )
     c.add_argument("--fractional", action="store_true", help="fractional shares")
-    c.add_argument("--window-size", type=int, default=30,
-                   help="observation window of the env (default 30, as for agents)")
+    c.add_argument(
+        "--window-size",
+        type=int,
+        default=30,
+        help="observation window of the env (default 30, as for agents)",
+    )
 
     o = p.add_argument_group("benchmark and output")
-    o.add_argument("--benchmark", metavar="SYMBOL",
-                   help="buy-and-hold of this symbol instead of the traded symbols")
-    o.add_argument("--benchmark-source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
-                   help="source of --benchmark (default: --source)")
-    o.add_argument("--risk-free", type=float, default=0.0,
-                   help="annual risk-free rate for Sharpe/Sortino (default 0)")
-    o.add_argument("--out", metavar="DIR",
-                   help="output dir (default runs/backtest-STRATEGY-SYMBOLS); must be new or empty")
+    o.add_argument(
+        "--benchmark",
+        metavar="SYMBOL",
+        help="buy-and-hold of this symbol instead of the traded symbols",
+    )
+    o.add_argument(
+        "--benchmark-source",
+        choices=["auto", "fdr", "csv", "sample", "synthetic"],
+        help="source of --benchmark (default: --source)",
+    )
+    o.add_argument(
+        "--risk-free",
+        type=float,
+        default=0.0,
+        help="annual risk-free rate for Sharpe/Sortino (default 0)",
+    )
+    o.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output dir (default runs/backtest-STRATEGY-SYMBOLS); must be new or empty",
+    )
     o.add_argument("--force", action="store_true", help="replace a non-empty --out DIR")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
@@ -214,8 +284,10 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--start {args.start} must be before --end {args.end}")
     _check_numbers(args)
-    if strategy.name == "forecast_sign" and args.forecast is None and (
-        args.forecast_column in (None, "forecast")
+    if (
+        strategy.name == "forecast_sign"
+        and args.forecast is None
+        and (args.forecast_column in (None, "forecast"))
     ):
         raise UsageError(
             "--strategy forecast_sign needs --forecast FILE (a CSV with date,forecast), or "
@@ -231,8 +303,9 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     if config["backtest"]["note"]:
         print(config["backtest"]["note"])
     with atomic_dir(out, args.force) as tmp:
-        metrics = write_backtest(result, tmp, config, risk_free=args.risk_free,
-                                 plots=not args.no_plots)
+        metrics = write_backtest(
+            result, tmp, config, risk_free=args.risk_free, plots=not args.no_plots
+        )
     print_report(config, metrics, out)
 
 
@@ -267,5 +340,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             write_compare(runs, tmp)
         print(f"\nwrote {args.out}/ (compare.csv compare.md equity.png)")
     else:
-        print("\n(add --out DIR to write compare.csv, compare.md and an overlaid equity plot)",
-              file=sys.stderr)
+        print(
+            "\n(add --out DIR to write compare.csv, compare.md and an overlaid equity plot)",
+            file=sys.stderr,
+        )

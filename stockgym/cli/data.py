@@ -40,11 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     show.add_argument("symbols", nargs="+", metavar="SYMBOL", help="symbol(s) or CSV path(s)")
     show.add_argument(
-        "--source", default="auto", choices=["auto", "fdr", "csv", "sample", "synthetic"],
+        "--source",
+        default="auto",
+        choices=["auto", "fdr", "csv", "sample", "synthetic"],
         help="where prices come from (default: auto = cache, then finance-datareader)",
     )
     _add_range(show)
-    show.add_argument("--raw", action="store_true", help="raw prices (no split/dividend adjustment)")
+    show.add_argument(
+        "--raw", action="store_true", help="raw prices (no split/dividend adjustment)"
+    )
     show.add_argument("--rows", type=int, default=5, help="lines to show at each end (default 5)")
     show.add_argument("--seed", type=int, default=0, help="seed for --source synthetic")
     _add_cache(show)
@@ -63,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_cache(fetch)
 
     lst = dsub.add_parser(
-        "list", help="what is in the download cache",
+        "list",
+        help="what is in the download cache",
         epilog="examples:\n  stockgym data list\n  stockgym data list --cache-dir ./cache\n",
         formatter_class=fmt,
     )
@@ -115,8 +120,13 @@ def _cmd_data_fetch(args: argparse.Namespace) -> None:
 
     for sym in args.symbols:
         df = load_prices(
-            sym, args.start, args.end, source="fdr", cache_dir=args.cache_dir,
-            refresh=args.refresh, timeout=args.timeout,
+            sym,
+            args.start,
+            args.end,
+            source="fdr",
+            cache_dir=args.cache_dir,
+            refresh=args.refresh,
+            timeout=args.timeout,
         )
         print(f"{sym}: {len(df)} rows {df.index[0].date()}..{df.index[-1].date()} cached")
 
@@ -136,5 +146,3 @@ def _cmd_data_list(args: argparse.Namespace) -> None:
             f"{e['symbol']:<12}{str(e['first'])[:10]:<12}{str(e['last'])[:10]:<12}"
             f"{e['rows']:>7}  {e.get('fetched_at', '')}"
         )
-
-

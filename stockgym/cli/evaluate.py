@@ -48,11 +48,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG.toml", help="[evaluate] and [train] tables")
     p.add_argument("--out", required=True, metavar="DIR", help="output dir (new or empty)")
     p.add_argument("--workers", type=int, default=1, help="processes running jobs (default 1)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"torch threads per worker (default {DEFAULT_THREADS})")
-    p.add_argument("--address", metavar="HOST:PORT",
-                   help="run the jobs as Ray tasks on this cluster ('local': a local Ray; "
-                   "needs the [ray] extra) instead of --workers processes")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch threads per worker (default {DEFAULT_THREADS})",
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="run the jobs as Ray tasks on this cluster ('local': a local Ray; "
+        "needs the [ray] extra) instead of --workers processes",
+    )
     p.add_argument("--resume", action="store_true", help="keep finished runs in DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_evaluate)
@@ -73,16 +80,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         runner = partial(_on_ray, ray_map, work_dir=args.out, address=address)
     try:
         config = EvaluateConfig.from_dict(read_toml(args.config))
-        summary = evaluate(config, args.out, workers=args.workers, threads=args.threads,
-                           resume=args.resume, progress=not args.no_progress, runner=runner)
+        summary = evaluate(
+            config,
+            args.out,
+            workers=args.workers,
+            threads=args.threads,
+            resume=args.resume,
+            progress=not args.no_progress,
+            runner=runner,
+        )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"evaluate: {exc}") from exc
     print(table(summary))
     print()
     for name, s in summary["policies"].items():
         print(sentence(name, s, summary))
-    print(f"\nwrote {args.out}/ (summary.json results.csv report.md excess_by_window.png "
-          "equity.png runs/)")
+    print(
+        f"\nwrote {args.out}/ (summary.json results.csv report.md excess_by_window.png "
+        "equity.png runs/)"
+    )
 
 
 def _on_ray(ray_map, fn, jobs, *, work_dir, address):  # noqa: ANN001 - a runner adapter

@@ -31,25 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``forecast`` group to the ``stockgym`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     group = subparsers.add_parser(
-        "forecast", help="train, evaluate and walk forward MLP / CNN / LSTM forecasters",
-        epilog=FORECAST_EXAMPLES, formatter_class=fmt,
+        "forecast",
+        help="train, evaluate and walk forward MLP / CNN / LSTM forecasters",
+        epilog=FORECAST_EXAMPLES,
+        formatter_class=fmt,
     )
     sub = group.add_subparsers(dest="forecast_command", required=True, metavar="ACTION")
 
     tr = sub.add_parser(
-        "train", help="train a forecaster, evaluate it on the test period against naive baselines",
-        epilog=FORECAST_EXAMPLES, formatter_class=fmt,
+        "train",
+        help="train a forecaster, evaluate it on the test period against naive baselines",
+        epilog=FORECAST_EXAMPLES,
+        formatter_class=fmt,
     )
     _add_data(tr)
     _add_model(tr)
-    split = tr.add_argument_group("splits (default: test = last 20%% of dates, valid = last 20%% of the rest)")
+    split = tr.add_argument_group(
+        "splits (default: test = last 20%% of dates, valid = last 20%% of the rest)"
+    )
     split.add_argument("--train-end", default=argparse.SUPPRESS, help="last date of training")
     split.add_argument("--valid-end", default=argparse.SUPPRESS, help="last date of validation")
     _add_output(tr)
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser(
-        "eval", help="re-evaluate a trained run on its test period and print the metrics",
+        "eval",
+        help="re-evaluate a trained run on its test period and print the metrics",
         epilog="examples:\n  stockgym forecast eval runs/forecast/20240101-120000-lstm-AAPL\n",
         formatter_class=fmt,
     )
@@ -69,29 +76,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_data(wf)
     _add_model(wf, walk_forward=True)
     g = wf.add_argument_group("walk-forward")
-    g.add_argument("--refit-every", type=int, default=argparse.SUPPRESS,
-                   help="rows between refits (default 126)")
-    g.add_argument("--min-train", type=int, default=argparse.SUPPRESS,
-                   help="training samples before the first forecast (default 500)")
-    g.add_argument("--mode", choices=["expanding", "rolling"], default=argparse.SUPPRESS,
-                   help="expanding (default) or rolling training window")
-    g.add_argument("--train-size", type=int, default=argparse.SUPPRESS,
-                   help="samples per refit with --mode rolling")
-    g.add_argument("--valid-fraction", type=float, default=argparse.SUPPRESS,
-                   help="share of each refit's samples for early stopping (default 0.2)")
-    g.add_argument("--warm-start", action="store_true", default=argparse.SUPPRESS,
-                   help="start each refit from the previous weights")
-    g.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the forecast cache")
+    g.add_argument(
+        "--refit-every",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="rows between refits (default 126)",
+    )
+    g.add_argument(
+        "--min-train",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="training samples before the first forecast (default 500)",
+    )
+    g.add_argument(
+        "--mode",
+        choices=["expanding", "rolling"],
+        default=argparse.SUPPRESS,
+        help="expanding (default) or rolling training window",
+    )
+    g.add_argument(
+        "--train-size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="samples per refit with --mode rolling",
+    )
+    g.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="share of each refit's samples for early stopping (default 0.2)",
+    )
+    g.add_argument(
+        "--warm-start",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="start each refit from the previous weights",
+    )
+    g.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the forecast cache"
+    )
     _add_output(wf, tensorboard=False)
     wf.set_defaults(func=_cmd_walk_forward)
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--symbol", required=True, help="symbol (AAPL, 005930), or a CSV path with --source csv")
-    g.add_argument("--source", choices=SOURCES, default="auto",
-                   help="auto (cache, then finance-datareader), fdr, csv, sample, synthetic")
+    g.add_argument(
+        "--symbol", required=True, help="symbol (AAPL, 005930), or a CSV path with --source csv"
+    )
+    g.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="auto",
+        help="auto (cache, then finance-datareader), fdr, csv, sample, synthetic",
+    )
     g.add_argument("--start", help="first date (inclusive)")
     g.add_argument("--end", help="last date (inclusive)")
     g.add_argument("--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)")
@@ -102,22 +140,38 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser, walk_forward: bool = False) -> None:
-    from_defaults = "walk-forward defaults: mlp, window 20, hidden 32" if walk_forward else \
-        "defaults: lstm, window 30, hidden 64, 2 layers"
+    from_defaults = (
+        "walk-forward defaults: mlp, window 20, hidden 32"
+        if walk_forward
+        else "defaults: lstm, window 30, hidden 64, 2 layers"
+    )
     g = p.add_argument_group(f"model and training ({from_defaults})")
     S = argparse.SUPPRESS
-    g.add_argument("--config", help="JSON file with ForecastConfig fields (or a run's "
-                   "config.json); flags override it")
+    g.add_argument(
+        "--config",
+        help="JSON file with ForecastConfig fields (or a run's config.json); flags override it",
+    )
     g.add_argument("--model", choices=["mlp", "cnn", "lstm"], default=S)
-    g.add_argument("--target", choices=["log_return", "direction", "close"], default=S,
-                   help="next-day log return (default), direction (up/not up), close (price)")
+    g.add_argument(
+        "--target",
+        choices=["log_return", "direction", "close"],
+        default=S,
+        help="next-day log return (default), direction (up/not up), close (price)",
+    )
     g.add_argument("--horizon", type=int, default=S, help="days ahead (default 1)")
     g.add_argument("--window", type=int, default=S, help="input window in days")
-    g.add_argument("--features", default=S,
-                   help="comma-separated input features (build_features names and/or "
-                   "open,high,low,close,volume); default by target")
-    g.add_argument("--scaler", choices=["standard", "minmax", "robust"], default=S,
-                   help="input scaler fit on the training period (default by target)")
+    g.add_argument(
+        "--features",
+        default=S,
+        help="comma-separated input features (build_features names and/or "
+        "open,high,low,close,volume); default by target",
+    )
+    g.add_argument(
+        "--scaler",
+        choices=["standard", "minmax", "robust"],
+        default=S,
+        help="input scaler fit on the training period (default by target)",
+    )
     g.add_argument("--hidden-size", type=int, default=S)
     g.add_argument("--num-layers", type=int, default=S)
     g.add_argument("--dropout", type=float, default=S)
@@ -132,9 +186,12 @@ def _add_model(p: argparse.ArgumentParser, walk_forward: bool = False) -> None:
     g.add_argument("--tol", type=float, default=S, help="minimum validation-loss improvement")
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--device", default=S, help="auto (cuda when available), cpu or cuda")
-    g.add_argument("--threads", type=int, default=S,
-                   help=f"torch CPU threads (default {DEFAULT_THREADS}; see `stockgym train "
-                   "--help`)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=S,
+        help=f"torch CPU threads (default {DEFAULT_THREADS}; see `stockgym train --help`)",
+    )
 
 
 def _add_output(p: argparse.ArgumentParser, tensorboard: bool = True) -> None:
@@ -146,10 +203,29 @@ def _add_output(p: argparse.ArgumentParser, tensorboard: bool = True) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-_MODEL_FIELDS = ("model", "target", "horizon", "window", "features", "scaler", "hidden_size",
-                 "num_layers", "dropout", "kernel_size", "epochs", "batch_size", "lr",
-                 "weight_decay", "optimizer", "grad_clip", "patience", "tol", "seed", "device",
-                 "threads")
+_MODEL_FIELDS = (
+    "model",
+    "target",
+    "horizon",
+    "window",
+    "features",
+    "scaler",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "kernel_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "grad_clip",
+    "patience",
+    "tol",
+    "seed",
+    "device",
+    "threads",
+)
 
 
 def _config_file(path: str | None) -> dict[str, Any]:
@@ -181,14 +257,31 @@ def _forecast_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields.setdefault("threads", DEFAULT_THREADS)
     if fields.get("grad_clip") == 0:
         fields["grad_clip"] = None
-    options = {k: v for k, v in (("kind", args.kind), ("edge", args.edge),
-                                 ("n_days", args.n_days), ("seed", args.data_seed)) if v is not None}
+    options = {
+        k: v
+        for k, v in (
+            ("kind", args.kind),
+            ("edge", args.edge),
+            ("n_days", args.n_days),
+            ("seed", args.data_seed),
+        )
+        if v is not None
+    }
     if options and args.source != "synthetic":
         raise UsageError("--kind, --edge, --n-days and --data-seed apply to --source synthetic")
-    fields.update(symbol=args.symbol, source=args.source, start=args.start, end=args.end,
-                  cache_dir=args.cache_dir, data_options=options)
-    fields.update(progress=not args.no_progress, plots=not args.no_plots,
-                  tensorboard=not getattr(args, "no_tensorboard", False))
+    fields.update(
+        symbol=args.symbol,
+        source=args.source,
+        start=args.start,
+        end=args.end,
+        cache_dir=args.cache_dir,
+        data_options=options,
+    )
+    fields.update(
+        progress=not args.no_progress,
+        plots=not args.no_plots,
+        tensorboard=not getattr(args, "no_tensorboard", False),
+    )
     for stale in ("run_dir", "train_end", "valid_end"):
         fields.pop(stale, None)  # from a reused run config: never reuse its dir or dates
     return fields
@@ -210,11 +303,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     result = train(config)
     fit = result.fit
     s = result.splits
-    print(f"trained {config.model} on {result.config.symbol} [source={config.source}]: "
-          f"best epoch {fit.best_epoch} of {len(fit.history)}"
-          f"{' (early stop)' if fit.stopped_early else ''}, {fit.seconds:.1f} s")
-    print("splits: " + "  ".join(f"{k} {v['first']}..{v['last']} ({v['rows']} rows)"
-                                 for k, v in s.items()))
+    print(
+        f"trained {config.model} on {result.config.symbol} [source={config.source}]: "
+        f"best epoch {fit.best_epoch} of {len(fit.history)}"
+        f"{' (early stop)' if fit.stopped_early else ''}, {fit.seconds:.1f} s"
+    )
+    print(
+        "splits: "
+        + "  ".join(f"{k} {v['first']}..{v['last']} ({v['rows']} rows)" for k, v in s.items())
+    )
     print(format_table(result.metrics))
     _print_paths(result.run_dir, result.config.plots, result.config.tensorboard)
 
@@ -224,7 +321,9 @@ def _print_paths(run_dir: Path, plots: bool, tensorboard: bool) -> None:
     print(f"checkpoint:  {run_dir / 'checkpoint'}")
     print(f"metrics:     {run_dir / 'metrics.json'}")
     if plots and (run_dir / "plots").is_dir():
-        print("plots:       " + ", ".join(str(p) for p in sorted((run_dir / "plots").glob("*.png"))))
+        print(
+            "plots:       " + ", ".join(str(p) for p in sorted((run_dir / "plots").glob("*.png")))
+        )
     if tensorboard and (run_dir / "tensorboard").is_dir():
         print(f"tensorboard: {run_dir / 'tensorboard'}   (tensorboard --logdir {run_dir.parent})")
 
@@ -239,13 +338,17 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.cache_dir:
         config = config.replace(cache_dir=args.cache_dir)
     if not config.symbol or record.get("data", {}).get("source") == "given":
-        raise UsageError(f"run {args.run_dir} was trained on prices passed from Python; "
-                         "evaluate it with stockgym.forecasters.evaluate()")
+        raise UsageError(
+            f"run {args.run_dir} was trained on prices passed from Python; "
+            "evaluate it with stockgym.forecasters.evaluate()"
+        )
     prices = load_config_prices(config)
     if storage.data_hash(prices) != record.get("data", {}).get("sha256"):
-        warnings.warn(f"the prices of {config.symbol} differ from those the run was trained "
-                      "on (source data changed); metrics may differ from metrics.json",
-                      stacklevel=1)
+        warnings.warn(
+            f"the prices of {config.symbol} differ from those the run was trained "
+            "on (source data changed); metrics may differ from metrics.json",
+            stacklevel=1,
+        )
     ev = evaluate(forecaster, prices, record["splits"])
     print(f"{forecaster!r}")
     print(format_table(ev.metrics))
@@ -262,21 +365,38 @@ def _cmd_walk_forward(args: argparse.Namespace) -> None:
     base.update(fields)
     try:
         fc = ForecastConfig.from_dict(base)
-        wf = WalkForwardConfig(forecast=fc, **{
-            k: getattr(args, k) for k in ("refit_every", "min_train", "mode", "train_size",
-                                          "valid_fraction", "warm_start") if k in vars(args)})
+        wf = WalkForwardConfig(
+            forecast=fc,
+            **{
+                k: getattr(args, k)
+                for k in (
+                    "refit_every",
+                    "min_train",
+                    "mode",
+                    "train_size",
+                    "valid_fraction",
+                    "warm_start",
+                )
+                if k in vars(args)
+            },
+        )
     except TypeError as exc:
         raise UsageError(f"bad config: {exc}") from exc
-    run_dir = Path(args.run_dir) if args.run_dir else storage.default_run_dir(
-        "walk_forward", fc.model, fc.symbol)
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else storage.default_run_dir("walk_forward", fc.model, fc.symbol)
+    )
     result = run_walk_forward(wf, run_dir, cache=not args.no_cache, cache_dir=args.cache_dir)
     from stockgym.forecasters.evaluation import format_table
 
     refits = result.forecasts.attrs["refits"]
-    print(f"walk-forward {fc.model} on {fc.symbol}: {len(refits)} refits "
-          f"({wf.mode}, every {wf.refit_every} rows), forecasts "
-          f"{result.forecasts.index[0].date()}..{result.forecasts.index[-1].date()}"
-          f"{' (from cache)' if result.from_cache else ''}, {result.seconds:.1f} s")
+    print(
+        f"walk-forward {fc.model} on {fc.symbol}: {len(refits)} refits "
+        f"({wf.mode}, every {wf.refit_every} rows), forecasts "
+        f"{result.forecasts.index[0].date()}..{result.forecasts.index[-1].date()}"
+        f"{' (from cache)' if result.from_cache else ''}, {result.seconds:.1f} s"
+    )
     print(format_table(result.metrics, period="forecast period"))
     print(f"run dir:     {run_dir}")
     print(f"forecasts:   {run_dir / 'forecasts.csv'}")

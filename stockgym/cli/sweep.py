@@ -40,31 +40,57 @@ the best configuration, run once), tune/ (Ray Tune's state, for --resume) and ra
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand."""
     p = subparsers.add_parser(
-        "sweep", help="search seeds, symbols and hyperparameters on Ray Tune",
+        "sweep",
+        help="search seeds, symbols and hyperparameters on Ray Tune",
         description="Run a sweep: every configuration x seed is an ordinary `stockgym train` "
         "run, selected on the validation period; the best configuration is written as a "
         "runnable config and backtested once on the test period.",
-        epilog=SWEEP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SWEEP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG.toml", help="the sweep file")
-    p.add_argument("--out", metavar="DIR",
-                   help="sweep dir (default: [sweep] out, else runs/sweeps/<CONFIG name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the sweep in --out: finished trials are kept, the rest run")
-    p.add_argument("--address", metavar="HOST:PORT",
-                   help="join this running Ray cluster instead of starting a local Ray")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: [sweep] "
-                   "num_cpus, else all of this machine's)")
-    p.add_argument("--num-gpus", type=float,
-                   help="GPUs of the local Ray (default: [sweep] num_gpus, else detected)")
-    p.add_argument("--ray-temp", metavar="DIR",
-                   help="local Ray's temp dir (default SWEEP/ray, or a short /tmp dir when "
-                   "that path is too long for Ray's unix sockets)")
-    p.add_argument("--no-test", action="store_true",
-                   help="skip the test-period backtest of the best configuration")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="sweep dir (default: [sweep] out, else runs/sweeps/<CONFIG name>)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in --out: finished trials are kept, the rest run",
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join this running Ray cluster instead of starting a local Ray",
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=int,
+        help="CPUs of the local Ray (default: [sweep] num_cpus, else all of this machine's)",
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=float,
+        help="GPUs of the local Ray (default: [sweep] num_gpus, else detected)",
+    )
+    p.add_argument(
+        "--ray-temp",
+        metavar="DIR",
+        help="local Ray's temp dir (default SWEEP/ray, or a short /tmp dir when "
+        "that path is too long for Ray's unix sockets)",
+    )
+    p.add_argument(
+        "--no-test",
+        action="store_true",
+        help="skip the test-period backtest of the best configuration",
+    )
     p.add_argument("--no-plots", action="store_true", help="no PNG plots in that backtest")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the sweep file and list its trials; start nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the sweep file and list its trials; start nothing",
+    )
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")
     p.add_argument("--verbose", action="store_true", help="also Ray Tune's progress tables")
     p.set_defaults(func=cmd_sweep)
@@ -76,10 +102,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     sweep = load_sweep(args.config)
     out = Path(args.out or sweep.out or Path("runs") / "sweeps" / Path(args.config).stem)
-    if args.address and (args.num_cpus is not None or args.num_gpus is not None
-                         or args.ray_temp):
-        raise UsageError("--num-cpus, --num-gpus and --ray-temp are for a local Ray; with "
-                           "--address the cluster's resources are used")
+    if args.address and (args.num_cpus is not None or args.num_gpus is not None or args.ray_temp):
+        raise UsageError(
+            "--num-cpus, --num-gpus and --ray-temp are for a local Ray; with "
+            "--address the cluster's resources are used"
+        )
     num_cpus = args.num_cpus if args.num_cpus is not None else sweep.num_cpus
     num_gpus = args.num_gpus if args.num_gpus is not None else sweep.num_gpus
     if num_cpus is not None and num_cpus < 1:
@@ -89,8 +116,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if not args.address:
         num_cpus = num_cpus or os.cpu_count() or 1
         if sweep.cpus_per_trial > num_cpus:
-            raise UsageError(f"a trial needs {sweep.cpus_per_trial:g} CPUs ([sweep.resources] "
-                               f"cpu) but the local Ray gets {num_cpus} (--num-cpus)")
+            raise UsageError(
+                f"a trial needs {sweep.cpus_per_trial:g} CPUs ([sweep.resources] "
+                f"cpu) but the local Ray gets {num_cpus} (--num-cpus)"
+            )
     if not args.dry_run:
         from stockgym.sweep.runner import require_ray
 
@@ -110,8 +139,9 @@ def _check_out(out: Path, sweep: Any, resume: bool) -> None:
     record = out / "sweep.json"
     if resume:
         if not record.is_file():
-            raise UsageError(f"--resume: {out} holds no sweep (no sweep.json); run without "
-                               "--resume to start one")
+            raise UsageError(
+                f"--resume: {out} holds no sweep (no sweep.json); run without --resume to start one"
+            )
         try:
             old = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -121,11 +151,14 @@ def _check_out(out: Path, sweep: Any, resume: bool) -> None:
                 f"--resume: the sweep file ({old.get('config_file', 'CONFIG.toml')}) changed "
                 f"since the sweep in {out} started (its "
                 "metric, search, seeds, [train] or [space] differ); start a new sweep with "
-                "another --out, or restore the old file")
+                "another --out, or restore the old file"
+            )
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} exists and is not empty: --resume continues the sweep "
-                           "there, or choose another --out")
+        raise UsageError(
+            f"{out} exists and is not empty: --resume continues the sweep "
+            "there, or choose another --out"
+        )
 
 
 def _print_plan(sweep: Any, out: Path) -> None:
@@ -140,12 +173,15 @@ def _print_plan(sweep: Any, out: Path) -> None:
         params = ", ".join(f"{k}={v!r}" for k, v in c["params"].items()) or "(the base config)"
         runs = " ".join(f"{c['id']}-s{s}" for s in sweep.seeds)
         print(f"{c['id']:<10} {params}  ->  {runs}")
-    print("checked    every configuration; data, envs and agent built for the base config "
-          "and each searched value; nothing started (--dry-run)")
+    print(
+        "checked    every configuration; data, envs and agent built for the base config "
+        "and each searched value; nothing started (--dry-run)"
+    )
 
 
-def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None,
-        num_gpus: float | None) -> None:
+def run(
+    sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None, num_gpus: float | None
+) -> None:
     """Run the sweep into ``out`` and write its outputs (see the module docstring)."""
     import pandas as pd
 
@@ -160,24 +196,42 @@ def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None
         import stockgym
 
         write_text(out / "sweep.toml", Path(args.config).read_text(encoding="utf-8"))
-        write_json(out / "sweep.json", {
-            **plan, "config_file": str(Path(args.config).resolve()),
-            "created": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-            "stockgym": stockgym.__version__, "git": git_commit()})
+        write_json(
+            out / "sweep.json",
+            {
+                **plan,
+                "config_file": str(Path(args.config).resolve()),
+                "created": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+                "stockgym": stockgym.__version__,
+                "git": git_commit(),
+            },
+        )
     t0 = time.perf_counter()
     print(f"sweep      {sweep.describe()}{' (resumed)' if args.resume else ''}")
     print(f"dir        {out.resolve()}")
-    with ray_session(out, address=args.address, num_cpus=num_cpus, num_gpus=num_gpus,
-                     temp_dir=args.ray_temp) as session:
+    with ray_session(
+        out, address=args.address, num_cpus=num_cpus, num_gpus=num_gpus, temp_dir=args.ray_temp
+    ) as session:
         check_resources(sweep, session)
         r = session.resources
-        where = (f"cluster {args.address}" if args.address else
-                 f"local (temp {session.temp_dir}, logs kept in {session.logs_dir})")
-        print(f"ray        {where}: {r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs, ready "
-              f"in {session.startup_seconds:.1f} s; per trial {sweep.cpus_per_trial:g} CPU, "
-              f"{sweep.gpus_per_trial:g} GPU", flush=True)
-        outcome = run_trials(sweep, plan, out, resume=args.resume,
-                             verbose=0 if args.quiet else 2 if args.verbose else 1)
+        where = (
+            f"cluster {args.address}"
+            if args.address
+            else f"local (temp {session.temp_dir}, logs kept in {session.logs_dir})"
+        )
+        print(
+            f"ray        {where}: {r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs, ready "
+            f"in {session.startup_seconds:.1f} s; per trial {sweep.cpus_per_trial:g} CPU, "
+            f"{sweep.gpus_per_trial:g} GPU",
+            flush=True,
+        )
+        outcome = run_trials(
+            sweep,
+            plan,
+            out,
+            resume=args.resume,
+            verbose=0 if args.quiet else 2 if args.verbose else 1,
+        )
     runs = res.run_rows(outcome.reports, sweep)
     configs = res.config_rows(outcome.reports, sweep)
     files = res.write_tables(out, sweep, configs, runs)
@@ -185,68 +239,111 @@ def run(sweep: Any, out: Path, args: argparse.Namespace, *, num_cpus: int | None
     failed = [rep for rep in outcome.reports if rep["status"] == "error"]
     unfinished = [rep for rep in outcome.reports if rep["status"] == "unfinished"]
     print()
-    print(f"results    {sweep.metric} ({sweep.mode}) on the validation period, mean and "
-          "sample std over seeds, best first:")
+    print(
+        f"results    {sweep.metric} ({sweep.mode}) on the validation period, mean and "
+        "sample std over seeds, best first:"
+    )
     cols = ["rank", "config", *sweep.keys, "seeds", "mean", "std", "min", "max", "status"]
     print(res.to_text(configs[:30], cols))
     if len(configs) > 30:
         print(f"           ... {len(configs) - 30} more in {out / 'results.csv'}")
-    print(f"trials     {len(outcome.reports)}: {n_ok} finished, {len(failed)} failed, "
-          f"{len(unfinished)} unfinished; this invocation trained {outcome.trained_now} run(s)"
-          f"{' (the rest finished earlier and were kept)' if outcome.restored else ''}")
+    print(
+        f"trials     {len(outcome.reports)}: {n_ok} finished, {len(failed)} failed, "
+        f"{len(unfinished)} unfinished; this invocation trained {outcome.trained_now} run(s)"
+        f"{' (the rest finished earlier and were kept)' if outcome.restored else ''}"
+    )
     summary: dict[str, Any] = {
-        "sweep_dir": str(out.resolve()), "metric": sweep.metric, "mode": sweep.mode,
-        "trials": {"total": len(outcome.reports), "finished": n_ok, "failed": len(failed),
-                   "unfinished": len(unfinished)},
-        "trained_now": outcome.trained_now, "restored": outcome.restored,
-        "ray": session.to_dict(), "tune_seconds": round(outcome.seconds, 2),
-        "best": None, "test": None}
+        "sweep_dir": str(out.resolve()),
+        "metric": sweep.metric,
+        "mode": sweep.mode,
+        "trials": {
+            "total": len(outcome.reports),
+            "finished": n_ok,
+            "failed": len(failed),
+            "unfinished": len(unfinished),
+        },
+        "trained_now": outcome.trained_now,
+        "restored": outcome.restored,
+        "ray": session.to_dict(),
+        "tune_seconds": round(outcome.seconds, 2),
+        "best": None,
+        "test": None,
+    }
     for rep in failed[:5]:
         print(f"failed     {rep['config']} {rep.get('names', [])}: {rep.get('error')}")
     if unfinished:
         write_json(out / "results.json", {**summary, "files": [str(f) for f in files]})
-        raise UsageError(f"the sweep stopped with {len(unfinished)} trial(s) unfinished; "
-                           f"continue it: stockgym sweep {args.config} --out {out} --resume")
+        raise UsageError(
+            f"the sweep stopped with {len(unfinished)} trial(s) unfinished; "
+            f"continue it: stockgym sweep {args.config} --out {out} --resume"
+        )
     best = next((c for c in configs if c["mean"] is not None), None)
     if best is None:
         write_json(out / "results.json", {**summary, "files": [str(f) for f in files]})
-        raise UsageError(f"every trial failed (see {out / 'runs.csv'} and Ray's logs in "
-                           f"{out / 'ray'})")
+        raise UsageError(
+            f"every trial failed (see {out / 'runs.csv'} and Ray's logs in {out / 'ray'})"
+        )
     files.append(res.write_best(out, sweep, best))
     spread = f" ± {best['std']:.4g}" if best["std"] is not None else ""
     params = ", ".join(f"{k}={res._cell(best[k])}" for k in sweep.keys) or "the base config"
-    print(f"best       {best['config']} ({params}): {sweep.metric} {best['mean']:.4g}{spread} "
-          f"over {best['seeds']} seeds")
+    print(
+        f"best       {best['config']} ({params}): {sweep.metric} {best['mean']:.4g}{spread} "
+        f"over {best['seeds']} seeds"
+    )
     summary["best"] = {k: v for k, v in best.items()}
     if sweep.test and not args.no_test:
         test = res.test_backtest(out, best, runs, plots=not args.no_plots)
-        summary["test"] = {"mean": test["mean"], "std": test["std"], "period": test["period"],
-                           "file": str(out / "best" / "test.json")}
+        summary["test"] = {
+            "mean": test["mean"],
+            "std": test["std"],
+            "period": test["period"],
+            "file": str(out / "best" / "test.json"),
+        }
         _print_test(test)
         files.append(out / "best" / "test.json")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "results.json", res._finite({**summary, "files": [str(f) for f in files]}))
-    print(f"wrote      {', '.join(str(Path(f).relative_to(out)) for f in files)} in {out}/ "
-          "(runs/: one `stockgym train` run dir per configuration and seed)")
+    print(
+        f"wrote      {', '.join(str(Path(f).relative_to(out)) for f in files)} in {out}/ "
+        "(runs/: one `stockgym train` run dir per configuration and seed)"
+    )
     print(f"next       stockgym train --config {out / 'best.toml'}")
 
 
 def _print_test(test: dict[str, Any]) -> None:
     p = test["period"] or {}
-    when = ("backtested by an earlier invocation of this sweep (the test period is touched "
-            "once)" if test.get("earlier") else
-            "backtested once after selection (never used for it)")
-    print(f"test       {test['config']} on the test period {p.get('first')} .. {p.get('last')}, "
-          f"{when}:")
-    rows = [{"run": r["run"], "log_return": r["log_return"],
-             "buy_and_hold": r["buy_and_hold_log_return"], "random": r["random_log_return"],
-             "sharpe": r["sharpe"], "max_drawdown": r["max_drawdown"]} for r in test["runs"]]
+    when = (
+        "backtested by an earlier invocation of this sweep (the test period is touched once)"
+        if test.get("earlier")
+        else "backtested once after selection (never used for it)"
+    )
+    print(
+        f"test       {test['config']} on the test period {p.get('first')} .. {p.get('last')}, "
+        f"{when}:"
+    )
+    rows = [
+        {
+            "run": r["run"],
+            "log_return": r["log_return"],
+            "buy_and_hold": r["buy_and_hold_log_return"],
+            "random": r["random_log_return"],
+            "sharpe": r["sharpe"],
+            "max_drawdown": r["max_drawdown"],
+        }
+        for r in test["runs"]
+    ]
     m = test["mean"]
-    rows.append({"run": "mean", "log_return": m["log_return"],
-                 "buy_and_hold": m["buy_and_hold_log_return"], "random": m["random_log_return"],
-                 "sharpe": m["sharpe"], "max_drawdown": m["max_drawdown"]})
+    rows.append(
+        {
+            "run": "mean",
+            "log_return": m["log_return"],
+            "buy_and_hold": m["buy_and_hold_log_return"],
+            "random": m["random_log_return"],
+            "sharpe": m["sharpe"],
+            "max_drawdown": m["max_drawdown"],
+        }
+    )
     from stockgym.sweep.results import to_text
 
-    text = to_text(rows, ["run", "log_return", "buy_and_hold", "random", "sharpe",
-                          "max_drawdown"])
+    text = to_text(rows, ["run", "log_return", "buy_and_hold", "random", "sharpe", "max_drawdown"])
     print("\n".join("           " + line for line in text.splitlines()))

@@ -54,70 +54,133 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``signal`` subcommands."""
     fmt = argparse.RawDescriptionHelpFormatter
     tr = subparsers.add_parser(
-        "train", help="train a DQN / PPO / REINFORCE agent into a run dir",
+        "train",
+        help="train a DQN / PPO / REINFORCE agent into a run dir",
         description="Train an agent on the training period (validation backtests while it "
         "learns; the test period is left for `stockgym backtest --model`).",
-        epilog=TRAIN_EXAMPLES, formatter_class=fmt,
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=fmt,
     )
     tr.add_argument("--config", metavar="FILE", help="TOML config (flags override it)")
-    tr.add_argument("--algo", choices=["dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c"],
-                    help="algorithm (default ppo; sb3-*: stable-baselines3, needs the [sb3] extra)")
-    tr.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", metavar="SYMBOL",
-                    help="symbol(s) to trade (or CSV paths for --source csv)")
-    tr.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
-                    help="where prices come from (default auto)")
+    tr.add_argument(
+        "--algo",
+        choices=["dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c"],
+        help="algorithm (default ppo; sb3-*: stable-baselines3, needs the [sb3] extra)",
+    )
+    tr.add_argument(
+        "--symbol",
+        "--symbols",
+        dest="symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="symbol(s) to trade (or CSV paths for --source csv)",
+    )
+    tr.add_argument(
+        "--source",
+        choices=["auto", "fdr", "csv", "sample", "synthetic"],
+        help="where prices come from (default auto)",
+    )
     tr.add_argument("--start", help="first date of data to load (YYYY-MM-DD)")
     tr.add_argument("--end", help="last date of data to load")
     tr.add_argument("--backbone", choices=["mlp", "cnn", "lstm"], help="network body (default mlp)")
-    tr.add_argument("--pretrained", metavar="DIR",
-                    help="forecaster checkpoint / run dir whose encoder starts the backbone")
-    tr.add_argument("--freeze-pretrained", action="store_true", default=None,
-                    help="keep the pretrained encoder's weights fixed")
-    tr.add_argument("--forecasts", metavar="MODEL",
-                    help="add walk-forward forecasts of this forecaster (mlp, cnn, lstm...) to "
-                    "the observation ([env.forecasts] in --config sets the rest)")
+    tr.add_argument(
+        "--pretrained",
+        metavar="DIR",
+        help="forecaster checkpoint / run dir whose encoder starts the backbone",
+    )
+    tr.add_argument(
+        "--freeze-pretrained",
+        action="store_true",
+        default=None,
+        help="keep the pretrained encoder's weights fixed",
+    )
+    tr.add_argument(
+        "--forecasts",
+        metavar="MODEL",
+        help="add walk-forward forecasts of this forecaster (mlp, cnn, lstm...) to "
+        "the observation ([env.forecasts] in --config sets the rest)",
+    )
     tr.add_argument("--total-timesteps", type=int, help="env steps to train (all envs counted)")
-    tr.add_argument("--num-envs", type=int,
-                    help="training envs stepped together (default: ppo 64, dqn 32, reinforce "
-                    "8, sb3-* 8)")
+    tr.add_argument(
+        "--num-envs",
+        type=int,
+        help="training envs stepped together (default: ppo 64, dqn 32, reinforce 8, sb3-* 8)",
+    )
     tr.add_argument("--window-size", type=int, help="observation window (default 30)")
-    tr.add_argument("--episode-length", type=int, help="training episode length in bars (default 100)")
+    tr.add_argument(
+        "--episode-length", type=int, help="training episode length in bars (default 100)"
+    )
     tr.add_argument("--market", choices=["auto", "krx", "us", "none"], help="cost preset")
     tr.add_argument("--eval-freq", type=int, help="env steps between validation backtests")
-    tr.add_argument("--checkpoint-freq", type=int,
-                    help="env steps between checkpoints (default 20000; 0: none)")
-    tr.add_argument("--resume", metavar="RUN_DIR",
-                    help="continue an interrupted run from its last checkpoint (no other "
-                    "config flags: the run's own config is used)")
+    tr.add_argument(
+        "--checkpoint-freq", type=int, help="env steps between checkpoints (default 20000; 0: none)"
+    )
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint (no other "
+        "config flags: the run's own config is used)",
+    )
     tr.add_argument("--seed", type=int, help="seed (default 0)")
     tr.add_argument("--device", help="auto (default), cpu, cuda")
     tr.add_argument("--run-dir", metavar="DIR", help="output dir (new or empty)")
-    tr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="any config key, TOML value: --set agent.learning_rate=1e-3 "
-                    "--set env.fractional=true --set data.options.edge=0.3 (repeatable)")
-    tr.add_argument("--threads", type=int, metavar="N",
-                    help=f"torch CPU threads while training (default {DEFAULT_THREADS}: torch's "
-                    "own default, one per core, collapses on a busy machine)")
-    tr.add_argument("--no-progress", action="store_true",
-                    help="no progress (a bar on a terminal, a log line every 10 %% otherwise)")
+    tr.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, TOML value: --set agent.learning_rate=1e-3 "
+        "--set env.fractional=true --set data.options.edge=0.3 (repeatable)",
+    )
+    tr.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"torch CPU threads while training (default {DEFAULT_THREADS}: torch's "
+        "own default, one per core, collapses on a busy machine)",
+    )
+    tr.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (a bar on a terminal, a log line every 10 %% otherwise)",
+    )
     tr.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
     tr.set_defaults(func=cmd_train)
 
     sg = subparsers.add_parser(
-        "signal", help="the trained agent's action for the next trading day",
+        "signal",
+        help="the trained agent's action for the next trading day",
         description="Load a `stockgym train` run, observe the latest bar and print the "
         "action, its target weights and the orders they imply.",
-        epilog=SIGNAL_EXAMPLES, formatter_class=fmt,
+        epilog=SIGNAL_EXAMPLES,
+        formatter_class=fmt,
     )
     sg.add_argument("--model", required=True, metavar="RUN_DIR", help="a `stockgym train` run dir")
-    sg.add_argument("--symbol", "--symbols", dest="symbols", nargs="+", metavar="SYMBOL",
-                    help="the run's symbol(s) (default; other symbols must match the model's count)")
-    sg.add_argument("--source", choices=["auto", "fdr", "csv", "sample", "synthetic"],
-                    help="data source (default: the run's)")
-    sg.add_argument("--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)")
+    sg.add_argument(
+        "--symbol",
+        "--symbols",
+        dest="symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="the run's symbol(s) (default; other symbols must match the model's count)",
+    )
+    sg.add_argument(
+        "--source",
+        choices=["auto", "fdr", "csv", "sample", "synthetic"],
+        help="data source (default: the run's)",
+    )
+    sg.add_argument(
+        "--cache-dir", help="download cache (default $STOCKGYM_CACHE_DIR or user cache)"
+    )
     sg.add_argument("--cash", type=float, help="cash now (default: the run's initial cash)")
-    sg.add_argument("--shares", type=float, nargs="+", metavar="N",
-                    help="shares held now, one per symbol (default none)")
+    sg.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        metavar="N",
+        help="shares held now, one per symbol (default none)",
+    )
     sg.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     sg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sg.set_defaults(func=cmd_signal)
@@ -125,13 +188,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- train
 _FLAG_KEYS = {
-    "algo": "algo", "total_timesteps": "total_timesteps", "seed": "seed", "device": "device",
-    "eval_freq": "eval_freq", "checkpoint_freq": "checkpoint_freq", "run_dir": "run_dir",
-    "symbols": "data.symbols", "source": "data.source", "start": "data.start", "end": "data.end",
-    "num_envs": "env.num_envs", "window_size": "env.window_size",
-    "episode_length": "env.episode_length", "market": "env.market",
-    "backbone": "agent.backbone", "pretrained": "agent.pretrained",
-    "freeze_pretrained": "agent.freeze_pretrained", "threads": "agent.threads",
+    "algo": "algo",
+    "total_timesteps": "total_timesteps",
+    "seed": "seed",
+    "device": "device",
+    "eval_freq": "eval_freq",
+    "checkpoint_freq": "checkpoint_freq",
+    "run_dir": "run_dir",
+    "symbols": "data.symbols",
+    "source": "data.source",
+    "start": "data.start",
+    "end": "data.end",
+    "num_envs": "env.num_envs",
+    "window_size": "env.window_size",
+    "episode_length": "env.episode_length",
+    "market": "env.market",
+    "backbone": "agent.backbone",
+    "pretrained": "agent.pretrained",
+    "freeze_pretrained": "agent.freeze_pretrained",
+    "threads": "agent.threads",
     "forecasts": "env.forecasts.model",
 }
 
@@ -170,8 +245,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from stockgym.experiment.train import format_summary
 
     if args.resume:
-        given = [f"--{d.replace('_', '-')}" for d in (*_FLAG_KEYS, "config")
-                 if getattr(args, d) is not None] + (["--set"] if args.sets else [])
+        given = [
+            f"--{d.replace('_', '-')}"
+            for d in (*_FLAG_KEYS, "config")
+            if getattr(args, d) is not None
+        ] + (["--set"] if args.sets else [])
         if given:
             raise UsageError(f"--resume continues the run's own config; drop {', '.join(given)}")
         try:
@@ -192,33 +270,60 @@ def backtest_model(args: argparse.Namespace) -> None:
     from stockgym.backtest.report import atomic_dir, write_backtest
     from stockgym.experiment import backtest_run, read_record
 
-    for flag in ("strategy", "forecast", "benchmark", "commission", "sell_tax",
-                 "slippage_bps", "min_commission", "fast", "slow", "rebalance", "p_long",
-                 "forecast_column", "threshold"):
+    for flag in (
+        "strategy",
+        "forecast",
+        "benchmark",
+        "commission",
+        "sell_tax",
+        "slippage_bps",
+        "min_commission",
+        "fast",
+        "slow",
+        "rebalance",
+        "p_long",
+        "forecast_column",
+        "threshold",
+    ):
         if getattr(args, flag, None) is not None:
-            raise UsageError(f"--{flag.replace('_', '-')} does not apply with --model (the "
-                             "run's env, costs and policy are used)")
+            raise UsageError(
+                f"--{flag.replace('_', '-')} does not apply with --model (the "
+                "run's env, costs and policy are used)"
+            )
     start = check_date("--start", args.start)
     end = check_date("--end", args.end)
     try:
         read_record(args.model)  # a clear error before anything else
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
-    out = Path(args.out) if args.out else Path("runs") / f"backtest-{Path(args.model).resolve().name}"
+    out = (
+        Path(args.out) if args.out else Path("runs") / f"backtest-{Path(args.model).resolve().name}"
+    )
     check_out(out, args.force)
     try:
-        bt = backtest_run(args.model, args.period, start=start, end=end, symbols=args.symbols,
-                          source=args.source, cache_dir=args.cache_dir, progress=True)
+        bt = backtest_run(
+            args.model,
+            args.period,
+            start=start,
+            end=end,
+            symbols=args.symbols,
+            source=args.source,
+            cache_dir=args.cache_dir,
+            progress=True,
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
     config = bt.report_config(out, risk_free=args.risk_free)
     with atomic_dir(out, args.force) as tmp:
-        metrics = write_backtest(bt.result, tmp, config, risk_free=args.risk_free,
-                                 plots=not args.no_plots)
+        metrics = write_backtest(
+            bt.result, tmp, config, risk_free=args.risk_free, plots=not args.no_plots
+        )
     if bt.period_name != "test":
         test = bt.record["splits"]["test"]
-        print(f"note: backtesting the {bt.period_name} period (the run's test period is "
-              f"{test['first']} .. {test['last']})")
+        print(
+            f"note: backtesting the {bt.period_name} period (the run's test period is "
+            f"{test['first']} .. {test['last']})"
+        )
     print_report(config, metrics, out)
 
 
@@ -237,8 +342,10 @@ def cmd_signal(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
     if args.shares is not None and len(args.shares) != len(env.symbols):
-        raise UsageError(f"--shares needs one number per symbol ({len(env.symbols)}: "
-                           f"{' '.join(env.symbols)}), got {len(args.shares)}")
+        raise UsageError(
+            f"--shares needs one number per symbol ({len(env.symbols)}: "
+            f"{' '.join(env.symbols)}), got {len(args.shares)}"
+        )
     if args.cash is not None and not (math.isfinite(args.cash) and args.cash >= 0):
         raise UsageError(f"--cash must be a number >= 0, got {args.cash}")
     sig = next_signal(agent, env, cash=args.cash, shares=args.shares)
@@ -246,8 +353,9 @@ def cmd_signal(args: argparse.Namespace) -> None:
         json.dump(sig, sys.stdout, indent=2)
         print()
         return
-    print(f"signal     {record['config']['algo'].upper()} agent {args.model} "
-          f"[source={spec.source}]")
+    print(
+        f"signal     {record['config']['algo'].upper()} agent {args.model} [source={spec.source}]"
+    )
     print(f"as of      close of {sig['date']} (latest bar); orders fill at the next open")
     print(f"portfolio  value {sig['portfolio_value']:,.2f} = cash {sig['cash']:,.2f} + positions")
     print(f"action     {sig['action']}")
@@ -255,6 +363,8 @@ def cmd_signal(args: argparse.Namespace) -> None:
     for o in sig["orders"]:
         side = "hold" if o["shares"] == 0 else ("buy" if o["shares"] > 0 else "sell")
         qty = f"{side} {abs(o['shares']):g}" if o["shares"] else side
-        print(f"{o['symbol']:<10}{o['close']:>12,.2f}{o['weight_now']:>12.2%}"
-              f"{o['target_weight']:>10.2%}{qty:>14}")
+        print(
+            f"{o['symbol']:<10}{o['close']:>12,.2f}{o['weight_now']:>12.2%}"
+            f"{o['target_weight']:>10.2%}{qty:>14}"
+        )
     print("(share counts are sized at the latest close; the env sizes them at the fill price)")

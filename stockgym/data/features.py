@@ -88,8 +88,14 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 )
 
 # windows below which a feature is undefined (std needs 2 points)
-_MIN_WINDOW = {"log_return": 1, "volatility": 2, "sma_ratio": 1, "rsi": 1,
-               "bollinger_b": 2, "volume_z": 2}
+_MIN_WINDOW = {
+    "log_return": 1,
+    "volatility": 2,
+    "sma_ratio": 1,
+    "rsi": 1,
+    "bollinger_b": 2,
+    "volume_z": 2,
+}
 _SUFFIX = re.compile(r"^(?P<base>[a-z_]+?)_(?P<n>\d+)$")
 _MACD_FAST, _MACD_SLOW, _MACD_SIGNAL = 12, 26, 9
 
@@ -221,8 +227,14 @@ def _wilder(x: pd.DataFrame, n: int) -> pd.DataFrame:
     return pd.DataFrame(arr).ewm(alpha=1.0 / n, adjust=False).mean()
 
 
-def _compute(base: str, window: int | None, c: pd.DataFrame, logc: pd.DataFrame,
-             ret1: pd.DataFrame, logv: pd.DataFrame) -> pd.DataFrame:
+def _compute(
+    base: str,
+    window: int | None,
+    c: pd.DataFrame,
+    logc: pd.DataFrame,
+    ret1: pd.DataFrame,
+    logv: pd.DataFrame,
+) -> pd.DataFrame:
     if base == "log_return":
         return ret1 if window == 1 else logc - logc.shift(window)
     if base == "volatility":

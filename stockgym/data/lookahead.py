@@ -111,9 +111,7 @@ def _first_difference(a: pd.DataFrame, b: pd.DataFrame) -> tuple | None:
         x, y = a.iloc[:, j], b.iloc[:, j]
         if pd.api.types.is_float_dtype(x) and pd.api.types.is_float_dtype(y):
             xv, yv = x.to_numpy(), y.to_numpy()
-            same = ((xv == yv) & (np.signbit(xv) == np.signbit(yv))) | (
-                np.isnan(xv) & np.isnan(yv)
-            )
+            same = ((xv == yv) & (np.signbit(xv) == np.signbit(yv))) | (np.isnan(xv) & np.isnan(yv))
         else:
             xo, yo = x.to_numpy(dtype=object), y.to_numpy(dtype=object)
             na_x, na_y = pd.isna(xo), pd.isna(yo)
@@ -191,8 +189,10 @@ def check_no_lookahead(
     base = _as_frame(fn(prices.copy(deep=True)), "original prices")
     again = _as_frame(fn(prices.copy(deep=True)), "original prices, second call")
     found = None
-    if base.shape == again.shape and base.index.equals(again.index) and base.columns.equals(
-        again.columns
+    if (
+        base.shape == again.shape
+        and base.index.equals(again.index)
+        and base.columns.equals(again.columns)
     ):
         found = _first_difference(base, again)
     if found is not None or base.shape != again.shape:

@@ -111,8 +111,7 @@ def load_prices(
         df = df.loc[slice(start_ts, end_ts)]
         if len(df) == 0:
             raise DataError(
-                f"[source={src}, symbol={name}] no rows between "
-                f"{_fmt(start_ts)} and {_fmt(end_ts)}"
+                f"[source={src}, symbol={name}] no rows between {_fmt(start_ts)} and {_fmt(end_ts)}"
             )
         repairs = df.attrs.get("repairs", [])
         df = adjust_prices(df) if adjust else drop_adjustment(df)
@@ -139,9 +138,7 @@ def _read_raw(names, source, start, end, cache_dir, refresh, timeout, options):
         elif source in ("fdr", "auto"):
             from stockgym.data import fdr  # finance-datareader is imported only when used
 
-            df = fdr.fetch(
-                name, start, end, cache_dir=cache_dir, refresh=refresh, timeout=timeout
-            )
+            df = fdr.fetch(name, start, end, cache_dir=cache_dir, refresh=refresh, timeout=timeout)
             out[name] = ("fdr", df)
     if source == "synthetic":
         opts = dict(options)
@@ -196,11 +193,15 @@ def _align(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if dropped:
         warnings.warn(
             "aligned on common dates; dropped per symbol: "
-            + ", ".join(f"{k}: {v['dropped']} ({v['first']}..{v['last']})" for k, v in dropped.items()),
+            + ", ".join(
+                f"{k}: {v['dropped']} ({v['first']}..{v['last']})" for k, v in dropped.items()
+            ),
             AlignmentWarning,
             stacklevel=3,
         )
-    out = pd.concat({k: v.loc[common] for k, v in frames.items()}, axis=1, names=["symbol", "field"])
+    out = pd.concat(
+        {k: v.loc[common] for k, v in frames.items()}, axis=1, names=["symbol", "field"]
+    )
     first = next(iter(frames.values()))
     # attrs stay small: pandas deep-copies them on almost every operation on the frame.
     out.attrs = {

@@ -213,7 +213,11 @@ def walk_forward(
     index = _index_of(index_or_frame)
     if mode not in ("expanding", "rolling"):
         raise DataError(f"mode must be 'expanding' or 'rolling', got {mode!r}")
-    for name, value, least in (("n_folds", n_folds, 1), ("test_size", test_size, 1), ("gap", gap, 0)):
+    for name, value, least in (
+        ("n_folds", n_folds, 1),
+        ("test_size", test_size, 1),
+        ("gap", gap, 0),
+    ):
         if not isinstance(value, (int, np.integer)) or value < least:
             raise DataError(f"{name} must be an integer >= {least}, got {value!r}")
     n = len(index)
@@ -233,5 +237,5 @@ def walk_forward(
         t_lo = first_test + k * test_size
         tr_hi = t_lo - gap
         tr_lo = 0 if mode == "expanding" else tr_hi - size
-        folds.append(Fold(k, index[tr_lo:tr_hi], index[t_lo:t_lo + test_size]))
+        folds.append(Fold(k, index[tr_lo:tr_hi], index[t_lo : t_lo + test_size]))
     return iter(folds)

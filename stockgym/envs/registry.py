@@ -46,7 +46,9 @@ def period_prices(prices: pd.DataFrame, period: str, lookback: int) -> pd.DataFr
         return prices
     part = split(prices).dates[period]
     first = prices.index.get_loc(pd.Timestamp(part["first"]))
-    out = prices.iloc[max(0, first - lookback) : prices.index.get_loc(pd.Timestamp(part["last"])) + 1]
+    out = prices.iloc[
+        max(0, first - lookback) : prices.index.get_loc(pd.Timestamp(part["last"])) + 1
+    ]
     out.attrs = dict(prices.attrs)
     return out
 

@@ -60,7 +60,9 @@ class NumpyVectorEnv(gym.vector.VectorEnv):
         if hold.any():  # their actions are ignored: give the env one it accepts
             act = act.copy()
             act[hold] = np.zeros_like(act[hold])
-        obs, rew, term, trunc, info = self.venv.step(torch.as_tensor(act), hold=torch.as_tensor(hold))
+        obs, rew, term, trunc, info = self.venv.step(
+            torch.as_tensor(act), hold=torch.as_tensor(hold)
+        )
         obs = obs.numpy().copy()
         term, trunc = term.numpy().copy(), trunc.numpy().copy()
         done = term | trunc

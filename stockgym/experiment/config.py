@@ -15,7 +15,14 @@ import numpy as np
 
 from stockgym.core import check_int
 
-ALGO_NAMES = ("dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c")  # sb3-*: stockgym.agents.sb3
+ALGO_NAMES = (
+    "dqn",
+    "ppo",
+    "reinforce",
+    "sb3-ppo",
+    "sb3-dqn",
+    "sb3-a2c",
+)  # sb3-*: stockgym.agents.sb3
 
 #: Hyperparameters a stock-trading run starts from (``[agent]`` values win). Daily log
 #: returns are ~0.01, so rewards are scaled to percent; an action mostly pays off on the
@@ -25,11 +32,25 @@ ALGO_NAMES = ("dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c")  # sb3
 #: percent are several units; a clipped value loss would move only ``clip_coef`` per
 #: update). How these were chosen, with the measurements: docs/benchmarks.md.
 STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "num_steps": 16,
-            "activation": "tanh", "clip_vloss": False},
-    "dqn": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 1e-3, "learning_starts": 2000,
-            "train_frequency": 8, "batch_size": 128, "target_update_interval": 250,
-            "exploration_fraction": 0.3, "weight_decay": 1.0},
+    "ppo": {
+        "reward_scale": 100.0,
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "num_steps": 16,
+        "activation": "tanh",
+        "clip_vloss": False,
+    },
+    "dqn": {
+        "reward_scale": 100.0,
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "learning_starts": 2000,
+        "train_frequency": 8,
+        "batch_size": 128,
+        "target_update_interval": 250,
+        "exploration_fraction": 0.3,
+        "weight_decay": 1.0,
+    },
     "reinforce": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 3e-3},
 }
 #: Training envs per algorithm when ``env.num_envs`` is not given (REINFORCE updates once
@@ -37,9 +58,23 @@ STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
 DEFAULT_NUM_ENVS = {"ppo": 64, "dqn": 32, "reinforce": 8, "sb3-ppo": 8, "sb3-dqn": 8, "sb3-a2c": 8}
 #: ``StockTradingEnv`` keywords a run's ``[env]`` table may set (besides ``features``,
 #: ``scaler``, ``num_envs`` and ``episode_length``).
-ENV_KEYS = ("window_size", "action_type", "positions", "allow_short", "max_gross", "market",
-            "commission", "sell_tax", "slippage_bps", "min_commission", "borrow_rate", "fill",
-            "fractional", "reward", "initial_cash")
+ENV_KEYS = (
+    "window_size",
+    "action_type",
+    "positions",
+    "allow_short",
+    "max_gross",
+    "market",
+    "commission",
+    "sell_tax",
+    "slippage_bps",
+    "min_commission",
+    "borrow_rate",
+    "fill",
+    "fractional",
+    "reward",
+    "initial_cash",
+)
 
 
 @dataclass
@@ -173,19 +208,29 @@ class TrainConfig:
         if self.algo.startswith("sb3-"):  # stable-baselines3: SB3's arguments + ours
             from stockgym.agents.sb3_config import sb3_config
 
-            return sb3_config(self.algo, self.agent, seed=self.seed, device=self.device,
-                              num_envs=self.num_envs)
+            return sb3_config(
+                self.algo, self.agent, seed=self.seed, device=self.device, num_envs=self.num_envs
+            )
         cls = ALGOS[self.algo].Config
         for key in ("seed", "device", "num_envs"):
             if key in self.agent:
-                raise ValueError(f"set {key} at the top level of the config (or [env] for "
-                                 f"num_envs), not in [agent]")
+                raise ValueError(
+                    f"set {key} at the top level of the config (or [env] for "
+                    f"num_envs), not in [agent]"
+                )
         defaults = STOCK_DEFAULTS[self.algo]
         if self.agent.get("backbone", "mlp") != "mlp" or self.agent.get("pretrained"):
             # ``activation`` is the new mlp backbone's (CommonConfig refuses it elsewhere)
             defaults = {k: v for k, v in defaults.items() if k != "activation"}
-        return cls.from_dict({**defaults, **self.agent, "seed": self.seed,
-                              "device": self.device, "num_envs": self.num_envs})
+        return cls.from_dict(
+            {
+                **defaults,
+                **self.agent,
+                "seed": self.seed,
+                "device": self.device,
+                "num_envs": self.num_envs,
+            }
+        )
 
     @property
     def num_envs(self) -> int:

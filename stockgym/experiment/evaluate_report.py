@@ -196,7 +196,9 @@ def write_report(config: Any, windows: list[Any], results: list[dict[str, Any]],
     _plots(summary, results, out)
     from stockgym.backtest.html_report import images_html
 
-    verdicts = "".join(f"<li>{sentence(n, s, summary)}</li>" for n, s in summary["policies"].items())
+    verdicts = "".join(
+        f"<li>{sentence(n, s, summary)}</li>" for n, s in summary["policies"].items()
+    )
     frame = pd.DataFrame(
         {n: {"excess log return / yr": f"{s['excess_log_return']['mean']:+.2%}",
              "95 % CI": "{:+.2%} .. {:+.2%}".format(*s["excess_log_return"]["ci95"]),

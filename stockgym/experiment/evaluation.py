@@ -22,8 +22,9 @@ from stockgym.experiment.config import DataSpec
 from stockgym.experiment.records import load_data, load_run, run_data_spec, run_env
 
 
-def evaluate_on(agent: Any, env: Any, period: tuple[str, str], benchmark: bool = False
-                ) -> tuple[dict[str, float], Any]:
+def evaluate_on(
+    agent: Any, env: Any, period: tuple[str, str], benchmark: bool = False
+) -> tuple[dict[str, float], Any]:
     """Backtest ``agent`` deterministically on ``period`` of ``env`` (a StockTradingEnv):
     ``({"return": log(V_end / V_0), "sharpe", "final_value"}, BacktestResult)``; with
     ``benchmark`` the result holds buy-and-hold over the same dates and costs."""
@@ -41,8 +42,11 @@ def _summary(res: Any) -> dict[str, float]:
     v = res.record["value"]
     sr = float(sharpe(res.returns))
     # a policy that never holds anything has no Sharpe ratio (zero variance): report 0
-    return {"return": float(np.log(v.iloc[-1] / v.iloc[0])),
-            "sharpe": sr if math.isfinite(sr) else 0.0, "final_value": float(v.iloc[-1])}
+    return {
+        "return": float(np.log(v.iloc[-1] / v.iloc[0])),
+        "sharpe": sr if math.isfinite(sr) else 0.0,
+        "final_value": float(v.iloc[-1]),
+    }
 
 
 def random_policy_return(env: Any, period: tuple[str, str], seed: int) -> float:
@@ -53,8 +57,9 @@ def random_policy_return(env: Any, period: tuple[str, str], seed: int) -> float:
     return _summary(run_policy(lambda obs: space.sample(), env, period, benchmark=None))["return"]
 
 
-def holdout_returns(run_dir: str | Path, period: str = "test", n_random: int = 5,
-                    prices: pd.DataFrame | None = None) -> dict[str, float]:
+def holdout_returns(
+    run_dir: str | Path, period: str = "test", n_random: int = 5, prices: pd.DataFrame | None = None
+) -> dict[str, float]:
     """After-cost log returns over one part of a run's split (default the held-out test
     period) of the trained agent (deterministic), buy-and-hold and the mean of
     ``n_random`` random policies (seeds 0..n_random-1), all through the run's env."""
@@ -64,12 +69,15 @@ def holdout_returns(run_dir: str | Path, period: str = "test", n_random: int = 5
     env = run_env(run_dir, record, prices)
     part = record["splits"][period]
     dates = (part["first"], part["last"])
-    out = {"agent": evaluate_on(agent, env, dates)[0]["return"],
-           "buy_and_hold": buy_and_hold(env, dates)["return"]}
+    out = {
+        "agent": evaluate_on(agent, env, dates)[0]["return"],
+        "buy_and_hold": buy_and_hold(env, dates)["return"],
+    }
     if n_random:
-        out["random"] = float(np.mean([random_policy_return(env, dates, k) for k in range(n_random)]))
+        out["random"] = float(
+            np.mean([random_policy_return(env, dates, k) for k in range(n_random)])
+        )
     return out
-
 
 
 # ------------------------------------------------------------------ a trained run

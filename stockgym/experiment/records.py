@@ -97,11 +97,18 @@ def until(prices: pd.DataFrame, last: str) -> pd.DataFrame:
 def data_record(prices: pd.DataFrame, spec: DataSpec) -> dict[str, Any]:
     from stockgym.forecasters.storage import data_hash
 
-    return {"source": spec.source, "symbols": list(spec.symbols),
-            "options": dict(spec.options), "start": spec.start, "end": spec.end,
-            "first": str(prices.index[0].date()), "last": str(prices.index[-1].date()),
-            "rows": len(prices), "sha256": data_hash(prices),
-            "adjusted": prices.attrs.get("adjusted")}
+    return {
+        "source": spec.source,
+        "symbols": list(spec.symbols),
+        "options": dict(spec.options),
+        "start": spec.start,
+        "end": spec.end,
+        "first": str(prices.index[0].date()),
+        "last": str(prices.index[-1].date()),
+        "rows": len(prices),
+        "sha256": data_hash(prices),
+        "adjusted": prices.attrs.get("adjusted"),
+    }
 
 
 def check_forecaster(fc: Any, path: str, dates: dict[str, dict]) -> dict[str, Any]:
@@ -113,9 +120,13 @@ def check_forecaster(fc: Any, path: str, dates: dict[str, dict]) -> dict[str, An
             f"after this run's validation period ends ({dates['valid']['last']}): its "
             "encoder has seen the test period. Train the forecaster on an earlier split"
         )
-    return {"dir": str(Path(path).resolve()), "model": fc.model_name, "window": fc.window,
-            "features": list(fc.features), "trained_through": used}
-
+    return {
+        "dir": str(Path(path).resolve()),
+        "model": fc.model_name,
+        "window": fc.window,
+        "features": list(fc.features),
+        "trained_through": used,
+    }
 
 
 def finite(x: Any) -> float | None:
@@ -134,17 +145,21 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-
 def git_commit() -> dict[str, Any] | None:
     """``{"commit", "dirty"}`` of the git checkout holding this package, or ``None``."""
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return {"commit": out.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
@@ -223,7 +238,9 @@ def read_record(run_dir: str | Path, need_model: bool = True) -> dict[str, Any]:
         raise FileNotFoundError(f"{run_dir} is not a `stockgym train` run dir (no config.json)")
     record = storage.read_json(run_dir / "config.json", "run config (config.json)")
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise ValueError(f"{run_dir} is not a `stockgym train` run dir (its config.json is not one)")
+        raise ValueError(
+            f"{run_dir} is not a `stockgym train` run dir (its config.json is not one)"
+        )
     if need_model and is_sb3(record):
         if not (run_dir / "model" / "sb3.zip").is_file():
             raise FileNotFoundError(f"{run_dir} has no trained model (model/sb3.zip is missing)")

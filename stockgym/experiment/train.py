@@ -279,17 +279,24 @@ def resume(
         _after_existing_events(run_dir / "tensorboard")
         ckpt_file = run_dir / CHECKPOINT
         if not ckpt_file.is_file():  # killed before the first checkpoint: start over here
-            say(f"resuming  {run_dir}: no checkpoint yet, starting again from step 0 of "
-                f"{config.total_timesteps:,}")
+            say(
+                f"resuming  {run_dir}: no checkpoint yet, starting again from step 0 of "
+                f"{config.total_timesteps:,}"
+            )
             agent = new_agent(config, prep)
             state = _new_state(config, prep, resumes=1)
-            return _learn(config, prep, run_dir, agent, record, state, resume=False,
-                          purge_step=0)
+            return _learn(config, prep, run_dir, agent, record, state, resume=False, purge_step=0)
         return _resume_from(ckpt_file, config, prep, run_dir, record, say)
 
 
-def _resume_from(ckpt_file: Path, config: TrainConfig, prep: dict[str, Any], run_dir: Path,
-                 record: dict[str, Any], say: Callable[[str], None]) -> TrainResult:
+def _resume_from(
+    ckpt_file: Path,
+    config: TrainConfig,
+    prep: dict[str, Any],
+    run_dir: Path,
+    record: dict[str, Any],
+    say: Callable[[str], None],
+) -> TrainResult:
     from stockgym.agents.base import Agent, read_checkpoint
 
     ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)
@@ -302,8 +309,10 @@ def _resume_from(ckpt_file: Path, config: TrainConfig, prep: dict[str, Any], run
     agent._env_seeded = True
     state = dict(ckpt["trainer"])
     state["resumes"] = int(state.get("resumes", 0)) + 1
-    say(f"resuming  {run_dir} from step {agent.num_timesteps:,} of {config.total_timesteps:,} "
-        f"({ckpt_file.name}; resume #{state['resumes']})")
+    say(
+        f"resuming  {run_dir} from step {agent.num_timesteps:,} of {config.total_timesteps:,} "
+        f"({ckpt_file.name}; resume #{state['resumes']})"
+    )
     return _learn(
         config, prep, run_dir, agent, record, state, resume=True,
         purge_step=int(agent.num_timesteps) + 1,

@@ -63,7 +63,9 @@ def check_target(target: str, horizon: int) -> None:
         raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
 
 
-def single_symbol(prices: pd.DataFrame, symbol: str | None = None) -> tuple[str | None, pd.DataFrame]:
+def single_symbol(
+    prices: pd.DataFrame, symbol: str | None = None
+) -> tuple[str | None, pd.DataFrame]:
     """``(symbol, one-symbol frame)``: forecasters model one symbol at a time.
 
     A multi-symbol frame needs ``symbol`` (or holds exactly one symbol).
@@ -118,7 +120,8 @@ def build_inputs(prices: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
         if missing:
             raise DataError(f"prices lack field(s) {missing} named as input features")
         tradable = (
-            prices["tradable"].astype(bool) if "tradable" in prices.columns
+            prices["tradable"].astype(bool)
+            if "tradable" in prices.columns
             else pd.Series(True, index=prices.index)
         )
         for f in raw:
@@ -176,8 +179,14 @@ class Windows:
 
     def select(self, mask: np.ndarray) -> Windows:
         """The samples where ``mask`` (bool array or integer positions) selects."""
-        return Windows(self.x[mask], self.y[mask], self.dates[mask], self.target_dates[mask],
-                       self.base_close[mask], self.future_close[mask])
+        return Windows(
+            self.x[mask],
+            self.y[mask],
+            self.dates[mask],
+            self.target_dates[mask],
+            self.base_close[mask],
+            self.future_close[mask],
+        )
 
     def known(self) -> Windows:
         """The samples whose target is known (inside the data)."""

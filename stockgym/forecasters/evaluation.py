@@ -132,8 +132,9 @@ def linear_forecast(target: str, x_train, y_train, x_test) -> np.ndarray:
     return Ridge(alpha=1.0).fit(xt, y).predict(xs)
 
 
-def compare(target: str, y_true, predictions: dict[str, np.ndarray], base_close,
-            *, model_key: str = "model") -> dict[str, Any]:
+def compare(
+    target: str, y_true, predictions: dict[str, np.ndarray], base_close, *, model_key: str = "model"
+) -> dict[str, Any]:
     """Score ``predictions`` (which must include ``"naive"``) and add skill vs naive.
 
     Returns ``{"model": {...}, "baselines": {name: {...}}}`` (model under ``model_key``).
@@ -165,9 +166,12 @@ def format_table(metrics: dict[str, Any], period: str = "test period") -> str:
         )
     span = metrics.get("period")
     if span:
-        lines.insert(0, f"{period} {span['first']}..{span['last']} "
-                        f"({span['samples']} samples), target {metrics.get('target')}"
-                        f" h={metrics.get('horizon')}")
+        lines.insert(
+            0,
+            f"{period} {span['first']}..{span['last']} "
+            f"({span['samples']} samples), target {metrics.get('target')}"
+            f" h={metrics.get('horizon')}",
+        )
     return "\n".join(lines)
 
 
@@ -206,13 +210,20 @@ def evaluate(forecaster, prices: pd.DataFrame, splits: dict[str, dict]) -> Evalu
     metrics = {
         "target": target,
         "horizon": forecaster.horizon,
-        "period": {"first": str(test.dates[0].date()), "last": str(test.dates[-1].date()),
-                   "samples": len(test)},
+        "period": {
+            "first": str(test.dates[0].date()),
+            "last": str(test.dates[-1].date()),
+            "samples": len(test),
+        },
         **compare(target, test.y, preds, test.base_close),
     }
     frame = pd.DataFrame(
-        {"target_date": test.target_dates, "base_close": test.base_close, "actual": test.y,
-         **preds},
+        {
+            "target_date": test.target_dates,
+            "base_close": test.base_close,
+            "actual": test.y,
+            **preds,
+        },
         index=test.dates,
     )
     frame.index.name = "date"
@@ -248,8 +259,9 @@ def _save(fig, path: str | os.PathLike[str]) -> Path:
     return storage.write_bytes(path, buf.getvalue())
 
 
-def plot_predictions(predictions: pd.DataFrame, target: str,
-                     path: str | os.PathLike[str], title: str = "") -> Path:
+def plot_predictions(
+    predictions: pd.DataFrame, target: str, path: str | os.PathLike[str], title: str = ""
+) -> Path:
     """PNG of predicted vs actual on the test period (an :class:`Evaluation`'s frame).
 
     Returns / log returns: the implied price path on top, the values below; prices:
@@ -293,8 +305,13 @@ def plot_predictions(predictions: pd.DataFrame, target: str,
     return _save(fig, path)
 
 
-def plot_losses(history: list[dict[str, Any]], path: str | os.PathLike[str],
-                best_epoch: int | None = None, loss: str = "loss", model: str = "") -> Path:
+def plot_losses(
+    history: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    best_epoch: int | None = None,
+    loss: str = "loss",
+    model: str = "",
+) -> Path:
     """PNG of training and validation loss per epoch (``loss`` names it)."""
     fig, (ax,) = _figure(1)
     epochs = [h["epoch"] for h in history]

@@ -112,8 +112,13 @@ class Forecaster:
     def windows(self, prices: pd.DataFrame) -> Windows:
         """Every sample of ``prices`` (inputs scaled with the fitted scaler)."""
         inputs = build_inputs(prices, self.features)
-        return make_windows(self.scaler.transform(inputs), valuation_close(prices),
-                            self.window, self.horizon, self.target)
+        return make_windows(
+            self.scaler.transform(inputs),
+            valuation_close(prices),
+            self.window,
+            self.horizon,
+            self.target,
+        )
 
     def predict_windows(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Forecasts (target units, float64) for windows ``x`` of shape (n, window, features)."""
@@ -122,8 +127,9 @@ class Forecaster:
         outs = []
         with torch.inference_mode():
             for lo in range(0, len(x), batch_size):
-                xb = torch.as_tensor(np.asarray(x[lo:lo + batch_size], dtype="float32"),
-                                     device=device)
+                xb = torch.as_tensor(
+                    np.asarray(x[lo : lo + batch_size], dtype="float32"), device=device
+                )
                 outs.append(self.model(xb)[:, 0].double().cpu().numpy())
         raw = np.concatenate(outs) if outs else np.empty(0)
         return self.unscale_output(raw)

@@ -104,8 +104,14 @@ class MLP(ForecastNet):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(hidden_size, out_dim)
         self._zero_last_layer()
-        self._kwargs = dict(n_features=n_features, window=window, hidden_size=hidden_size,
-                            num_layers=num_layers, dropout=p, out_dim=out_dim)
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=p,
+            out_dim=out_dim,
+        )
 
     @property
     def embed_dim(self) -> int:
@@ -161,9 +167,15 @@ class CNN(ForecastNet):
         self.flat_size = flat
         self.head = nn.Linear(hidden_size, out_dim)
         self._zero_last_layer()
-        self._kwargs = dict(n_features=n_features, window=window, hidden_size=hidden_size,
-                            num_layers=num_layers, kernel_size=kernel_size, dropout=p,
-                            out_dim=out_dim)
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            dropout=p,
+            out_dim=out_dim,
+        )
 
     @property
     def embed_dim(self) -> int:
@@ -195,14 +207,23 @@ class LSTM(ForecastNet):
         _positive_int("num_layers", num_layers)
         p = _dropout(dropout)
         self.lstm = nn.LSTM(
-            n_features, hidden_size, num_layers=num_layers, batch_first=True,
+            n_features,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
             dropout=p if num_layers > 1 else 0.0,
         )
         mid = max(1, hidden_size // 2)
         self.head = nn.Sequential(nn.Linear(hidden_size, mid), nn.ReLU(), nn.Linear(mid, out_dim))
         self._zero_last_layer()
-        self._kwargs = dict(n_features=n_features, window=window, hidden_size=hidden_size,
-                            num_layers=num_layers, dropout=p, out_dim=out_dim)
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=p,
+            out_dim=out_dim,
+        )
 
     @property
     def embed_dim(self) -> int:

@@ -91,8 +91,13 @@ def slug(text: str) -> str:
 def data_hash(prices: pd.DataFrame) -> str:
     """SHA-256 of a frame's dates, column labels and values (hex)."""
     h = hashlib.sha256()
-    h.update(np.asarray(prices.index.asi8 if isinstance(prices.index, pd.DatetimeIndex)
-                        else prices.index.to_numpy()).tobytes())
+    h.update(
+        np.asarray(
+            prices.index.asi8
+            if isinstance(prices.index, pd.DatetimeIndex)
+            else prices.index.to_numpy()
+        ).tobytes()
+    )
     h.update(json.dumps([str(c) for c in prices.columns]).encode())
     for j in range(prices.shape[1]):
         col = prices.iloc[:, j]

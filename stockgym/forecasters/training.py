@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from stockgym.core import resolve_device
 from stockgym.data import DataError, FeatureScaler, load_prices, split
 from stockgym.data.scaling import KINDS as SCALER_KINDS
 from stockgym.data.sources import SOURCES
@@ -55,7 +56,6 @@ from stockgym.forecasters.data import (
     valuation_close,
 )
 from stockgym.forecasters.evaluation import Evaluation, evaluate, plot_losses, plot_predictions
-from stockgym.core import resolve_device
 from stockgym.forecasters.forecaster import Forecaster
 from stockgym.forecasters.models import MODELS, ForecastNet, build_model
 
@@ -168,8 +168,15 @@ class ForecastConfig(DictConfig):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         check_target(self.target, self.horizon)
-        for name in ("window", "epochs", "batch_size", "patience", "hidden_size", "num_layers",
-                     "kernel_size"):
+        for name in (
+            "window",
+            "epochs",
+            "batch_size",
+            "patience",
+            "hidden_size",
+            "num_layers",
+            "kernel_size",
+        ):
             check_int(name, getattr(self, name))
         if not _finite_number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
@@ -178,7 +185,9 @@ class ForecastConfig(DictConfig):
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if not _finite_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.grad_clip is not None and (not _finite_number(self.grad_clip) or self.grad_clip <= 0):
+        if self.grad_clip is not None and (
+            not _finite_number(self.grad_clip) or self.grad_clip <= 0
+        ):
             raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
@@ -200,8 +209,12 @@ class ForecastConfig(DictConfig):
 
     def model_kwargs(self) -> dict[str, Any]:
         """Hyperparameters handed to :func:`~stockgym.forecasters.models.build_model`."""
-        return {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "dropout": self.dropout, "kernel_size": self.kernel_size}
+        return {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout,
+            "kernel_size": self.kernel_size,
+        }
 
 
 def _finite_number(value: Any) -> bool:
@@ -245,14 +258,15 @@ def loss_function(target: str) -> nn.Module:
     return nn.BCEWithLogitsLoss() if target == "direction" else nn.MSELoss()
 
 
-def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
-               batch_size: int = 4096) -> float:
+def _mean_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, batch_size: int = 4096
+) -> float:
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     with torch.inference_mode():
         for lo in range(0, len(x), batch_size):
-            out = model(x[lo:lo + batch_size])[:, 0]
-            total += loss_fn(out, y[lo:lo + batch_size]).double() * len(out)
+            out = model(x[lo : lo + batch_size])[:, 0]
+            total += loss_fn(out, y[lo : lo + batch_size]).double() * len(out)
     return float(total.item() / max(len(x), 1))
 
 
@@ -292,8 +306,13 @@ def fit(
     best_epoch, bad, stopped = 0, 0, False
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(1, config.epochs + 1), desc=f"{type(model).__name__}", unit="epoch",
-               disable=not config.progress, leave=False)
+    bar = tqdm(
+        range(1, config.epochs + 1),
+        desc=f"{type(model).__name__}",
+        unit="epoch",
+        disable=not config.progress,
+        leave=False,
+    )
 
     def record(epoch: int, train_loss: float, val_loss: float) -> None:
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
@@ -311,7 +330,7 @@ def fit(
             perm = torch.randperm(n, generator=order).to(device)
             total = torch.zeros((), dtype=torch.float64, device=device)
             for lo in range(0, n, bs):
-                idx = perm[lo:lo + bs]
+                idx = perm[lo : lo + bs]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xt[idx])[:, 0], yt[idx])
                 loss.backward()
@@ -400,8 +419,12 @@ def resolve(config: ForecastConfig, prices: pd.DataFrame) -> tuple[ForecastConfi
     else:
         parts = split(prices, train=config.train_end, valid=config.valid_end)
     dates = parts.dates
-    resolved = config.replace(features=list(features), scaler=scaler,
-                              train_end=dates["train"]["last"], valid_end=dates["valid"]["last"])
+    resolved = config.replace(
+        features=list(features),
+        scaler=scaler,
+        train_end=dates["train"]["last"],
+        valid_end=dates["valid"]["last"],
+    )
     return resolved, dates
 
 
@@ -413,8 +436,13 @@ def prepare(config: ForecastConfig, prices: pd.DataFrame, dates: dict):
     """
     inputs = build_inputs(prices, config.features)
     scaler = FeatureScaler(config.scaler).fit(inputs, end=dates["train"]["last"])
-    windows = make_windows(scaler.transform(inputs), valuation_close(prices), config.window,
-                           config.horizon, config.target)
+    windows = make_windows(
+        scaler.transform(inputs),
+        valuation_close(prices),
+        config.window,
+        config.horizon,
+        config.target,
+    )
     parts = []
     for name in ("train", "valid", "test"):
         w = windows.between(dates[name]["first"], dates[name]["last"])
@@ -444,8 +472,11 @@ def train(config: ForecastConfig, *, prices: pd.DataFrame | None = None) -> Trai
         source = prices.attrs.get("source", "given")
     symbol, prices = single_symbol(prices, config.symbol)
     config = config.replace(symbol=symbol)
-    run_dir = Path(config.run_dir) if config.run_dir else storage.default_run_dir(
-        "forecast", config.model, symbol)
+    run_dir = (
+        Path(config.run_dir)
+        if config.run_dir
+        else storage.default_run_dir("forecast", config.model, symbol)
+    )
     storage.check_new_dir(run_dir)
     config, dates = resolve(config.replace(run_dir=str(run_dir)), prices)
     scaler, tr, va, te = prepare(config, prices, dates)
@@ -453,19 +484,33 @@ def train(config: ForecastConfig, *, prices: pd.DataFrame | None = None) -> Trai
 
     with storage.staged_dir(run_dir) as tmp:
         with seeded(config.seed, device):
-            model = build_model(config.model, len(config.features), config.window,
-                                **config.model_kwargs())
+            model = build_model(
+                config.model, len(config.features), config.window, **config.model_kwargs()
+            )
         writer = None
         if config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(log_dir=str(tmp / "tensorboard"))
         try:
-            fc = Forecaster(model, features=config.features, scaler=scaler,
-                            target=config.target, horizon=config.horizon, target_shift=shift,
-                            target_scale=scale, symbol=symbol, config=config.to_dict())
-            result = fit(model, (tr.x, fc.scale_target(tr.y)), (va.x, fc.scale_target(va.y)),
-                         config, writer=writer)
+            fc = Forecaster(
+                model,
+                features=config.features,
+                scaler=scaler,
+                target=config.target,
+                horizon=config.horizon,
+                target_shift=shift,
+                target_scale=scale,
+                symbol=symbol,
+                config=config.to_dict(),
+            )
+            result = fit(
+                model,
+                (tr.x, fc.scale_target(tr.y)),
+                (va.x, fc.scale_target(va.y)),
+                config,
+                writer=writer,
+            )
         finally:
             if writer is not None:
                 writer.close()
@@ -474,25 +519,37 @@ def train(config: ForecastConfig, *, prices: pd.DataFrame | None = None) -> Trai
         fc.write_into(tmp / "checkpoint")
         storage.write_json(tmp / "config.json", run_record(config, dates, prices, source, device))
         storage.write_json(tmp / "metrics.json", ev.metrics)
-        storage.write_json(tmp / "history.json", {
-            "history": result.history, "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-            "seconds": round(result.seconds, 3),
-        })
+        storage.write_json(
+            tmp / "history.json",
+            {
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "stopped_early": result.stopped_early,
+                "seconds": round(result.seconds, 3),
+            },
+        )
         storage.write_text(tmp / "predictions.csv", ev.predictions.to_csv(date_format="%Y-%m-%d"))
         if config.plots:
             title = f"{symbol or ''} {config.model} - test period"
-            plot_predictions(ev.predictions, config.target, tmp / "plots" / "predictions.png",
-                             title=title)
+            plot_predictions(
+                ev.predictions, config.target, tmp / "plots" / "predictions.png", title=title
+            )
             loss = ("binary cross-entropy" if config.target == "direction"
                     else "mean squared error of the scaled target")  # fmt: skip
-            plot_losses(result.history, tmp / "plots" / "loss.png", result.best_epoch,
-                        loss=loss, model=f"{config.model.upper()} forecaster")
+            plot_losses(
+                result.history,
+                tmp / "plots" / "loss.png",
+                result.best_epoch,
+                loss=loss,
+                model=f"{config.model.upper()} forecaster",
+            )
     return TrainResult(fc, config, dates, result, ev.metrics, ev.predictions, run_dir)
 
 
-def run_record(config: ForecastConfig, dates: dict, prices: pd.DataFrame, source: str,
-               device: torch.device) -> dict[str, Any]:
+def run_record(
+    config: ForecastConfig, dates: dict, prices: pd.DataFrame, source: str, device: torch.device
+) -> dict[str, Any]:
     """The ``config.json`` of a run."""
     import sklearn
 
@@ -510,9 +567,13 @@ def run_record(config: ForecastConfig, dates: dict, prices: pd.DataFrame, source
             "sha256": storage.data_hash(prices),
         },
         "device": str(device),
-        "versions": {"stockgym": stockgym.__version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "pandas": pd.__version__,
-                     "scikit-learn": sklearn.__version__},
+        "versions": {
+            "stockgym": stockgym.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
         "created": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
 

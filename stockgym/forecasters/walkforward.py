@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stockgym.core import resolve_device
 from stockgym.data import DataError, FeatureScaler, build_features
 from stockgym.forecasters import storage
 from stockgym.forecasters.data import (
@@ -47,7 +48,6 @@ from stockgym.forecasters.data import (
     single_symbol,
     valuation_close,
 )
-from stockgym.core import resolve_device
 from stockgym.forecasters.forecaster import Forecaster
 from stockgym.forecasters.models import build_model
 from stockgym.forecasters.training import (
@@ -64,8 +64,16 @@ MODES = ("expanding", "rolling")
 
 
 def _default_forecast() -> ForecastConfig:
-    return ForecastConfig(model="mlp", window=20, hidden_size=32, num_layers=2, dropout=0.1,
-                          epochs=30, patience=5, batch_size=128)
+    return ForecastConfig(
+        model="mlp",
+        window=20,
+        hidden_size=32,
+        num_layers=2,
+        dropout=0.1,
+        epochs=30,
+        patience=5,
+        batch_size=128,
+    )
 
 
 @dataclass
@@ -111,8 +119,20 @@ class WalkForwardConfig(DictConfig):
         """The fields that change the forecasts (for the cache key)."""
         d = self.to_dict()
         f = d["forecast"]
-        for k in ("symbol", "source", "start", "end", "data_options", "cache_dir", "train_end",
-                  "valid_end", "run_dir", "progress", "plots", "tensorboard"):
+        for k in (
+            "symbol",
+            "source",
+            "start",
+            "end",
+            "data_options",
+            "cache_dir",
+            "train_end",
+            "valid_end",
+            "run_dir",
+            "progress",
+            "plots",
+            "tensorboard",
+        ):
             f.pop(k)
         return d
 
@@ -138,25 +158,35 @@ def walk_forward(
     config.validate()
     if isinstance(prices, pd.DataFrame) and isinstance(prices.columns, pd.MultiIndex):
         symbols = [str(s) for s in dict.fromkeys(prices.columns.get_level_values(0))]
-        parts = {s: _one(single_symbol(prices, s)[1], s, config, cache, cache_dir)
-                 for s in symbols}
+        parts = {s: _one(single_symbol(prices, s)[1], s, config, cache, cache_dir) for s in symbols}
         out = pd.concat({s: p["forecast"] for s, p in parts.items()}, axis=1, join="inner")
-        out.columns = pd.MultiIndex.from_product([symbols, ["forecast"]],
-                                                 names=["symbol", "feature"])
-        out.attrs = {"refits": {s: p.attrs["refits"] for s, p in parts.items()},
-                     "config": config.to_dict()}
+        out.columns = pd.MultiIndex.from_product(
+            [symbols, ["forecast"]], names=["symbol", "feature"]
+        )
+        out.attrs = {
+            "refits": {s: p.attrs["refits"] for s, p in parts.items()},
+            "config": config.to_dict(),
+        }
         return out
     symbol, frame = single_symbol(prices)
     return _one(frame, symbol, config, cache, cache_dir)
 
 
-def _cache_file(prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig,
-                cache_dir) -> Path:
+def _cache_file(
+    prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig, cache_dir
+) -> Path:
     from stockgym.data.fdr import resolve_cache_dir
 
     device = resolve_device(config.forecast.device).type
-    blob = json.dumps({"format": CACHE_FORMAT, "config": config.key_dict(), "device": device,
-                       "data": storage.data_hash(prices)}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "config": config.key_dict(),
+            "device": device,
+            "data": storage.data_hash(prices),
+        },
+        sort_keys=True,
+    )
     key = hashlib.sha256(blob.encode()).hexdigest()[:24]
     name = storage.slug(symbol or "series")
     return resolve_cache_dir(cache_dir) / "forecasts" / f"{name}-{key}.npz"
@@ -178,13 +208,18 @@ def _read_cache(path: Path) -> pd.DataFrame | None:
 def _write_cache(path: Path, frame: pd.DataFrame) -> None:
     buf = io.BytesIO()
     meta = {k: v for k, v in frame.attrs.items() if k not in ("cache", "cached")}
-    np.savez(buf, dates=frame.index.values,
-             forecast=frame["forecast"].to_numpy("float64"), meta=np.array(json.dumps(meta)))
+    np.savez(
+        buf,
+        dates=frame.index.values,
+        forecast=frame["forecast"].to_numpy("float64"),
+        meta=np.array(json.dumps(meta)),
+    )
     storage.write_bytes(path, buf.getvalue())
 
 
-def _one(prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig, cache: bool,
-         cache_dir) -> pd.DataFrame:
+def _one(
+    prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig, cache: bool, cache_dir
+) -> pd.DataFrame:
     path = _cache_file(prices, symbol, config, cache_dir) if cache else None
     if path is not None and path.is_file():
         hit = _read_cache(path)
@@ -199,8 +234,10 @@ def _one(prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig, ca
 
 def _compute(prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig) -> pd.DataFrame:
     fc_cfg = config.forecast
-    fc_cfg = fc_cfg.replace(features=fc_cfg.features or default_features(fc_cfg.target),
-                            scaler=fc_cfg.scaler or default_scaler(fc_cfg.target))
+    fc_cfg = fc_cfg.replace(
+        features=fc_cfg.features or default_features(fc_cfg.target),
+        scaler=fc_cfg.scaler or default_scaler(fc_cfg.target),
+    )
     h, w = fc_cfg.horizon, fc_cfg.window
     device = resolve_device(fc_cfg.device)
     inputs = build_inputs(prices, fc_cfg.features)
@@ -227,31 +264,48 @@ def _compute(prices: pd.DataFrame, symbol: str | None, config: WalkForwardConfig
         tr = np.arange(lo, max(lo, hi - n_valid - h + 1))  # purged: targets <= first valid date
         va = np.arange(hi - n_valid, hi)
         if len(tr) < 1:
-            raise DataError(f"refit on {decision.date()}: too few samples to train "
-                            f"({hi - lo}); raise min_train or train_size")
+            raise DataError(
+                f"refit on {decision.date()}: too few samples to train "
+                f"({hi - lo}); raise min_train or train_size"
+            )
         shift, scale = target_scaling(fc_cfg.target, win.y[tr])
         if model is None or not config.warm_start:
             with seeded(fc_cfg.seed, device):
-                model = build_model(fc_cfg.model, len(fc_cfg.features), w,
-                                    **fc_cfg.model_kwargs())
-        fc = Forecaster(model, features=fc_cfg.features, scaler=scaler, target=fc_cfg.target,
-                        horizon=h, target_shift=shift, target_scale=scale, symbol=symbol)
-        res = fit(model, (win.x[tr], fc.scale_target(win.y[tr])),
-                  (win.x[va], fc.scale_target(win.y[va])), fc_cfg)
+                model = build_model(fc_cfg.model, len(fc_cfg.features), w, **fc_cfg.model_kwargs())
+        fc = Forecaster(
+            model,
+            features=fc_cfg.features,
+            scaler=scaler,
+            target=fc_cfg.target,
+            horizon=h,
+            target_shift=shift,
+            target_scale=scale,
+            symbol=symbol,
+        )
+        res = fit(
+            model,
+            (win.x[tr], fc.scale_target(win.y[tr])),
+            (win.x[va], fc.scale_target(win.y[va])),
+            fc_cfg,
+        )
         end = min(s + config.refit_every, n_samples)
         forecasts[s:end] = fc.predict_windows(win.x[s:end])
         last_target = win.target_dates[hi - 1]
         if not last_target <= decision:  # the contract, checked on every refit
             raise RuntimeError(f"walk-forward bug: target {last_target} after refit {decision}")
-        refits.append({
-            "date": str(decision.date()),
-            "last_target_date": str(last_target.date()),
-            "first_forecast": str(win.dates[s].date()),
-            "last_forecast": str(win.dates[end - 1].date()),
-            "n_train": int(len(tr)), "n_valid": int(len(va)),
-            "best_epoch": res.best_epoch, "epochs": len(res.history),
-        })
-    dates = inputs.index[w - 1:][first:]
+        refits.append(
+            {
+                "date": str(decision.date()),
+                "last_target_date": str(last_target.date()),
+                "first_forecast": str(win.dates[s].date()),
+                "last_forecast": str(win.dates[end - 1].date()),
+                "n_train": int(len(tr)),
+                "n_valid": int(len(va)),
+                "best_epoch": res.best_epoch,
+                "epochs": len(res.history),
+            }
+        )
+    dates = inputs.index[w - 1 :][first:]
     out = pd.DataFrame({"forecast": forecasts[first:]}, index=dates)
     out.index.name = "date"
     out.attrs = {"refits": refits, "config": config.to_dict(), "symbol": symbol}
@@ -285,8 +339,11 @@ def env_features(
     fc = walk_forward(prices, forecast, cache=cache, cache_dir=cache_dir)
     if isinstance(ind.columns, pd.MultiIndex):
         symbols = list(dict.fromkeys(ind.columns.get_level_values(0)))
-        frame = pd.concat({s: pd.concat([ind[s], fc[s]], axis=1, join="inner") for s in symbols},
-                          axis=1, names=["symbol", "feature"])
+        frame = pd.concat(
+            {s: pd.concat([ind[s], fc[s]], axis=1, join="inner") for s in symbols},
+            axis=1,
+            names=["symbol", "feature"],
+        )
     else:
         frame = pd.concat([ind, fc], axis=1, join="inner")
         frame.columns = pd.Index([str(c) for c in frame.columns], name="feature")
@@ -313,8 +370,9 @@ class WalkForwardRun:
     seconds: float
 
 
-def forecast_frame(forecasts: pd.DataFrame, prices: pd.DataFrame, target: str,
-                   horizon: int) -> pd.DataFrame:
+def forecast_frame(
+    forecasts: pd.DataFrame, prices: pd.DataFrame, target: str, horizon: int
+) -> pd.DataFrame:
     """One symbol's forecasts with their outcomes: columns ``target_date, base_close,
     actual, model, naive`` for the dates whose target is inside the data."""
     from stockgym.forecasters.data import targets
@@ -322,15 +380,19 @@ def forecast_frame(forecasts: pd.DataFrame, prices: pd.DataFrame, target: str,
 
     close = valuation_close(prices)
     y = pd.Series(targets(close.to_numpy(), target, horizon), index=close.index)
-    tdates = pd.Series(close.index[horizon:].append(pd.DatetimeIndex([pd.NaT] * horizon)),
-                       index=close.index)
+    tdates = pd.Series(
+        close.index[horizon:].append(pd.DatetimeIndex([pd.NaT] * horizon)), index=close.index
+    )
     dates = forecasts.index
-    frame = pd.DataFrame({
-        "target_date": tdates.reindex(dates).to_numpy(),
-        "base_close": close.reindex(dates).to_numpy(),
-        "actual": y.reindex(dates).to_numpy(),
-        "model": forecasts["forecast"].to_numpy("float64"),
-    }, index=dates)
+    frame = pd.DataFrame(
+        {
+            "target_date": tdates.reindex(dates).to_numpy(),
+            "base_close": close.reindex(dates).to_numpy(),
+            "actual": y.reindex(dates).to_numpy(),
+            "model": forecasts["forecast"].to_numpy("float64"),
+        },
+        index=dates,
+    )
     frame = frame[np.isfinite(frame["actual"].to_numpy())]
     frame["naive"] = naive_forecast(target, frame["base_close"].to_numpy())
     return frame
@@ -342,14 +404,23 @@ def forecast_metrics(frame: pd.DataFrame, target: str, horizon: int) -> dict[str
 
     if len(frame) == 0:
         raise DataError("no forecast has a known outcome yet (the data ends too soon)")
-    return json_safe({
-        "target": target,
-        "horizon": horizon,
-        "period": {"first": str(frame.index[0].date()), "last": str(frame.index[-1].date()),
-                   "samples": len(frame)},
-        **compare(target, frame["actual"], {"model": frame["model"], "naive": frame["naive"]},
-                  frame["base_close"]),
-    })
+    return json_safe(
+        {
+            "target": target,
+            "horizon": horizon,
+            "period": {
+                "first": str(frame.index[0].date()),
+                "last": str(frame.index[-1].date()),
+                "samples": len(frame),
+            },
+            **compare(
+                target,
+                frame["actual"],
+                {"model": frame["model"], "naive": frame["naive"]},
+                frame["base_close"],
+            ),
+        }
+    )
 
 
 def run_walk_forward(
@@ -385,11 +456,15 @@ def run_walk_forward(
     seconds = time.perf_counter() - t0
     frame = forecast_frame(out, prices, fc_cfg.target, fc_cfg.horizon)
     metrics = forecast_metrics(frame, fc_cfg.target, fc_cfg.horizon)
-    record = run_record(fc_cfg.replace(symbol=symbol), {}, prices, source,
-                        resolve_device(fc_cfg.device))
+    record = run_record(
+        fc_cfg.replace(symbol=symbol), {}, prices, source, resolve_device(fc_cfg.device)
+    )
     record.pop("splits")
-    record["config"] = {**config.to_dict(), "run_dir": str(run_dir),
-                        "forecast": {**fc_cfg.to_dict(), "symbol": symbol}}
+    record["config"] = {
+        **config.to_dict(),
+        "run_dir": str(run_dir),
+        "forecast": {**fc_cfg.to_dict(), "symbol": symbol},
+    }
     with storage.staged_dir(run_dir) as tmp:
         storage.write_json(tmp / "config.json", record)
         storage.write_json(tmp / "metrics.json", metrics)
@@ -397,6 +472,10 @@ def run_walk_forward(
         table = out.join(frame[["target_date", "actual", "naive"]], how="left")
         storage.write_text(tmp / "forecasts.csv", table.to_csv(date_format="%Y-%m-%d"))
         if fc_cfg.plots:
-            plot_predictions(frame, fc_cfg.target, tmp / "plots" / "forecasts.png",
-                             title=f"{symbol or ''} walk-forward {fc_cfg.model}")
+            plot_predictions(
+                frame,
+                fc_cfg.target,
+                tmp / "plots" / "forecasts.png",
+                title=f"{symbol or ''} walk-forward {fc_cfg.model}",
+            )
     return WalkForwardRun(out, metrics, Path(run_dir), bool(out.attrs.get("cached")), seconds)

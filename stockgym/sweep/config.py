@@ -47,7 +47,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,115 +58,38 @@ from stockgym.sweep.space import (
     no_duplicates,
     parse_space,
 )
+from stockgym.sweep.trees import _absolute_entry, _absolute_paths, _type_error, build_tree
 
 #: Numbers of a run's ``summary.json`` a sweep may select on (dotted paths). All come
 #: from the training or validation periods; the test period is never among them.
-METRICS = ("valid.agent.sharpe", "valid.agent.return", "valid.agent.excess_return",
-           "valid.agent.final_value", "train_recent_return")
+METRICS = (
+    "valid.agent.sharpe",
+    "valid.agent.return",
+    "valid.agent.excess_return",
+    "valid.agent.final_value",
+    "train_recent_return",
+)
 SEARCHES = ("grid", "random", "optuna")
-SWEEP_KEYS = ("metric", "mode", "search", "n_trials", "seed", "seeds", "symbols", "base", "out",
-              "num_cpus", "num_gpus", "max_concurrent", "test", "resources")
+SWEEP_KEYS = (
+    "metric",
+    "mode",
+    "search",
+    "n_trials",
+    "seed",
+    "seeds",
+    "symbols",
+    "base",
+    "out",
+    "num_cpus",
+    "num_gpus",
+    "max_concurrent",
+    "test",
+    "resources",
+)
 #: Longest Ray temp dir: Ray puts unix sockets at
 #: ``TEMP/session_YYYY-MM-DD_HH-MM-SS_ffffff_PID/sockets/plasma_store`` and a unix
 #: socket path may have at most 107 bytes.
 MAX_RAY_TEMP_LEN = 43
-
-
-
-
-# ------------------------------------------------------------------ trees
-def get_key(tree: dict[str, Any], dotted: str) -> Any:
-    """``tree["a"]["b"]`` for ``"a.b"`` (``KeyError`` when absent)."""
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
-def build_tree(base: dict[str, Any], params: dict[str, Any], seed: int,
-               run_dir: str | None = None) -> dict[str, Any]:
-    """A ``stockgym train`` config dict: ``base`` with ``params`` (dotted keys), the
-    seed and the run dir set."""
-    from stockgym.experiment.config import set_key
-
-    tree = copy.deepcopy(base)
-    for key, value in params.items():
-        set_key(tree, key, copy.deepcopy(value))
-    tree["seed"] = seed
-    if run_dir is not None:
-        tree["run_dir"] = run_dir
-    return tree
-
-
-def _absolute_paths(tree: dict[str, Any]) -> None:
-    """Make the file paths of a train config absolute (relative to the working dir, as
-    ``stockgym train`` reads them): Ray runs trials in other working dirs."""
-    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
-    agent = tree.get("agent") if isinstance(tree.get("agent"), dict) else {}
-    if isinstance(data.get("cache_dir"), str):
-        data["cache_dir"] = os.path.abspath(data["cache_dir"])
-    if isinstance(agent.get("pretrained"), str):
-        agent["pretrained"] = os.path.abspath(agent["pretrained"])
-    if data.get("source") == "csv" and isinstance(data.get("symbols"), list):
-        data["symbols"] = [os.path.abspath(s) if isinstance(s, str) else s
-                           for s in data["symbols"]]
-
-
-def _absolute_entry(entry: Entry, train: dict[str, Any]) -> Entry:
-    """An entry whose values are file paths, with the paths made absolute."""
-    csv = isinstance(train.get("data"), dict) and train["data"].get("source") == "csv"
-
-    def fix(v: Any) -> Any:
-        if entry.key in ("data.cache_dir", "agent.pretrained") and isinstance(v, str):
-            return os.path.abspath(v)
-        if entry.key == "data.symbols" and csv:
-            group = [v] if isinstance(v, str) else v
-            return [os.path.abspath(x) if isinstance(x, str) else x for x in group]
-        return v
-
-    if entry.key not in ("data.cache_dir", "agent.pretrained", "data.symbols") or \
-            entry.kind not in ("grid", "choice"):
-        return entry
-    return Entry(entry.key, entry.kind, tuple(fix(v) for v in entry.values))
-
-
-def _type_error(key: str, value: Any) -> str | None:
-    """A mismatch of ``value`` with the annotated type of the TrainConfig field ``key``
-    (``None`` when it fits or the field is not a plain typed field)."""
-    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig
-
-    parts = key.split(".")
-    if len(parts) == 1:
-        cls: type | None = TrainConfig
-    elif len(parts) == 2:
-        cls = {"data": DataSpec, "env": EnvSpec}.get(parts[0])
-    else:
-        cls = None
-    if cls is None or key == "data.symbols":
-        return None
-    fields = {f.name: f.type for f in dataclasses.fields(cls)}
-    ann = fields.get(parts[-1])
-    if not isinstance(ann, str):
-        return None
-    options = [a.strip() for a in ann.split("|")]
-    if value is None:
-        return None if "None" in options else f"{key} cannot be empty"
-    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
-    known = [o for o in options if o in checks or o.startswith(("list", "dict"))]
-    if not known:
-        return None
-    for o in known:
-        if o in checks and checks[o](value):
-            return None
-        if o.startswith("list") and isinstance(value, list):
-            return None
-        if o.startswith("dict") and isinstance(value, dict):
-            return None
-    return f"{key} must be {ann.replace(' | None', '')}, got {value!r}"
 
 
 # ------------------------------------------------------------------ the sweep
@@ -214,24 +136,33 @@ class SweepConfig:
         import numpy as np
 
         grid = self.grid_entries
-        combos = [dict(zip([e.key for e in grid], vals, strict=True))
-                  for vals in itertools.product(*[e.values for e in grid])]
+        combos = [
+            dict(zip([e.key for e in grid], vals, strict=True))
+            for vals in itertools.product(*[e.values for e in grid])
+        ]
         if self.search == "random":
             rng = np.random.default_rng(self.seed)
-            draws = [{e.key: e.sample(rng) for e in self.random_entries}
-                     for _ in range(self.n_trials or 0)]
+            draws = [
+                {e.key: e.sample(rng) for e in self.random_entries}
+                for _ in range(self.n_trials or 0)
+            ]
         else:
             draws = [{}]
         params = [{**d, **c} for d in draws for c in combos]
         width = max(3, len(str(len(params) - 1)))
-        return [{"id": f"c{i:0{width}d}", "params": {k: p[k] for k in self.keys if k in p}}
-                for i, p in enumerate(params)]
+        return [
+            {"id": f"c{i:0{width}d}", "params": {k: p[k] for k in self.keys if k in p}}
+            for i, p in enumerate(params)
+        ]
 
     def trials(self) -> list[dict[str, Any]]:
         """Grid / random: one trial per configuration and seed,
         ``[{"name": "c000-s0", "config": "c000", "params": {...}, "seed": 0}]``."""
-        return [{"name": trial_name(c["id"], s), "config": c["id"], "params": c["params"],
-                 "seed": s} for c in self.configurations() for s in self.seeds]
+        return [
+            {"name": trial_name(c["id"], s), "config": c["id"], "params": c["params"], "seed": s}
+            for c in self.configurations()
+            for s in self.seeds
+        ]
 
     def base_tree(self) -> dict[str, Any]:
         """The base training config as trials get it: no progress bar, paths absolute,
@@ -244,8 +175,7 @@ class SweepConfig:
         _absolute_paths(tree)
         return tree
 
-    def tree(self, params: dict[str, Any], seed: int, run_dir: str | None = None
-             ) -> dict[str, Any]:
+    def tree(self, params: dict[str, Any], seed: int, run_dir: str | None = None) -> dict[str, Any]:
         """The training config dict of one run."""
         return build_tree(self.base_tree(), params, seed, run_dir)
 
@@ -276,17 +206,26 @@ class SweepConfig:
                 corners.append((where, self.tree({**first, e.key: v}, seed)))
             prefix[e.key] = e.values[0]
         for t in self.trials():
-            _check_tree(self.tree(t["params"], t["seed"]),
-                        f"configuration {t['config']} ({_fmt_params(t['params'])})")
+            _check_tree(
+                self.tree(t["params"], t["seed"]),
+                f"configuration {t['config']} ({_fmt_params(t['params'])})",
+            )
         if preflight:
             _preflight(corners)
 
     # ---------------------------------------------------------------- records
     def settings(self) -> dict[str, Any]:
         """What defines the sweep's trials (its fingerprint is taken over this)."""
-        return {"metric": self.metric, "mode": self.mode, "search": self.search,
-                "n_trials": self.n_trials, "seed": self.seed, "seeds": list(self.seeds),
-                "train": self.base_tree(), "space": [e.to_dict() for e in self.space]}
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "search": self.search,
+            "n_trials": self.n_trials,
+            "seed": self.seed,
+            "seeds": list(self.seeds),
+            "train": self.base_tree(),
+            "space": [e.to_dict() for e in self.space],
+        }
 
     def fingerprint(self) -> str:
         text = json.dumps(self.settings(), sort_keys=True, default=str)
@@ -295,22 +234,31 @@ class SweepConfig:
     def plan(self, sweep_dir: str | Path) -> dict[str, Any]:
         """Everything a trial needs (JSON-able; sent to the Ray workers)."""
         sweep_dir = Path(sweep_dir).resolve()
-        return {"format": "stockgym.sweep", "version": 1, **self.settings(),
-                "fingerprint": self.fingerprint(),
-                "configs": self.configurations(),
-                "trials": self.trials(),
-                "resources": {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
-                "sweep_dir": str(sweep_dir), "runs_dir": str(sweep_dir / "runs")}
+        return {
+            "format": "stockgym.sweep",
+            "version": 1,
+            **self.settings(),
+            "fingerprint": self.fingerprint(),
+            "configs": self.configurations(),
+            "trials": self.trials(),
+            "resources": {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
+            "sweep_dir": str(sweep_dir),
+            "runs_dir": str(sweep_dir / "runs"),
+        }
 
     def describe(self) -> str:
         """One line: how many trials of what."""
         seeds = f"{len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}"
         if self.search == "optuna":
-            return (f"Optuna, {self.n_trials} configurations x {seeds} (each Optuna trial "
-                    f"trains every seed), metric {self.metric} ({self.mode})")
+            return (
+                f"Optuna, {self.n_trials} configurations x {seeds} (each Optuna trial "
+                f"trains every seed), metric {self.metric} ({self.mode})"
+            )
         n = len(self.configurations())
-        return (f"{self.search}, {n * len(self.seeds)} trials ({n} configuration"
-                f"{'s' if n != 1 else ''} x {seeds}), metric {self.metric} ({self.mode})")
+        return (
+            f"{self.search}, {n * len(self.seeds)} trials ({n} configuration"
+            f"{'s' if n != 1 else ''} x {seeds}), metric {self.metric} ({self.mode})"
+        )
 
 
 def trial_name(config_id: str, seed: int) -> str:
@@ -338,8 +286,16 @@ def _preflight(trees: list[tuple[str, dict[str, Any]]]) -> None:
             data_key = json.dumps(dataclasses.asdict(config.data), sort_keys=True, default=str)
             if data_key not in loaded:
                 loaded[data_key] = load_data(config.data)
-            env_key = json.dumps([data_key, dataclasses.asdict(config.env), config.algo,
-                                  config.agent.get("pretrained")], sort_keys=True, default=str)
+            env_key = json.dumps(
+                [
+                    data_key,
+                    dataclasses.asdict(config.env),
+                    config.algo,
+                    config.agent.get("pretrained"),
+                ],
+                sort_keys=True,
+                default=str,
+            )
             if env_key not in prepared:
                 prepared[env_key] = prepare(config, loaded[data_key])
             _build_agent(config, prepared[env_key])
@@ -369,8 +325,11 @@ def _check_tree(tree: dict[str, Any], where: str) -> None:
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+        out[k] = (
+            _deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
             else copy.deepcopy(v)
+        )
     return out
 
 
@@ -385,16 +344,18 @@ def load_sweep(path: str | Path) -> SweepConfig:
     return sweep_from_dict(tree, base_dir=path.parent, source=str(path))
 
 
-def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
-                    source: str | None = None) -> SweepConfig:
+def sweep_from_dict(
+    tree: dict[str, Any], base_dir: str | Path = ".", source: str | None = None
+) -> SweepConfig:
     """A :class:`SweepConfig` from the parsed TOML dict (``base`` is read relative to
     ``base_dir``)."""
     from stockgym.experiment.config import read_toml
 
     unknown = sorted(set(tree) - {"sweep", "train", "space"})
     if unknown:
-        raise SweepError(f"unknown top-level table(s) {unknown}; a sweep file has [sweep], "
-                         "[train] and [space]")
+        raise SweepError(
+            f"unknown top-level table(s) {unknown}; a sweep file has [sweep], [train] and [space]"
+        )
     s = tree.get("sweep", {})
     if not isinstance(s, dict):
         raise SweepError(f"[sweep] must be a table, got {s!r}")
@@ -415,14 +376,18 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
         raise SweepError(f"[train] must be a table, got {own!r}")
     train = _deep_merge(train, own)
     if not train:
-        raise SweepError("no training config: give a [train] table or [sweep] base = FILE "
-                         "(a `stockgym train --config` file)")
+        raise SweepError(
+            "no training config: give a [train] table or [sweep] base = FILE "
+            "(a `stockgym train --config` file)"
+        )
     space = parse_space(tree.get("space"))
 
     metric = s.get("metric", "valid.agent.sharpe")
     if metric not in METRICS:
-        raise SweepError(f"[sweep] metric must be one of {', '.join(METRICS)}, got {metric!r} "
-                         "(the test period is never used for selection)")
+        raise SweepError(
+            f"[sweep] metric must be one of {', '.join(METRICS)}, got {metric!r} "
+            "(the test period is never used for selection)"
+        )
     mode = s.get("mode", "max")
     if mode not in ("max", "min"):
         raise SweepError(f"[sweep] mode must be max or min, got {mode!r}")
@@ -432,12 +397,16 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
     n_trials = s.get("n_trials")
     if search == "grid":
         if n_trials is not None:
-            raise SweepError("[sweep] n_trials applies to search = \"random\" or \"optuna\"; "
-                             "a grid runs every combination")
+            raise SweepError(
+                '[sweep] n_trials applies to search = "random" or "optuna"; '
+                "a grid runs every combination"
+            )
         for e in space:
             if not e.is_grid:
-                raise SweepError(f"[space] {e.describe()} draws values at random: set "
-                                 "[sweep] search = \"random\" or \"optuna\" (a grid takes lists)")
+                raise SweepError(
+                    f"[space] {e.describe()} draws values at random: set "
+                    '[sweep] search = "random" or "optuna" (a grid takes lists)'
+                )
     else:
         n_trials = 10 if n_trials is None else n_trials
         if not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
@@ -445,20 +414,28 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
     if search == "optuna":
         for e in space:
             if e.is_grid:
-                raise SweepError(f"[space] {e.describe()}: Optuna cannot grid over a list; "
-                                 f"write {e.key} = {{choice = {list(e.values)!r}}}")
+                raise SweepError(
+                    f"[space] {e.describe()}: Optuna cannot grid over a list; "
+                    f"write {e.key} = {{choice = {list(e.values)!r}}}"
+                )
             if e.kind == "choice" and not all(
-                    v is None or isinstance(v, (bool, int, float, str)) for v in e.values):
-                raise SweepError(f"[space] {e.describe()}: Optuna chooses among numbers, "
-                                 "strings and booleans only")
+                v is None or isinstance(v, (bool, int, float, str)) for v in e.values
+            ):
+                raise SweepError(
+                    f"[space] {e.describe()}: Optuna chooses among numbers, "
+                    "strings and booleans only"
+                )
         if not space:
-            raise SweepError("search = \"optuna\" needs at least one [space] entry")
+            raise SweepError('search = "optuna" needs at least one [space] entry')
     seed = s.get("seed", 0)
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         raise SweepError(f"[sweep] seed must be an integer, got {seed!r}")
     seeds = s.get("seeds", [train.get("seed", 0)])
-    if not (isinstance(seeds, list) and seeds and
-            all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    ):
         raise SweepError(f"[sweep] seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise SweepError(f"[sweep] seeds lists a seed more than once: {seeds!r}")
@@ -470,17 +447,22 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
         sets = []
         for item in symbols:
             group = [item] if isinstance(item, str) else item
-            if not (isinstance(group, list) and group and
-                    all(isinstance(x, str) and x for x in group)):
-                raise SweepError(f"[sweep] symbols: each item is a symbol or a list of "
-                                 f"symbols, got {item!r}")
+            if not (
+                isinstance(group, list) and group and all(isinstance(x, str) and x for x in group)
+            ):
+                raise SweepError(
+                    f"[sweep] symbols: each item is a symbol or a list of symbols, got {item!r}"
+                )
             sets.append(group)
         if any(e.key == "data.symbols" for e in space):
-            raise SweepError("give the symbols in [sweep] symbols or [space] data.symbols, "
-                             "not both")
+            raise SweepError(
+                "give the symbols in [sweep] symbols or [space] data.symbols, not both"
+            )
         if search == "optuna":
-            raise SweepError("[sweep] symbols is a grid, which Optuna cannot search: run one "
-                             "sweep per symbol, or use search = \"grid\" / \"random\"")
+            raise SweepError(
+                "[sweep] symbols is a grid, which Optuna cannot search: run one "
+                'sweep per symbol, or use search = "grid" / "random"'
+            )
         no_duplicates("[sweep] symbols", sets)
         space = [Entry("data.symbols", "grid", tuple(sets)), *space]
 
@@ -500,15 +482,17 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
         raise SweepError(f"[sweep.resources] gpu above 1 must be whole, got {gpu!r}")
 
     num_cpus = s.get("num_cpus")
-    if num_cpus is not None and not (isinstance(num_cpus, int) and not isinstance(num_cpus, bool)
-                                     and num_cpus >= 1):
+    if num_cpus is not None and not (
+        isinstance(num_cpus, int) and not isinstance(num_cpus, bool) and num_cpus >= 1
+    ):
         raise SweepError(f"[sweep] num_cpus must be an integer >= 1, got {num_cpus!r}")
     num_gpus = s.get("num_gpus")
     if num_gpus is not None and not (is_number(num_gpus) and num_gpus >= 0):
         raise SweepError(f"[sweep] num_gpus must be a number >= 0, got {num_gpus!r}")
     max_conc = s.get("max_concurrent")
-    if max_conc is not None and not (isinstance(max_conc, int) and not isinstance(max_conc, bool)
-                                     and max_conc >= 1):
+    if max_conc is not None and not (
+        isinstance(max_conc, int) and not isinstance(max_conc, bool) and max_conc >= 1
+    ):
         raise SweepError(f"[sweep] max_concurrent must be an integer >= 1, got {max_conc!r}")
     test = s.get("test", True)
     if not isinstance(test, bool):
@@ -516,9 +500,21 @@ def sweep_from_dict(tree: dict[str, Any], base_dir: str | Path = ".",
     out = s.get("out")
     if out is not None and not isinstance(out, str):
         raise SweepError(f"[sweep] out must be a path, got {out!r}")
-    return SweepConfig(train=train, space=space, metric=metric, mode=mode, search=search,
-                       n_trials=n_trials if search != "grid" else None, seed=seed,
-                       seeds=list(seeds), out=out, num_cpus=num_cpus,
-                       num_gpus=float(num_gpus) if num_gpus is not None else None,
-                       max_concurrent=max_conc, test=test, cpus_per_trial=float(cpu),
-                       gpus_per_trial=float(gpu), source=source)
+    return SweepConfig(
+        train=train,
+        space=space,
+        metric=metric,
+        mode=mode,
+        search=search,
+        n_trials=n_trials if search != "grid" else None,
+        seed=seed,
+        seeds=list(seeds),
+        out=out,
+        num_cpus=num_cpus,
+        num_gpus=float(num_gpus) if num_gpus is not None else None,
+        max_concurrent=max_conc,
+        test=test,
+        cpus_per_trial=float(cpu),
+        gpus_per_trial=float(gpu),
+        source=source,
+    )

@@ -27,8 +27,11 @@ class TrialLines(tune.Callback):
 
     def _head(self, trial: Any, trials: list) -> str:
         if self.done is None:  # trials finished before this invocation (a resumed sweep)
-            self.done = sum(1 for t in trials if t is not trial
-                            and getattr(t, "status", None) in ("TERMINATED", "ERROR"))
+            self.done = sum(
+                1
+                for t in trials
+                if t is not trial and getattr(t, "status", None) in ("TERMINATED", "ERROR")
+            )
         self.done += 1
         of = f"/{self.total}" if self.total else ""
         return f"trial      [{self.done}{of}, {time.perf_counter() - self.t0:6.1f} s] {trial}"
@@ -45,8 +48,10 @@ class TrialLines(tune.Callback):
         shown = f"{value:+.4g}" if isinstance(value, (int, float)) else "?"
         note = f", {kept} run(s) read back" if kept else ""
         secs = sum(r.get("seconds") or 0 for r in runs)
-        print(f"{self._head(trial, trials)}  {self.metric} {shown}  (training {secs:.1f} s{note})",
-              flush=True)
+        print(
+            f"{self._head(trial, trials)}  {self.metric} {shown}  (training {secs:.1f} s{note})",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"{self._head(trial, trials)}  FAILED (see runs.csv and Ray's logs)", flush=True)

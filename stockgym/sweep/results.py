@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from stockgym.core import write_json, write_text
-from stockgym.sweep.config import SweepConfig, build_tree
+from stockgym.sweep.config import SweepConfig
+from stockgym.sweep.trees import build_tree
 
-NOTE_TEST = ("test period: backtested once, after the best configuration was chosen on "
-             "the validation metric; never used for selection")
+NOTE_TEST = (
+    "test period: backtested once, after the best configuration was chosen on "
+    "the validation metric; never used for selection"
+)
 
 
 # ------------------------------------------------------------------ tables
@@ -30,18 +33,37 @@ def run_rows(reports: list[dict[str, Any]], sweep: SweepConfig) -> list[dict[str
         base = {"config": rep["config"], **_param_cols(rep["params"], sweep)}
         if rep["runs"]:
             for r in rep["runs"]:
-                rows.append({**base, "seed": r["seed"], "status": "ok", sweep.metric: r["metric"],
-                             "valid_return": r["valid_return"], "valid_sharpe": r["valid_sharpe"],
-                             "valid_buy_and_hold_return": r["valid_bh_return"],
-                             "timesteps": r["timesteps"], "seconds": r["seconds"],
-                             "run_dir": r["run_dir"]})
+                rows.append(
+                    {
+                        **base,
+                        "seed": r["seed"],
+                        "status": "ok",
+                        sweep.metric: r["metric"],
+                        "valid_return": r["valid_return"],
+                        "valid_sharpe": r["valid_sharpe"],
+                        "valid_buy_and_hold_return": r["valid_bh_return"],
+                        "timesteps": r["timesteps"],
+                        "seconds": r["seconds"],
+                        "run_dir": r["run_dir"],
+                    }
+                )
         else:
             status = rep["status"] + (f": {rep['error']}" if rep.get("error") else "")
             for seed, name in zip(rep.get("seeds", []), rep.get("names", []), strict=False):
-                rows.append({**base, "seed": seed, "status": status, sweep.metric: None,
-                             "valid_return": None, "valid_sharpe": None,
-                             "valid_buy_and_hold_return": None, "timesteps": None,
-                             "seconds": None, "run_dir": str(Path("runs") / name)})
+                rows.append(
+                    {
+                        **base,
+                        "seed": seed,
+                        "status": status,
+                        sweep.metric: None,
+                        "valid_return": None,
+                        "valid_sharpe": None,
+                        "valid_buy_and_hold_return": None,
+                        "timesteps": None,
+                        "seconds": None,
+                        "run_dir": str(Path("runs") / name),
+                    }
+                )
     rows.sort(key=lambda r: (r["config"], r["seed"]))
     return rows
 
@@ -53,30 +75,38 @@ def config_rows(reports: list[dict[str, Any]], sweep: SweepConfig) -> list[dict[
     ``valid_return`` (mean), ``status``."""
     by_config: dict[str, dict[str, Any]] = {}
     for rep in reports:
-        entry = by_config.setdefault(rep["config"], {"params": rep["params"], "runs": [],
-                                                     "failed": []})
+        entry = by_config.setdefault(
+            rep["config"], {"params": rep["params"], "runs": [], "failed": []}
+        )
         entry["runs"] += rep["runs"]
         if not rep["runs"]:
-            entry["failed"].append(rep["status"] + (f": {rep['error']}" if rep.get("error")
-                                                    else ""))
+            entry["failed"].append(
+                rep["status"] + (f": {rep['error']}" if rep.get("error") else "")
+            )
     rows = []
     for cid, e in by_config.items():
         runs = sorted(e["runs"], key=lambda r: r["seed"])
         vals = [r["metric"] for r in runs]
-        n_total = len(runs) + sum(len(sweep.seeds) if sweep.search == "optuna" else 1
-                                  for _ in e["failed"])
+        n_total = len(runs) + sum(
+            len(sweep.seeds) if sweep.search == "optuna" else 1 for _ in e["failed"]
+        )
         rets = [r["valid_return"] for r in runs if r["valid_return"] is not None]
-        rows.append({
-            "rank": None, "config": cid, **_param_cols(e["params"], sweep),
-            "seeds": f"{len(vals)}/{n_total}",
-            "mean": statistics.fmean(vals) if vals else None,
-            "std": statistics.stdev(vals) if len(vals) > 1 else None,
-            "min": min(vals) if vals else None, "max": max(vals) if vals else None,
-            "values": " ".join(f"s{r['seed']}={r['metric']:.4g}" for r in runs),
-            "valid_return": statistics.fmean(rets) if rets else None,
-            "status": "ok" if not e["failed"] else "; ".join(sorted(set(e["failed"]))),
-            "runs": [r["name"] for r in runs],
-        })
+        rows.append(
+            {
+                "rank": None,
+                "config": cid,
+                **_param_cols(e["params"], sweep),
+                "seeds": f"{len(vals)}/{n_total}",
+                "mean": statistics.fmean(vals) if vals else None,
+                "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                "min": min(vals) if vals else None,
+                "max": max(vals) if vals else None,
+                "values": " ".join(f"s{r['seed']}={r['metric']:.4g}" for r in runs),
+                "valid_return": statistics.fmean(rets) if rets else None,
+                "status": "ok" if not e["failed"] else "; ".join(sorted(set(e["failed"]))),
+                "runs": [r["name"] for r in runs],
+            }
+        )
     sign = -1.0 if sweep.mode == "max" else 1.0
     rows.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0), r["config"]))
     for i, r in enumerate(rows, 1):
@@ -101,13 +131,35 @@ def _cell(value: Any, digits: int = 4) -> str:
 
 
 def _config_columns(sweep: SweepConfig) -> list[str]:
-    return ["rank", "config", *sweep.keys, "seeds", "mean", "std", "min", "max", "values",
-            "valid_return", "status"]
+    return [
+        "rank",
+        "config",
+        *sweep.keys,
+        "seeds",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "values",
+        "valid_return",
+        "status",
+    ]
 
 
 def _run_columns(sweep: SweepConfig) -> list[str]:
-    return ["config", *sweep.keys, "seed", "status", sweep.metric, "valid_return",
-            "valid_sharpe", "valid_buy_and_hold_return", "timesteps", "seconds", "run_dir"]
+    return [
+        "config",
+        *sweep.keys,
+        "seed",
+        "status",
+        sweep.metric,
+        "valid_return",
+        "valid_sharpe",
+        "valid_buy_and_hold_return",
+        "timesteps",
+        "seconds",
+        "run_dir",
+    ]
 
 
 def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -116,8 +168,16 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if r.get(c) is None else "+".join(map(str, r[c]))
-                    if isinstance(r.get(c), list) else r[c] for c in columns])
+        w.writerow(
+            [
+                ""
+                if r.get(c) is None
+                else "+".join(map(str, r[c]))
+                if isinstance(r.get(c), list)
+                else r[c]
+                for c in columns
+            ]
+        )
     return buf.getvalue()
 
 
@@ -125,8 +185,9 @@ def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A Markdown table (numbers to 4 significant digits)."""
     head = "| " + " | ".join(columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in columns) + " |"
-            for r in rows]
+    body = [
+        "| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows
+    ]
     return "\n".join([head, sep, *body]) + "\n"
 
 
@@ -135,22 +196,28 @@ def to_text(rows: list[dict[str, Any]], columns: list[str], max_width: int = 40)
     cells = [[_cell(r.get(c))[:max_width] for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-              for row in cells]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines)
 
 
-def write_tables(sweep_dir: Path, sweep: SweepConfig, configs: list[dict[str, Any]],
-                 runs: list[dict[str, Any]]) -> list[Path]:
+def write_tables(
+    sweep_dir: Path, sweep: SweepConfig, configs: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> list[Path]:
     """``results.csv`` (configurations), ``runs.csv`` (runs), ``results.md`` (both)."""
     ccols, rcols = _config_columns(sweep), _run_columns(sweep)
-    paths = [write_text(sweep_dir / "results.csv", to_csv(configs, ccols)),
-             write_text(sweep_dir / "runs.csv", to_csv(runs, rcols))]
-    md = (f"# Sweep results\n\nMetric: `{sweep.metric}` ({sweep.mode}), validation period; "
-          f"search: {sweep.search}; seeds: {', '.join(map(str, sweep.seeds))}. Mean and sample "
-          f"std over seeds per configuration, best first.\n\n"
-          f"## Configurations\n\n{to_markdown(configs, ccols)}\n## Runs\n\n"
-          f"{to_markdown(runs, rcols)}")
+    paths = [
+        write_text(sweep_dir / "results.csv", to_csv(configs, ccols)),
+        write_text(sweep_dir / "runs.csv", to_csv(runs, rcols)),
+    ]
+    md = (
+        f"# Sweep results\n\nMetric: `{sweep.metric}` ({sweep.mode}), validation period; "
+        f"search: {sweep.search}; seeds: {', '.join(map(str, sweep.seeds))}. Mean and sample "
+        f"std over seeds per configuration, best first.\n\n"
+        f"## Configurations\n\n{to_markdown(configs, ccols)}\n## Runs\n\n"
+        f"{to_markdown(runs, rcols)}"
+    )
     paths.append(write_text(sweep_dir / "results.md", md))
     return paths
 
@@ -158,7 +225,7 @@ def write_tables(sweep_dir: Path, sweep: SweepConfig, configs: list[dict[str, An
 # ------------------------------------------------------------------ the best configuration
 def best_tree(sweep: SweepConfig, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """The best configuration as a ``stockgym train`` config dict (no run dir)."""
-    from stockgym.sweep.config import _absolute_paths
+    from stockgym.sweep.trees import _absolute_paths
 
     base = json.loads(json.dumps(sweep.train))
     _absolute_paths(base)
@@ -178,8 +245,8 @@ def write_best(sweep_dir: Path, sweep: SweepConfig, best: dict[str, Any]) -> Pat
     head = [
         f"# Best configuration of the sweep in {sweep_dir}",
         f"# ({sweep.search} search; metric {sweep.metric}, {sweep.mode}, validation period).",
-        f"# {best['config']}: " + (", ".join(f"{k} = {_cell(best[k])}" for k in sweep.keys)
-                                   or "the base config"),
+        f"# {best['config']}: "
+        + (", ".join(f"{k} = {_cell(best[k])}" for k in sweep.keys) or "the base config"),
         f"# {sweep.metric}: mean {best['mean']:.4g}{spread} over {best['seeds']} seeds "
         f"({best['values']})",
         f"# Run it: stockgym train --config {sweep_dir / 'best.toml'} [--seed N] [--run-dir DIR]",
@@ -192,8 +259,14 @@ def _params_of(row: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
     return {k: row[k] for k in sweep.keys}
 
 
-def test_backtest(sweep_dir: Path, best: dict[str, Any], runs: list[dict[str, Any]], *,
-                  plots: bool = True, n_random: int = 5) -> dict[str, Any]:
+def test_backtest(
+    sweep_dir: Path,
+    best: dict[str, Any],
+    runs: list[dict[str, Any]],
+    *,
+    plots: bool = True,
+    n_random: int = 5,
+) -> dict[str, Any]:
     """Backtest every run of the best configuration on its held-out test period, once:
     ``stockgym backtest --model RUN --out SWEEP/best/test-<run>`` (the full report) and
     :func:`stockgym.experiment.holdout_returns` (agent, buy-and-hold and the mean of
@@ -203,8 +276,10 @@ def test_backtest(sweep_dir: Path, best: dict[str, Any], runs: list[dict[str, An
     from stockgym.experiment import backtest_run, holdout_returns, read_record
 
     out_root = sweep_dir / "best"
-    chosen = sorted((r for r in runs if r["config"] == best["config"] and r["status"] == "ok"),
-                    key=lambda r: r["seed"])
+    chosen = sorted(
+        (r for r in runs if r["config"] == best["config"] and r["status"] == "ok"),
+        key=lambda r: r["seed"],
+    )
     earlier = _earlier_test(out_root / "test.json", best["config"], chosen)
     if earlier is not None:  # a resumed sweep with the same best: the test stays touched once
         return earlier
@@ -223,22 +298,59 @@ def test_backtest(sweep_dir: Path, best: dict[str, Any], runs: list[dict[str, An
             metrics = write_backtest(bt.result, tmp, config, plots=plots)
         write_text(out / "report.txt", format_report(config, metrics, out) + "\n")
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        rows.append({"run": name, "seed": r["seed"], "run_dir": str(run_dir),
-                     "backtest_dir": str(out), "log_return": held["agent"],
-                     "buy_and_hold_log_return": held["buy_and_hold"],
-                     "random_log_return": held.get("random"),
-                     "total_return": metrics.get("total_return"), "sharpe": metrics.get("sharpe"),
-                     "max_drawdown": metrics.get("max_drawdown"),
-                     "buy_and_hold_sharpe": (metrics.get("benchmark") or {}).get("sharpe")})
-    mean = {k: _mean([row[k] for row in rows]) for k in
-            ("log_return", "buy_and_hold_log_return", "random_log_return", "total_return",
-             "sharpe", "max_drawdown")}
+        rows.append(
+            {
+                "run": name,
+                "seed": r["seed"],
+                "run_dir": str(run_dir),
+                "backtest_dir": str(out),
+                "log_return": held["agent"],
+                "buy_and_hold_log_return": held["buy_and_hold"],
+                "random_log_return": held.get("random"),
+                "total_return": metrics.get("total_return"),
+                "sharpe": metrics.get("sharpe"),
+                "max_drawdown": metrics.get("max_drawdown"),
+                "buy_and_hold_sharpe": (metrics.get("benchmark") or {}).get("sharpe"),
+            }
+        )
+    mean = {
+        k: _mean([row[k] for row in rows])
+        for k in (
+            "log_return",
+            "buy_and_hold_log_return",
+            "random_log_return",
+            "total_return",
+            "sharpe",
+            "max_drawdown",
+        )
+    }
     std = {k: _std([row[k] for row in rows]) for k in ("log_return", "sharpe")}
-    result = {"note": NOTE_TEST, "config": best["config"],
-              "params": {k: best[k] for k in best if k not in (
-                  "rank", "config", "seeds", "mean", "std", "min", "max", "values",
-                  "valid_return", "status", "runs")},
-              "period": period, "runs": rows, "mean": mean, "std": std}
+    result = {
+        "note": NOTE_TEST,
+        "config": best["config"],
+        "params": {
+            k: best[k]
+            for k in best
+            if k
+            not in (
+                "rank",
+                "config",
+                "seeds",
+                "mean",
+                "std",
+                "min",
+                "max",
+                "values",
+                "valid_return",
+                "status",
+                "runs",
+            )
+        },
+        "period": period,
+        "runs": rows,
+        "mean": mean,
+        "std": std,
+    }
     write_json(out_root / "test.json", _finite(result))
     return result
 
@@ -251,8 +363,9 @@ def _earlier_test(path: Path, config: str, runs: list[dict[str, Any]]) -> dict[s
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if old.get("config") != config or [r.get("run_dir") for r in old.get("runs", [])] != \
-            [r["run_dir"] for r in runs]:
+    if old.get("config") != config or [r.get("run_dir") for r in old.get("runs", [])] != [
+        r["run_dir"] for r in runs
+    ]:
         return None
     return {**old, "earlier": True}
 
@@ -275,4 +388,3 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-

@@ -29,8 +29,10 @@ from typing import Any
 
 from stockgym.sweep.config import MAX_RAY_TEMP_LEN, SweepConfig, SweepError, trial_name
 
-INSTALL_HINT = ('pip install "stockgym[ray]"   (from a checkout: pip install -e ".[ray]"; '
-                'or: pip install "ray[tune]" optuna)')
+INSTALL_HINT = (
+    'pip install "stockgym[ray]"   (from a checkout: pip install -e ".[ray]"; '
+    'or: pip install "ray[tune]" optuna)'
+)
 
 _TOKEN: str | None = None  # one local-Ray auth token per process (Ray caches it)
 
@@ -49,24 +51,30 @@ def require_ray(search: str = "grid") -> None:
         except ImportError:
             missing.append("optuna")
     if missing:
-        raise ImportError(f"stockgym sweep needs {' and '.join(missing)}, which "
-                          f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}")
+        raise ImportError(
+            f"stockgym sweep needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}"
+        )
 
 
 @dataclass
 class RaySession:
     """What :func:`ray_session` started or joined."""
 
-    address: str | None                   # None: a local Ray started here
-    temp_dir: str | None                  # local Ray's temp dir
-    logs_dir: str | None                  # where its logs are kept after it stops
-    startup_seconds: float                # ray.init until the cluster answers
+    address: str | None  # None: a local Ray started here
+    temp_dir: str | None  # local Ray's temp dir
+    logs_dir: str | None  # where its logs are kept after it stops
+    startup_seconds: float  # ray.init until the cluster answers
     resources: dict[str, float] = field(default_factory=dict)  # the cluster's totals
 
     def to_dict(self) -> dict[str, Any]:
-        return {"address": self.address or "local", "temp_dir": self.temp_dir,
-                "logs_dir": self.logs_dir, "startup_seconds": round(self.startup_seconds, 3),
-                "resources": self.resources}
+        return {
+            "address": self.address or "local",
+            "temp_dir": self.temp_dir,
+            "logs_dir": self.logs_dir,
+            "startup_seconds": round(self.startup_seconds, 3),
+            "resources": self.resources,
+        }
 
 
 def ray_temp_dir(sweep_dir: Path, temp_dir: str | None = None) -> tuple[Path, bool]:
@@ -76,9 +84,11 @@ def ray_temp_dir(sweep_dir: Path, temp_dir: str | None = None) -> tuple[Path, bo
     if temp_dir is not None:
         path = Path(temp_dir).resolve()
         if len(str(path)) > MAX_RAY_TEMP_LEN:
-            raise SweepError(f"--ray-temp {path} is {len(str(path))} characters; Ray's unix "
-                             f"socket paths allow at most {MAX_RAY_TEMP_LEN} here (e.g. "
-                             "--ray-temp /tmp/rt)")
+            raise SweepError(
+                f"--ray-temp {path} is {len(str(path))} characters; Ray's unix "
+                f"socket paths allow at most {MAX_RAY_TEMP_LEN} here (e.g. "
+                "--ray-temp /tmp/rt)"
+            )
         return path, False
     inside = (sweep_dir / "ray").resolve()
     if len(str(inside)) <= MAX_RAY_TEMP_LEN:
@@ -118,9 +128,14 @@ def _local_token() -> str:
 
 
 @contextlib.contextmanager
-def ray_session(sweep_dir: str | Path, *, address: str | None = None,
-                num_cpus: int | None = None, num_gpus: float | None = None,
-                temp_dir: str | None = None) -> Iterator[RaySession]:
+def ray_session(
+    sweep_dir: str | Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    temp_dir: str | None = None,
+) -> Iterator[RaySession]:
     """Start a local Ray (``address=None``) or join the cluster at ``address``; stop /
     leave it afterwards. See the module docstring for where Ray writes."""
     import ray
@@ -141,15 +156,25 @@ def ray_session(sweep_dir: str | Path, *, address: str | None = None,
     with _environ(env):
         t0 = time.perf_counter()
         if address is None:
-            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
-                     include_dashboard=False, _temp_dir=str(tmp), log_to_driver=True)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                _temp_dir=str(tmp),
+                log_to_driver=True,
+            )
         else:
             ray.init(address=address, log_to_driver=True)
         try:
-            resources = {k: float(v) for k, v in ray.cluster_resources().items()
-                         if k in ("CPU", "GPU", "memory")}
-            session = RaySession(address, str(tmp) if tmp else None, logs,
-                                 time.perf_counter() - t0, resources)
+            resources = {
+                k: float(v)
+                for k, v in ray.cluster_resources().items()
+                if k in ("CPU", "GPU", "memory")
+            }
+            session = RaySession(
+                address, str(tmp) if tmp else None, logs, time.perf_counter() - t0, resources
+            )
             yield session
         finally:
             ray.shutdown()
@@ -164,8 +189,12 @@ def _keep_logs(tmp: Path, dest: Path) -> None:
         if session.is_symlink() or not (session / "logs").is_dir():
             continue
         with contextlib.suppress(OSError, shutil.Error):
-            shutil.copytree(session / "logs", dest / session.name / "logs", dirs_exist_ok=True,
-                            ignore_dangling_symlinks=True)
+            shutil.copytree(
+                session / "logs",
+                dest / session.name / "logs",
+                dirs_exist_ok=True,
+                ignore_dangling_symlinks=True,
+            )
 
 
 def check_resources(sweep: SweepConfig, session: RaySession) -> None:
@@ -173,11 +202,15 @@ def check_resources(sweep: SweepConfig, session: RaySession) -> None:
     have_cpu = session.resources.get("CPU", 0.0)
     have_gpu = session.resources.get("GPU", 0.0)
     if sweep.cpus_per_trial > have_cpu:
-        raise SweepError(f"a trial needs {sweep.cpus_per_trial:g} CPU(s) ([sweep.resources] "
-                         f"cpu) but Ray has {have_cpu:g}")
+        raise SweepError(
+            f"a trial needs {sweep.cpus_per_trial:g} CPU(s) ([sweep.resources] "
+            f"cpu) but Ray has {have_cpu:g}"
+        )
     if sweep.gpus_per_trial > have_gpu:
-        raise SweepError(f"a trial needs {sweep.gpus_per_trial:g} GPU(s) ([sweep.resources] "
-                         f"gpu) but Ray has {have_gpu:g}")
+        raise SweepError(
+            f"a trial needs {sweep.gpus_per_trial:g} GPU(s) ([sweep.resources] "
+            f"gpu) but Ray has {have_gpu:g}"
+        )
 
 
 def _tune_trial_name(trial: Any) -> str:
@@ -201,12 +234,22 @@ class TrialsOutcome:
     @property
     def trained_now(self) -> int:
         """Runs trained by this invocation (read-back and earlier runs not counted)."""
-        return sum(1 for rep in self.reports for r in rep.get("runs", [])
-                   if r.get("trained") and r.get("invocation") == self.invocation)
+        return sum(
+            1
+            for rep in self.reports
+            for r in rep.get("runs", [])
+            if r.get("trained") and r.get("invocation") == self.invocation
+        )
 
 
-def run_trials(sweep: SweepConfig, plan: dict[str, Any], sweep_dir: str | Path, *,
-               resume: bool = False, verbose: int = 1) -> TrialsOutcome:
+def run_trials(
+    sweep: SweepConfig,
+    plan: dict[str, Any],
+    sweep_dir: str | Path,
+    *,
+    resume: bool = False,
+    verbose: int = 1,
+) -> TrialsOutcome:
     """Run (or, with ``resume``, continue) the sweep's trials on the Ray this process
     is connected to; Tune's state goes to ``SWEEP/tune``. Finished trials are never
     rerun; errored and unfinished ones start over. ``verbose``: 0 silent, 1 one line
@@ -218,8 +261,10 @@ def run_trials(sweep: SweepConfig, plan: dict[str, Any], sweep_dir: str | Path, 
     sweep_dir = Path(sweep_dir).resolve()
     invocation = uuid.uuid4().hex[:12]
     plan = {**plan, "invocation": invocation}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan),
-                                    {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, plan=plan),
+        {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial},
+    )
     path = sweep_dir / "tune"
     t0 = time.perf_counter()
     restored = bool(resume and tune.Tuner.can_restore(str(path)))
@@ -229,8 +274,9 @@ def run_trials(sweep: SweepConfig, plan: dict[str, Any], sweep_dir: str | Path, 
 
         callbacks.append(TrialLines(sweep.metric, len(plan["trials"]) or sweep.n_trials))
     if restored:
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True,
-                                   restart_errored=True)
+        tuner = tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, restart_errored=True
+        )
     else:
         if sweep.search == "optuna":
             from ray.tune.search.optuna import OptunaSearch
@@ -242,15 +288,26 @@ def run_trials(sweep: SweepConfig, plan: dict[str, Any], sweep_dir: str | Path, 
             space = {"trial": tune.grid_search([t["name"] for t in plan["trials"]])}
             search_alg, num_samples = None, 1
         tuner = tune.Tuner(
-            trainable, param_space=space,
+            trainable,
+            param_space=space,
             tune_config=tune.TuneConfig(
-                metric="objective", mode=sweep.mode, search_alg=search_alg,
-                num_samples=num_samples, max_concurrent_trials=sweep.max_concurrent,
-                reuse_actors=True, trial_name_creator=_tune_trial_name,
-                trial_dirname_creator=_tune_trial_name),
-            run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
-                                      verbose=1 if verbose >= 2 else 0, callbacks=callbacks,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                metric="objective",
+                mode=sweep.mode,
+                search_alg=search_alg,
+                num_samples=num_samples,
+                max_concurrent_trials=sweep.max_concurrent,
+                reuse_actors=True,
+                trial_name_creator=_tune_trial_name,
+                trial_dirname_creator=_tune_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(sweep_dir),
+                verbose=1 if verbose >= 2 else 0,
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
     grid = tuner.fit()
     seconds = time.perf_counter() - t0
     reports = [_report(result, plan) for result in grid]
@@ -269,10 +326,18 @@ def _report(result: Any, plan: dict[str, Any]) -> dict[str, Any]:
     else:
         name = config.get("trial") or dir_name
         spec = next((t for t in plan["trials"] if t["name"] == name), None)
-        rep = ({"config": spec["config"], "params": spec["params"], "seeds": [spec["seed"]]}
-               if spec else {"config": str(name), "params": {}, "seeds": []})
-    rep.update({"objective": None, "runs": [],
-                "names": [trial_name(rep["config"], s) for s in rep["seeds"]]})
+        rep = (
+            {"config": spec["config"], "params": spec["params"], "seeds": [spec["seed"]]}
+            if spec
+            else {"config": str(name), "params": {}, "seeds": []}
+        )
+    rep.update(
+        {
+            "objective": None,
+            "runs": [],
+            "names": [trial_name(rep["config"], s) for s in rep["seeds"]],
+        }
+    )
     if result.error is not None:
         return {**rep, "status": "error", "error": _last_line(str(result.error))}
     return {**rep, "status": "unfinished"}
@@ -283,8 +348,14 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
-def ray_map(fn: Any, jobs: list[dict[str, Any]], work_dir: str | Path, *,
-            address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+def ray_map(
+    fn: Any,
+    jobs: list[dict[str, Any]],
+    work_dir: str | Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> Iterator[Any]:
     """``fn(job)`` for every job as a Ray task (one CPU each) on a local Ray or the
     cluster at ``address``, yielding results as they finish: how ``stockgym evaluate
     --address`` spreads its runs. Ray writes where :func:`ray_session` says."""

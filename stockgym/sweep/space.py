@@ -98,14 +98,18 @@ def parse_entry(key: str, value: Any) -> Entry:
         raise SweepError(
             f"{where} = {value!r} is a fixed value; a search-space entry is a list (grid) "
             f"or a table {{choice | uniform | loguniform | randint = [...]}} (fixed values "
-            "belong in [train])")
+            "belong in [train])"
+        )
     if len(value) != 1:
-        raise SweepError(f"{where} = {value!r}: give exactly one of {', '.join(KINDS)} "
-                         "(e.g. {loguniform = [1e-4, 1e-2]})")
-    (kind, args), = value.items()
+        raise SweepError(
+            f"{where} = {value!r}: give exactly one of {', '.join(KINDS)} "
+            "(e.g. {loguniform = [1e-4, 1e-2]})"
+        )
+    ((kind, args),) = value.items()
     if kind not in KINDS:
-        raise SweepError(f"{where}: unknown search kind {kind!r}; use a list (grid) or one of "
-                         f"{', '.join(KINDS)}")
+        raise SweepError(
+            f"{where}: unknown search kind {kind!r}; use a list (grid) or one of {', '.join(KINDS)}"
+        )
     if not isinstance(args, list):
         raise SweepError(f"{where}: {kind} takes a list, got {args!r}")
     if kind == "choice":
@@ -167,5 +171,3 @@ def parse_space(space: Any) -> list[Entry]:
             if a != b and b.startswith(a + "."):
                 raise SweepError(f"[space] sets both {a} and {b}")
     return entries
-
-

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from stockgym.sweep.config import build_tree, get_key, trial_name
+from stockgym.sweep.config import trial_name
+from stockgym.sweep.trees import build_tree, get_key
 
 
 def run_trial(params: dict[str, Any], plan: dict[str, Any]) -> None:
@@ -47,8 +48,13 @@ def trial_report(params: dict[str, Any], plan: dict[str, Any], trial_id: str) ->
         config_id, values, seeds = spec["config"], spec["params"], [spec["seed"]]
     runs = [run_one(plan, values, seed, trial_name(config_id, seed)) for seed in seeds]
     metrics = [r["metric"] for r in runs]
-    return {"config": config_id, "params": values, "objective": float(sum(metrics) / len(metrics)),
-            "runs": runs, "invocation": plan.get("invocation")}
+    return {
+        "config": config_id,
+        "params": values,
+        "objective": float(sum(metrics) / len(metrics)),
+        "runs": runs,
+        "invocation": plan.get("invocation"),
+    }
 
 
 def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) -> dict[str, Any]:
@@ -76,12 +82,19 @@ def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) 
     if metric is None or not math.isfinite(metric):
         raise ValueError(f"{plan['metric']} of {run_dir} is not a finite number ({metric!r})")
     valid = summary.get("valid", {})
-    return {"name": name, "seed": seed, "run_dir": str(run_dir), "metric": float(metric),
-            "valid_return": valid.get("agent", {}).get("return"),
-            "valid_sharpe": valid.get("agent", {}).get("sharpe"),
-            "valid_bh_return": valid.get("buy_and_hold", {}).get("return"),
-            "timesteps": summary.get("timesteps"), "seconds": summary.get("seconds"),
-            "trained": trained, "invocation": plan.get("invocation")}
+    return {
+        "name": name,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "metric": float(metric),
+        "valid_return": valid.get("agent", {}).get("return"),
+        "valid_sharpe": valid.get("agent", {}).get("sharpe"),
+        "valid_bh_return": valid.get("buy_and_hold", {}).get("return"),
+        "timesteps": summary.get("timesteps"),
+        "seconds": summary.get("seconds"),
+        "trained": trained,
+        "invocation": plan.get("invocation"),
+    }
 
 
 def _resume(run_dir: Path, tree: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,8 +111,11 @@ def _resume(run_dir: Path, tree: dict[str, Any]) -> dict[str, Any] | None:
         return None
     done = record.get("config", {}) if isinstance(record, dict) else {}
     mine = {k: v for k, v in tree.items() if k not in ("progress", "run_dir")}
-    if any(json.dumps(done.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)
-           for k, v in mine.items() if not isinstance(v, dict)):
+    if any(
+        json.dumps(done.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)
+        for k, v in mine.items()
+        if not isinstance(v, dict)
+    ):
         return None
     try:
         return resume(run_dir, progress=False).summary
@@ -107,8 +123,9 @@ def _resume(run_dir: Path, tree: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def finished_summary(run_dir: Path, tree: dict[str, Any], params: dict[str, Any]
-                     ) -> dict[str, Any] | None:
+def finished_summary(
+    run_dir: Path, tree: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any] | None:
     """The ``summary.json`` of a finished run of this config in ``run_dir``, else
     ``None``. A finished run of another config there raises ``ValueError``."""
     summary_file, config_file = run_dir / "summary.json", run_dir / "config.json"
@@ -128,8 +145,10 @@ def finished_summary(run_dir: Path, tree: dict[str, Any], params: dict[str, Any]
         except KeyError:
             have = None
         if json.dumps(have, sort_keys=True) != json.dumps(want, sort_keys=True):
-            raise ValueError(f"{run_dir} holds a finished run with {key} = {have!r}, not "
-                             f"{want!r}: it is not this sweep's run (move it away)")
+            raise ValueError(
+                f"{run_dir} holds a finished run with {key} = {have!r}, not "
+                f"{want!r}: it is not this sweep's run (move it away)"
+            )
     return summary
 
 
