@@ -52,12 +52,12 @@ def calibration(markets: int, steps: int, root: Path) -> dict:
                 "verdicts": v} for p, v in verdicts.items()}  # fmt: skip
 
 
-def ablation(steps: int, seeds: list[int], root: Path) -> dict:
+def ablation(steps: int, seeds: list[int], root: Path, edge: float = 0.5) -> dict:
     forecasts = {"model": "mlp", "window": 20, "min_train": 300, "refit_every": 126,
                  "epochs": 20, "hidden_size": 32}  # fmt: skip
     tree = {"evaluate": {"windows": 3, "window_days": 252, "seeds": seeds,
                          "baselines": ["buy_and_hold", "forecast_sign"], "n_boot": 1000},
-            "train": train_tree({"kind": "edge", "edge": 0.3, "lag": 10, "n_days": 2000, "seed": 7},
+            "train": train_tree({"kind": "edge", "edge": edge, "lag": 10, "n_days": 2000, "seed": 7},
                                 steps=steps, forecasts=forecasts, features=["log_return"])}  # fmt: skip
     s = evaluate(tree, root / "ablation")
     return {p: {k: s["policies"][p][k] for k in ("excess_log_return", "sharpe", "verdict")}
@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--markets", type=int, default=20)
     ap.add_argument("--steps", type=int, default=8192, help="agent env steps per run")
     ap.add_argument("--quick", action="store_true", help="2 markets, 2,048 steps")
+    ap.add_argument("--ablation-edge", type=float, default=0.5,
+                    help="the lagged market's edge (coefficient at lag 10)")
     ap.add_argument("--only", choices=["calibration", "ablation", "wall"], nargs="+")
     ap.add_argument("--json", default="bench_evaluate.json")
     args = ap.parse_args()
@@ -98,7 +100,7 @@ def main() -> None:
                 print(f"calibration {p}: 'edge' on {r['edge_rate']:.0%} of {args.markets} "
                       f"zero-edge markets ('worse' {r['worse_rate']:.0%})")  # fmt: skip
         if "ablation" in todo:
-            res["ablation"] = ablation(args.steps * 4, [0, 1, 2], root)
+            res["ablation"] = ablation(args.steps * 4, [0, 1, 2], root, args.ablation_edge)
             for p, r in res["ablation"].items():
                 e = r["excess_log_return"]
                 print(f"ablation {p:<20} excess {e['mean']:+.1%} [{e['ci95'][0]:+.1%}, "

@@ -1,14 +1,6 @@
 """Run records: what a run directory holds, how it is written and read back.
 
-``stockgym.experiment.train`` (see :mod:`stockgym.experiment.train`) makes a run:
-
-Steps: load the data the config names; split it by date (default: test = last 20 %,
-validation = last 20 % of the rest); fit the feature scaler on the training period only
-(or take a pretrained forecaster's features, window and scaler); train the agent on a
-:class:`~stockgym.envs.VectorStockTradingEnv` over the training period; evaluate it
-periodically on the validation period with :func:`stockgym.backtest.run_policy`
-(deterministic actions, the run's costs); save the final model. The test period is
-never touched here (``stockgym backtest --model RUN_DIR`` does that, once).
+A run is made by :func:`stockgym.experiment.train` (its steps are described there).
 
 Run directory (created when training starts, so TensorBoard can follow it live):
 
@@ -16,7 +8,8 @@ Run directory (created when training starts, so TensorBoard can follow it live):
     ``config`` (the resolved :class:`TrainConfig`), ``agent`` (the algorithm's resolved
     hyperparameters), ``splits`` (dates), ``data`` (source, symbols, first/last date,
     rows, SHA-256 of the prices), ``env`` (the resolved env: costs, features...),
-    ``env_kwargs`` (what rebuilds it), ``forecaster`` (pretrained dir, or null),
+    ``env_kwargs`` (what rebuilds it), ``forecasts`` (the ``[env.forecasts]`` spec, or
+    null) and ``forecast_scaler``, ``forecaster`` (pretrained dir, or null),
     ``device``, ``versions``, ``git`` (commit of the source tree, if any), ``created``.
 ``config.toml``
     the resolved config as TOML: ``stockgym train --config RUN/config.toml`` re-runs it.
