@@ -337,12 +337,25 @@ def evaluate(
             results.append(run_job(job))
             bar(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
             for fut in as_completed([pool.submit(run_job, job) for job in todo]):
                 results.append(fut.result())
                 bar(1)
     bar(0, close=True)
     return write_report(config, windows, results, out)
+
+
+def _worker_context() -> Any:
+    """Worker processes forked from a fresh server that has imported stockgym (and torch)
+    once: fast to start, and safe (this process may hold torch's thread pools, which a
+    plain fork would copy mid-flight). Spawn where there is no forkserver."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["stockgym.experiment.evaluate", "stockgym.experiment.train"])
+    return ctx
 
 
 def _progress(total: int, done: int, show: bool):
