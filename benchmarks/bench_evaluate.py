@@ -83,8 +83,12 @@ def main() -> None:
     ap.add_argument("--markets", type=int, default=20)
     ap.add_argument("--steps", type=int, default=8192, help="agent env steps per run")
     ap.add_argument("--quick", action="store_true", help="2 markets, 2,048 steps")
-    ap.add_argument("--ablation-edge", type=float, default=0.5,
-                    help="the lagged market's edge (coefficient at lag 10)")
+    ap.add_argument(
+        "--ablation-edge",
+        type=float,
+        default=0.5,
+        help="the lagged market's edge (coefficient at lag 10)",
+    )
     ap.add_argument("--only", choices=["calibration", "ablation", "wall"], nargs="+")
     ap.add_argument("--json", default="bench_evaluate.json")
     args = ap.parse_args()

@@ -474,3 +474,21 @@ def test_render_rgb_array(tmp_path, monkeypatch):
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 10 and img.shape[1] > 10
     assert img.dtype == np.uint8
     assert img.min() < img.max()  # something was drawn
+
+
+def test_render_rgb_array_updates_in_place_and_restarts_per_episode(tmp_path, monkeypatch):
+    """One figure per env, updated per frame: later frames show the new bars and fills,
+    a new episode starts a clean frame (the same as a fresh env's)."""
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path))
+    env = StockTradingEnv(synth(1, n_days=100), window_size=5, render_mode="rgb_array")
+    env.reset(seed=0)
+    env.step(1)
+    first = env.render()
+    for a in (0, 1, 0, 1, 1, 0):
+        env.step(a)
+    later = env.render()
+    assert first.shape == later.shape and not np.array_equal(first, later)
+    assert len(env._renderer._buy_xy) >= 2 and len(env._renderer._sell_xy) >= 2
+    env.reset(seed=0)
+    env.step(1)
+    assert np.array_equal(env.render(), first)

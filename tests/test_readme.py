@@ -32,6 +32,6 @@ def test_readme_main_command_is_the_quickstart():
     assert len(main_cmd) == 1 and main_cmd[0].strip().endswith("&& stockgym quickstart")
     assert "quickstart" in build_parser()._subparsers._group_actions[0].choices
     images = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", readme)
-    assert "docs/quickstart-equity.png" in images
-    png = (ROOT / "docs" / "quickstart-equity.png").read_bytes()
+    assert "docs/quickstart-evaluate.png" in images
+    png = (ROOT / "docs" / "quickstart-evaluate.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
