@@ -42,7 +42,8 @@ import pandas as pd
 from stockgym import core
 from stockgym.experiment.config import DataSpec, TrainConfig, sub_spec
 
-#: the run dir's record format (``config.json``'s ``format``)
+#: the run dir's record format (``config.json``'s ``format``; the id predates the
+#: ``experiment`` package and is kept so existing run dirs stay readable)
 RECORD_FORMAT = "stockgym.agents.run"
 #: the training checkpoint a run dir keeps (rewritten every ``checkpoint_freq`` steps)
 CHECKPOINT = "checkpoint.pt"
