@@ -118,3 +118,24 @@ def test_min_train_past_the_training_period_is_named():
         spec = {**SPEC, "min_train": 200}
         fitted_forecasts(forecast_features(prices, spec, cache=False), dates, "standard", spec)
     assert ForecastSpec.from_any("lstm").model == "lstm"
+
+
+def test_multi_asset_run_gets_one_forecast_per_asset(tmp_path):
+    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, load_run, run_env, train
+
+    prices = pd.concat({"A": _prices(seed=1), "B": _prices(seed=2)}, axis=1,
+                       names=["symbol", "field"])  # fmt: skip
+    cfg = TrainConfig(
+        algo="ppo", total_timesteps=256, device="cpu", eval_freq=0, checkpoint_freq=0,
+        run_dir=str(tmp_path / "run"), tensorboard=False,
+        data=DataSpec(symbols=["A", "B"], source="synthetic"),
+        env=EnvSpec(window_size=5, num_envs=4, episode_length=20, action_type="continuous",
+                    forecasts={**SPEC, "horizon": 1}),
+        agent={"hidden_size": 8},
+    )  # fmt: skip
+    res = train(cfg, prices=prices)
+    layout = res.agent.env.env.obs_layout
+    assert layout.n_assets == 2 and layout.feature_names[-1] == "forecast_mlp_h1"
+    record, agent = load_run(res.run_dir)
+    env = run_env(res.run_dir, record, prices)
+    assert env.obs_layout.feature_names == layout.feature_names
