@@ -12,16 +12,20 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from stockgym.agents import DQN, PPO, REINFORCE, load_agent
+from stockgym.agents import A2C, DQN, PPO, REINFORCE, QLearning, load_agent
 from stockgym.agents.base import CHECKPOINT
 from stockgym.data import load_prices
 from stockgym.envs import StockTradingEnv, VectorStockTradingEnv
 
-ALGOS = {"dqn": DQN, "ppo": PPO, "reinforce": REINFORCE}
+ALGOS = {"dqn": DQN, "ppo": PPO, "reinforce": REINFORCE, "a2c": A2C}
+# with tabular Q-learning (no network: it needs a stockgym env and has no backbone)
+AGENTS = {**ALGOS, "qlearning": QLearning}
 SMALL = {
     "dqn": dict(learning_starts=32, batch_size=16, buffer_size=500, train_frequency=8),
     "ppo": dict(num_steps=8, num_minibatches=2, update_epochs=1),
     "reinforce": dict(),
+    "a2c": dict(num_steps=8),
+    "qlearning": dict(),
 }
 
 
@@ -36,11 +40,11 @@ def venv(prices, n=4, window=5, **kw):
 
 
 def make(algo, env, **kw):
-    return ALGOS[algo](env, **{**SMALL[algo], "seed": 0, "device": "cpu", "hidden_size": 16, **kw})
+    return AGENTS[algo](env, **{**SMALL[algo], "seed": 0, "device": "cpu", "hidden_size": 16, **kw})
 
 
 # ------------------------------------------------------------------ envs
-@pytest.mark.parametrize("algo", sorted(ALGOS))
+@pytest.mark.parametrize("algo", sorted(AGENTS))
 def test_learns_natively_on_the_vector_env(algo, prices):
     env = venv(prices)
     agent = make(algo, env)
@@ -51,7 +55,7 @@ def test_learns_natively_on_the_vector_env(algo, prices):
     action, state = agent.predict(obs)
     assert state is None and isinstance(action, torch.Tensor) and action.shape == (4,)
     assert set(action.tolist()) <= {0, 1}
-    assert all(p.device.type == "cpu" for p in agent.nets.parameters())
+    assert all(t.device.type == "cpu" for t in agent.nets.state_dict().values())
 
 
 def test_rollout_never_copies_to_numpy(prices, monkeypatch):
@@ -100,7 +104,7 @@ def test_dqn_needs_discrete_actions(prices):
         DQN(venv(prices, action_type="continuous"))
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+@pytest.mark.parametrize("algo", ["ppo", "reinforce", "a2c"])
 @pytest.mark.parametrize("squash", ["clip", "tanh"])
 def test_box_actions_stay_in_the_box(algo, squash, prices):
     env = venv(prices, action_type="continuous")
@@ -112,7 +116,7 @@ def test_box_actions_stay_in_the_box(algo, squash, prices):
         assert a.shape == (4, 1) and bool(((a >= 0) & (a <= 1)).all())
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+@pytest.mark.parametrize("algo", ["ppo", "reinforce", "a2c"])
 def test_multidiscrete_actions(algo):
     two = load_prices(["A", "B"], source="synthetic", n_days=200, seed=1)
     env = venv(two)
@@ -311,16 +315,16 @@ def test_importing_agents_package_is_lazy():
 # ------------------------------------------------------------------ CUDA
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("algo", sorted(ALGOS))
+@pytest.mark.parametrize("algo", sorted(AGENTS))
 def test_cuda_end_to_end(algo, prices, tmp_path):
     env = VectorStockTradingEnv(prices, 8, device="cuda", window_size=5, episode_length=20)
-    agent = ALGOS[algo](env, **SMALL[algo], hidden_size=16)  # "auto": the env's device
+    agent = AGENTS[algo](env, **SMALL[algo], hidden_size=16)  # "auto": the env's device
     assert agent.device.type == "cuda"
     agent.learn(300)
-    assert all(p.is_cuda for p in agent.nets.parameters())
+    assert all(t.is_cuda for t in agent.nets.state_dict().values())
     obs = env.reset(seed=0)[0]
     action, _ = agent.predict(obs)
     assert action.is_cuda
     agent.save(tmp_path / "m")
-    cpu = ALGOS[algo].load(tmp_path / "m", device="cpu")
+    cpu = AGENTS[algo].load(tmp_path / "m", device="cpu")
     assert torch.equal(cpu.predict(obs.cpu())[0], action.cpu())

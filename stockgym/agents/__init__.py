@@ -1,4 +1,5 @@
-"""Reinforcement-learning agents in PyTorch: :class:`DQN`, :class:`PPO`, :class:`REINFORCE`.
+"""Reinforcement-learning agents in PyTorch: :class:`DQN`, :class:`PPO`, :class:`REINFORCE`,
+:class:`A2C` and tabular :class:`QLearning` (a teaching baseline).
 
 The shape stable-baselines3 users know::
 
@@ -35,6 +36,10 @@ _NAMES = {
     "PPOConfig": "ppo",
     "REINFORCE": "reinforce",
     "REINFORCEConfig": "reinforce",
+    "A2C": "a2c",
+    "A2CConfig": "a2c",
+    "QLearning": "qlearning",
+    "QLearningConfig": "qlearning",
     # stable-baselines3 (the [sb3] extra): extractors over our backbones, sb3-* runs
     "StockFeatures": "sb3",
     "MLPFeatures": "sb3",
@@ -54,6 +59,8 @@ def __getattr__(name: str) -> Any:
             "dqn": __getattr__("DQN"),
             "ppo": __getattr__("PPO"),
             "reinforce": __getattr__("REINFORCE"),
+            "a2c": __getattr__("A2C"),
+            "qlearning": __getattr__("QLearning"),
         }
     else:
         module = _NAMES.get(name)

@@ -19,6 +19,8 @@ ALGO_NAMES = (
     "dqn",
     "ppo",
     "reinforce",
+    "a2c",
+    "qlearning",
     "sb3-ppo",
     "sb3-dqn",
     "sb3-a2c",
@@ -52,10 +54,27 @@ STOCK_DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 1.0,
     },
     "reinforce": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 3e-3},
+    "a2c": {
+        "reward_scale": 100.0,
+        "gamma": 0.9,
+        "learning_rate": 1e-3,
+        "num_steps": 5,
+        "activation": "tanh",
+    },
+    "qlearning": {"reward_scale": 100.0, "gamma": 0.9, "learning_rate": 0.05},
 }
 #: Training envs per algorithm when ``env.num_envs`` is not given (REINFORCE updates once
 #: per batch of one episode per env, so fewer envs mean more updates per step).
-DEFAULT_NUM_ENVS = {"ppo": 64, "dqn": 32, "reinforce": 8, "sb3-ppo": 8, "sb3-dqn": 8, "sb3-a2c": 8}
+DEFAULT_NUM_ENVS = {
+    "ppo": 64,
+    "dqn": 32,
+    "reinforce": 8,
+    "a2c": 16,
+    "qlearning": 8,
+    "sb3-ppo": 8,
+    "sb3-dqn": 8,
+    "sb3-a2c": 8,
+}
 #: ``StockTradingEnv`` keywords a run's ``[env]`` table may set (besides ``features``,
 #: ``scaler``, ``num_envs`` and ``episode_length``).
 ENV_KEYS = (
@@ -138,7 +157,7 @@ class EnvSpec:
 class TrainConfig:
     """One training run. TOML layout (``--config``)::
 
-        algo = "ppo"              # dqn | ppo | reinforce | sb3-ppo | sb3-dqn | sb3-a2c
+        algo = "ppo"              # dqn | ppo | reinforce | a2c | qlearning | sb3-ppo | sb3-dqn | sb3-a2c
         total_timesteps = 200000
         seed = 0
         device = "auto"
