@@ -7,7 +7,9 @@ nothing of stockgym's.
 - :func:`check_int` / :func:`check_number`: validation with one clear message.
 - :func:`write_bytes` / :func:`write_text` / :func:`write_json`: atomic writes (temp file
   in the target directory, fsync, ``os.replace``), so a crash never leaves a half-written
-  file under the final name (at worst a ``.*.tmp`` leftover, which readers ignore).
+  file under the final name (at worst a ``.NAME.*.tmp`` leftover, which readers ignore
+  and :func:`clean_stale_temps` removes on the next start). Files get the permissions
+  ``0o666 & ~umask``, as ``open()`` would give them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,16 +108,68 @@ def check_number(
     if not ok:
         rng = ""
         if lo is not None or hi is not None:
-            left = "(" if lo_open else "["
+            # an open bound is an excluded one: a finite number never reaches +-inf
+            left = "(" if lo_open or lo is None else "["
+            right = "]" if hi is not None else ")"
             low = lo if lo is not None else "-inf"
             high = hi if hi is not None else "inf"
-            rng = f" in {left}{low}, {high}]"
+            rng = f" in {left}{low}, {high}{right}"
         raise ValueError(f"{name} must be a finite number{rng}, got {value!r}")
 
 
 # ------------------------------------------------------------------ atomic writes
+# The names write_bytes gives its temp files: "." + target name + "." + mkstemp's 8
+# random characters + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+# A temp file older than this is a leftover of a killed write, not one in progress.
+STALE_TEMP_SECONDS = 60.0
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read (set and restore)
+    os.umask(mask)
+    return mask
+
+
+def clean_stale_temps(
+    directory: str | os.PathLike[str], older_than: float = STALE_TEMP_SECONDS
+) -> list[Path]:
+    """Remove the temp files of killed :func:`write_bytes` calls in ``directory``: only
+    ``.NAME.XXXXXXXX.tmp`` files (our naming) whose last change is more than
+    ``older_than`` seconds old. Returns the removed paths; a missing directory is none."""
+    root = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if now - entry.stat(follow_symlinks=False).st_mtime <= older_than:
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        removed.append(root / entry.name)
+    return removed
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data`` (temp file, fsync, ``os.replace``)."""
+    """Atomically replace ``path`` with ``data`` (temp file, fsync, ``os.replace``); the
+    file gets ``0o666 & ~umask`` (mkstemp alone would make it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -121,6 +177,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

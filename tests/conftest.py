@@ -9,10 +9,13 @@ handling set their own count and restore it.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses started by tests inherit it
+# the per-user signing key (stockgym.agents.integrity) of tests: never the real user's
+os.environ.setdefault("STOCKGYM_CONFIG_DIR", tempfile.mkdtemp(prefix="stockgym-config-"))
 
 
 def pytest_configure(config):

@@ -154,7 +154,7 @@ def test_toml_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"algo": "a2c"}, "algo must be one of"),
+        ({"algo": "no-such-algo"}, "algo must be one of"),
         ({"agent": {"learning_rte": 1}}, r"unknown PPOConfig field\(s\) \['learning_rte'\]"),
         ({"agent": {"seed": 3}}, "set seed at the top level"),
         ({"total_timesteps": 0}, "total_timesteps must be >= 1"),

@@ -88,7 +88,11 @@ def test_backtest_writes_every_output(tmp_path, capsys):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
-    assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {"benchmark"}
+    assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {
+        "benchmark",
+        "stopped_by_ruin",
+    }
+    assert metrics["stopped_by_ruin"] is False
     assert set(metrics["benchmark"]) == set(METRIC_KEYS) | set(RISK_KEYS)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and 'src="http' not in html

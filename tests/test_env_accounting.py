@@ -287,15 +287,17 @@ def test_accounting_identity_random_rollout(n_assets, allow_short, action_type, 
         assert v == env.portfolio_value
         # V_{t+1} - V_t = PnL - costs
         assert abs((v - v_prev) - (info["pnl"] - info["cost"])) <= 1e-9 * v_prev
-        # the cost is the orders' costs plus borrow on shorts held after the trade
-        borrow = sum(-q * m.mark[t][i] * 0.04 / 252 for i, q in enumerate(pos) if q < 0)
+        # the cost is the orders' costs plus borrow on shorts held after the trade, at
+        # the fill price
+        borrow = sum(-q * m.ref_open[t][i] * 0.04 / 252 for i, q in enumerate(pos) if q < 0)
         trade_costs = sum(o["commission"] + o["tax"] + o["slippage"] for o in info["trades"])
         assert info["cost"] == pytest.approx(trade_costs + borrow, rel=1e-9, abs=1e-9)
         assert info["cost"] >= 0.0
         for o in info["trades"]:
             if o["filled"] != 0:
                 assert o["commission"] >= 1.0  # min_commission
-                assert o["status"] in ("filled", "scaled")
+                assert o["status"] in ("filled", "scaled", "borrow_call")
+        assert info["cash"] >= 0.0
         n_trades += sum(o["filled"] != 0 for o in info["trades"])
         assert r == pytest.approx(math.log(v / v_prev), rel=1e-12, abs=1e-15)
         assert info["weights"] == pytest.approx(pos * m.mark[t] / v, rel=1e-12, abs=1e-15)
@@ -467,7 +469,7 @@ def test_short_marked_to_market_with_borrow(preset):
     value = -q * fill
     comm = c.commission * value
     tax = c.sell_tax * value
-    borrow = -q * closes[1] * rate / 252
+    borrow = -q * opens[1] * rate / 252  # on the short held after the trade, at the open
     cash1 = V0 + value - comm - tax - borrow
     v1 = cash1 + q * closes[1]
     assert info["position"].tolist() == [q]
@@ -566,3 +568,31 @@ def test_sell_not_covering_min_commission_is_skipped():
     assert info["position"].tolist() == [1.0]
     assert info["cash"] == cash1 and info["cost"] == 0.0
     assert info["portfolio_value"] == approx(cash1 + CLOSES[2])
+
+
+def test_backtest_stopped_by_ruin_says_so(tmp_path):
+    import json
+
+    from stockgym.backtest.report import format_report, write_backtest
+    from stockgym.backtest.runner import run_policy
+
+    prices = hand_frame(OPENS, [100.5, 102.0, 99.0, 105.5])
+    env = hand_env(prices, market="krx", ruin_floor=0.9999 * V0, action_type="continuous")
+    result = run_policy(lambda obs: np.array([1.0], np.float32), env, benchmark=None)
+    assert result.terminated and len(result.record) == 2  # stopped after the first step
+    config = {
+        "strategy": {"description": "all in"},
+        "env": env.config(),
+        "data": {"source": "hand"},
+        "market": "krx",
+        "backtest": {**result.period, "note": ""},
+        "benchmark": {"symbols": env.symbols},
+    }
+    metrics = write_backtest(result, tmp_path, config, plots=False)
+    assert json.loads((tmp_path / "metrics.json").read_text())["stopped_by_ruin"] is True
+    text = format_report(config, metrics, tmp_path)
+    assert text.startswith("STOPPED") and "ruin floor (999,900.00)" in text
+    # a backtest that runs to the end says nothing of the kind
+    full = run_policy(lambda obs: np.array([0.0], np.float32), hand_env(prices), benchmark=None)
+    (tmp_path / "b").mkdir()
+    assert write_backtest(full, tmp_path / "b", config, plots=False)["stopped_by_ruin"] is False

@@ -128,8 +128,8 @@ def test_cnn_flatten_size_is_computed_and_short_window_rejected():
 
 
 def test_bad_model_arguments():
-    with pytest.raises(ValueError, match="unknown model 'gru'"):
-        build_model("gru", 3, 5)
+    with pytest.raises(ValueError, match="unknown model 'rnn'"):
+        build_model("rnn", 3, 5)
     with pytest.raises(ValueError, match="hidden_size"):
         MLP(3, 5, hidden_size=0)
     with pytest.raises(ValueError, match="dropout"):
@@ -232,7 +232,9 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match=r"unknown ForecastConfig field\(s\) \['windw'\]"):
         ForecastConfig.from_dict({"windw": 3})
     for bad, match in [
-        ({"model": "gru"}, "unknown model"),
+        ({"model": "rnn"}, "unknown model"),
+        ({"model": "transformer", "hidden_size": 10}, "multiple of n_heads"),
+        ({"n_heads": 0}, "n_heads"),
         ({"window": 0}, "window"),
         ({"lr": -1.0}, "lr"),
         ({"target": "price"}, "unknown target"),

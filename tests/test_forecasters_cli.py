@@ -50,10 +50,17 @@ def test_train_then_eval(tmp_path, capsys):
         assert word in out
     assert (run / "plots" / "predictions.png").is_file()
     assert (run / "checkpoint" / "model.pt").is_file()
+    for key in ("mase", "rmsse", "ic", "rank_ic", "icir", "dm_pvalue", "auc", "accuracy"):
+        assert key in metrics["model"], key
+    assert 0 <= metrics["model"]["dm_pvalue"] <= 1 and metrics["model"]["auc"] is None
+    assert metrics["windows"]["count"] == 12  # the default rolling-origin windows
     assert main(["forecast", "eval", str(run)]) == 0
     again = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith(("model ", "naive ", "linear "))]
     assert table and all(line in again for line in table)  # same numbers as at training
+    assert "12 rolling-origin windows" in again
+    assert main(["forecast", "eval", str(run), "--windows", "4"]) == 0
+    assert "4 rolling-origin windows" in capsys.readouterr().out
 
 
 def test_train_from_config_file_with_flag_override(tmp_path, capsys):
@@ -114,6 +121,10 @@ def test_walk_forward(tmp_path, capsys):
         "plots/forecasts.png",
     ):
         assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    windows = metrics["windows"]["per_window"]  # one rolling-origin window per refit
+    assert len(windows) == 4 and sum(w["samples"] for w in windows) == metrics["period"]["samples"]
+    assert metrics["scale"]["samples"] > 0 and metrics["model"]["mase"] > 0
     header = (run / "forecasts.csv").read_text().splitlines()[0]
     assert header == "date,forecast,target_date,actual,naive"
     assert main([*args[:-1], str(tmp_path / "wf2")]) == 0  # second time: from the cache
@@ -183,6 +194,13 @@ def test_bad_input_per_subcommand(tmp_path, capsys):
     _assert_error(capsys, "--source synthetic")
 
     with pytest.raises(SystemExit) as exc:  # argparse rejects an unknown model name
-        main(["forecast", "train", *SYNTH, "--model", "gru"])
+        main(["forecast", "train", *SYNTH, "--model", "nosuch"])
     assert exc.value.code == 2
-    assert "invalid choice: 'gru'" in capsys.readouterr().err
+    assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_cli_model_names_are_the_models():
+    from stockgym.cli.forecast import MODEL_NAMES
+    from stockgym.forecasters import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)

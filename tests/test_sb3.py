@@ -213,6 +213,12 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def signing_key_dir(tmp_path, monkeypatch):
+    """SB3 zips are signed with the user's key: keep it in a tmp dir here."""
+    monkeypatch.setenv("STOCKGYM_CONFIG_DIR", str(tmp_path / "config"))
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
@@ -270,7 +276,13 @@ def test_sb3_ppo_run_backtest_signal_compare(isolated, capsys):
         "summary.json",
         "tensorboard",
     ]
-    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["agent.json", "sb3.zip"]
+    # the zip is signed with this user's key (it is unpickled on load) and has its SHA-256
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == [
+        "agent.json",
+        "sb3.zip",
+        "sb3.zip.sha256",
+        "sb3.zip.sig",
+    ]
     record = json.loads((run_dir / "config.json").read_text())
     assert record["format"] == "stockgym.agents.run" and record["config"]["algo"] == "sb3-ppo"
     agent_cfg = record["agent"]
@@ -395,6 +407,18 @@ def test_sb3_ppo_run_backtest_signal_compare(isolated, capsys):
     (tmp / "broken" / "model" / "sb3.zip").unlink()
     code, _, err = run(["signal", "--model", "broken"], capsys)
     assert code == 2 and "model/sb3.zip is missing" in err
+
+    # an SB3 zip is unpickled on load: one without this user's signature (another user's
+    # run, or signed with another key) is refused unless --trust
+    shutil.copytree(run_dir, tmp / "foreign")
+    (tmp / "foreign" / "model" / "sb3.zip.sig").unlink()
+    for argv in (["signal", "--model", "foreign"], ["backtest", "--model", "foreign"]):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and "refusing to load foreign/model/sb3.zip" in err and "--trust" in err
+    code, out, err = run(["signal", "--model", "foreign", "--trust"], capsys)
+    assert code == 0, err
+    code, out, err = run(["backtest", "--model", "foreign", "--trust", "--no-plots"], capsys)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(

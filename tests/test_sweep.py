@@ -316,6 +316,7 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # Ray and its workers must write nothing here
+    monkeypatch.setenv("STOCKGYM_CONFIG_DIR", str(tmp_path / "config"))
     cfg = _write(tmp_path, GOOD)
     out = tmp_path / "a-sweep-dir-whose-path-is-too-long-for-ray-sockets"
     code = main(["sweep", str(cfg), "--out", str(out), "--no-plots"])

@@ -212,6 +212,38 @@ def test_equals_single_envs_across_autoresets(n_assets, halt, kw):
         assert seen["not_tradable"] > 0
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(fractional=False),
+        dict(fractional=True),
+        dict(min_commission=5.0, initial_cash=30_000.0),
+        dict(halt=0.1),
+    ],
+    ids=["whole", "fractional", "min-commission", "halted"],
+)
+def test_equals_single_envs_with_borrow_calls(kw):
+    """Long weights above 1 with a short held (max_gross 3, borrow 200 %/yr): cash runs
+    short of the day's borrow, buys are cancelled and longs sold (borrow calls)."""
+    kw = dict(kw)
+    prices = synth(3, halt=kw.pop("halt", 0.0))
+    kw.update(allow_short=True, max_gross=3.0, borrow_rate=2.0, window_size=5)
+    seen = run_equivalence(prices, n_steps=150, episode_length=40, **kw)
+    assert seen["ends"] >= 10
+    # the same actions in a single env do make borrow calls, and cash never goes below 0
+    env = StockTradingEnv(prices, episode_length=40, **kw)
+    rng = np.random.default_rng(7)
+    env.reset(seed=7)
+    calls = 0
+    for _ in range(150):
+        _, _, te, tr, info = env.step(single_action(draw_actions(rng, env, 1), 0))
+        calls += sum(o["status"] == "borrow_call" for o in info["trades"])
+        assert info["cash"] >= 0.0
+        if te or tr:
+            env.reset()
+    assert calls > 0
+
+
 def test_equals_single_envs_default_features_window_30():
     prices = synth(3, n_days=300, seed=5)
     seen = run_equivalence(

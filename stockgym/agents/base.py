@@ -12,7 +12,10 @@ network), ``optimizer`` (state dict), ``num_timesteps``, ``schedule`` (the ``lea
 call the checkpoint belongs to: its first step and length, so a resumed call keeps the
 same learning-rate / exploration schedule), ``rng`` (the agent's generator and torch's
 global RNG state), ``extra`` (algorithm state, e.g. DQN's replay buffer when asked),
-``versions``. ``dir/agent.json`` repeats everything but the tensors, for people.
+``versions``. ``dir/agent.json`` repeats everything but the tensors, for people;
+``dir/agent.pt.sha256`` holds its SHA-256 (:mod:`stockgym.agents.integrity`), checked on
+load, as are the keys and types above and that every weight, optimizer value and counter
+is finite and in range (one ``ValueError`` line per problem).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from gymnasium import spaces
 from torch import nn
 
 from stockgym.agents.config import CommonConfig, make_config
+from stockgym.agents.integrity import check_checkpoint, read_verified, write_with_digest
 from stockgym.agents.monitor import Logger
 from stockgym.agents.networks import (
     Net,
@@ -403,7 +407,7 @@ class Agent:
         from stockgym.forecasters import storage
 
         path = Path(path)
-        storage.write_bytes(path / CHECKPOINT, to_bytes(self.checkpoint()))
+        write_with_digest(path / CHECKPOINT, to_bytes(self.checkpoint()))
         storage.write_json(path / "agent.json", self.meta())
         return path
 
@@ -430,6 +434,7 @@ class Agent:
     ) -> Agent:
         """The agent of a checkpoint dict (:meth:`checkpoint`, as :meth:`load` reads it);
         ``path`` names it in errors."""
+        check_checkpoint(ckpt, path)
         if cls.algo and ckpt["algo"] != cls.algo:
             raise ValueError(
                 f"{path} holds a {ckpt['algo'].upper()} model, not {cls.algo.upper()} "
@@ -439,7 +444,12 @@ class Agent:
         config = target.Config.from_dict({**ckpt["config"], "device": device, **config_overrides})
         agent = target.__new__(target)
         agent.log_dir, agent.progress = None, False
-        agent._setup(env, config, ckpt)
+        try:
+            agent._setup(env, config, ckpt)
+        except (KeyError, TypeError, IndexError) as exc:  # plain dicts that lack a field
+            raise ValueError(
+                f"{path}: its spaces or encoder spec are malformed (missing or wrong {exc})"
+            ) from None
         try:
             agent.nets.load_state_dict(ckpt["model"])
             agent.optimizer.load_state_dict(ckpt["optimizer"])
@@ -454,6 +464,8 @@ class Agent:
             agent.generator.set_state(ckpt["rng"]["generator"])
         except RuntimeError:  # saved on another device type: keep the fresh seeded generator
             pass
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: 'rng' has no generator state ({exc!r})") from None
         for group in agent.optimizer.param_groups:  # a fine-tuning override wins
             group["lr"] = config.learning_rate
         agent._load_extra_state(ckpt.get("extra", {}))
@@ -482,8 +494,9 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
     """The checkpoint dict, loaded safely (``weights_only=True``) and checked (``fmt``:
     the expected ``format`` field; a run's training checkpoint has its own)."""
     file = checkpoint_file(path) if fmt == FORMAT else Path(path)
+    data = read_verified(file)  # a corrupt file is refused before torch reads it
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"cannot read agent checkpoint {file}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:

@@ -91,6 +91,8 @@ class Logger:
 
             # purge_step: a resumed run hides what the killed one wrote after its checkpoint
             self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+            if purge_step is None:
+                self._session_start(start_step)
         self.last: dict[str, float] = {}
         self.bar = None
         # not a terminal (output redirected to a file or a pipe): a line every 10 %
@@ -109,6 +111,17 @@ class Logger:
         self._t0 = time.perf_counter()
         self._base = start_step  # the bar counts steps of this learn call from here
         self._shown = initial
+
+    def _session_start(self, step: int) -> None:
+        """Write a ``SessionLog.START`` at ``step``, as a resumed writer does. TensorBoard's
+        loaders treat the first START of a run as its beginning and purge on every later
+        one (events at or after its step): without one here, a resume's START would be
+        taken for the beginning and the killed run's events after its checkpoint would
+        stay, duplicating steps."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        start = Event(step=int(step), session_log=SessionLog(status=SessionLog.START))
+        self.writer._get_file_writer().add_event(start)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         value = float(value)

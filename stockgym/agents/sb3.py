@@ -41,8 +41,11 @@ unset: torch's setting). Defaults: :data:`SB3_DEFAULTS`.
 The model is saved as ``model/sb3.zip`` (SB3's format, written atomically) plus
 ``model/agent.json`` (for people, and to know which SB3 class loads it). **Security:**
 SB3 ``.zip`` files hold pickled (cloudpickle) Python objects and SB3's loader unpickles
-them, which can run arbitrary code: load only files you trust (your own runs). Our own
-agents' ``agent.pt`` files are read with ``weights_only=True`` instead.
+them, which can run arbitrary code. So ``save`` writes ``sb3.zip.sig`` (an HMAC-SHA256
+keyed by this user's secret, :mod:`stockgym.agents.integrity`) and ``sb3.zip.sha256``
+beside the zip, and :meth:`SB3Agent.load` refuses a zip without this user's signature
+before anything is unpickled, unless ``trust=True`` (``--trust`` on the command line).
+Our own agents' ``agent.pt`` files are read with ``weights_only=True`` instead.
 
 Not supported for SB3 runs: ``stockgym train --resume`` (SB3 writes no
 optimizer/RNG/env checkpoint; ``checkpoint_freq`` only re-saves ``model/sb3.zip``, so an
@@ -71,6 +74,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the [sb3] extra is miss
         "(needed by stockgym.agents.sb3 and the sb3-* algorithms)"
     ) from exc
 
+from stockgym.agents.integrity import check_fields, read_verified, write_with_digest
 from stockgym.agents.monitor import Logger
 from stockgym.agents.networks import Encoder, encoder_spec, pretrained_spec
 from stockgym.agents.sb3_config import SB3_ALGOS, SB3Config, algo_class
@@ -413,23 +417,30 @@ class SB3Agent:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/sb3.zip`` (SB3's own format, without the replay buffer) and
-        ``path/agent.json`` atomically; ``path`` is created if needed."""
+        ``path/agent.json`` atomically, with the zip's SHA-256 and this user's signature
+        beside it; ``path`` is created if needed."""
         from stockgym.forecasters import storage
 
         path = Path(path)
         buf = io.BytesIO()
         self.model.save(buf)
-        storage.write_bytes(path / MODEL_FILE, buf.getvalue())
+        write_with_digest(path / MODEL_FILE, buf.getvalue(), signed=True)
         storage.write_json(path / META_FILE, self.meta())
         return path
 
     @classmethod
-    def load(cls, path: str | Path, env: Any = None, device: str = "auto") -> SB3Agent:
+    def load(
+        cls, path: str | Path, env: Any = None, device: str = "auto", trust: bool = False
+    ) -> SB3Agent:
         """Load a saved SB3 agent (a dir holding ``sb3.zip``, a run dir with
         ``model/sb3.zip``, or the zip itself) through SB3's own loader.
 
-        **Only load files you trust**: an SB3 zip holds pickled Python objects and
-        unpickling one can run arbitrary code."""
+        An SB3 zip holds pickled Python objects and unpickling one can run arbitrary
+        code: the zip is loaded only when ``sb3.zip.sig`` holds this user's signature of
+        it (written by :meth:`save`), else
+        :class:`~stockgym.agents.integrity.UntrustedFileError`; ``trust=True`` loads an
+        unsigned zip (only files you trust). A zip that fails its ``sb3.zip.sha256`` is
+        refused either way."""
         zip_file = sb3_model_file(path)
         if zip_file is None:
             raise FileNotFoundError(
@@ -446,9 +457,11 @@ class SB3Agent:
         meta = storage.read_json(meta_file, "SB3 agent description (agent.json)")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{meta_file} does not describe a stockgym SB3 agent")
+        check_fields(meta, {"algo": (str, True), "config": (dict, True)}, str(meta_file))
+        data = read_verified(zip_file, signed=True, trust=trust)  # before any unpickling
         config = SB3Config.from_dict(meta["config"])
         try:
-            model = algo_class(meta["algo"]).load(zip_file, env=env, device=device)
+            model = algo_class(meta["algo"]).load(io.BytesIO(data), env=env, device=device)
         except (ValueError, KeyError, RuntimeError, OSError, EOFError) as exc:
             raise ValueError(f"cannot load SB3 model {zip_file}: {exc}") from exc
         return cls(model, config, meta.get("layout"))
@@ -474,9 +487,11 @@ def sb3_model_file(path: str | Path) -> Path | None:
     return None
 
 
-def load_sb3(path: str | Path, env: Any = None, device: str = "auto") -> SB3Agent:
-    """:meth:`SB3Agent.load` (trusted files only: SB3 zips are unpickled)."""
-    return SB3Agent.load(path, env=env, device=device)
+def load_sb3(
+    path: str | Path, env: Any = None, device: str = "auto", trust: bool = False
+) -> SB3Agent:
+    """:meth:`SB3Agent.load` (signed zips only unless ``trust``: SB3 zips are unpickled)."""
+    return SB3Agent.load(path, env=env, device=device, trust=trust)
 
 
 def make_agent(venv: Any, config: SB3Config) -> SB3Agent:

@@ -25,6 +25,7 @@ from stockgym.backtest.html_report import backtest_html
 from stockgym.backtest.metrics import closed_trades, drawdown, json_safe
 from stockgym.backtest.plots import plot_drawdown, plot_equity, plot_trades
 from stockgym.backtest.runner import BacktestResult
+from stockgym.core import current_umask
 
 #: Files a backtest output directory holds.
 BACKTEST_FILES = (
@@ -66,6 +67,7 @@ def atomic_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     made = [p for p in reversed(out.absolute().parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; outputs follow the umask
     try:
         yield tmp
         _publish(tmp, out, force)
@@ -138,9 +140,12 @@ def write_backtest(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Write metrics.json, equity.csv, trades.csv, config.json and (``plots``) the
-    PNGs and ``report.html`` into ``out_dir``; returns the metrics (with ``benchmark``)."""
+    PNGs and ``report.html`` into ``out_dir``; returns the metrics (with ``benchmark``,
+    and ``stopped_by_ruin``: whether the value fell below the env's ruin floor,
+    which ends the backtest early)."""
     out_dir = Path(out_dir)
     metrics = result.metrics(risk_free)
+    metrics["stopped_by_ruin"] = bool(result.terminated)
     write_json(out_dir / "metrics.json", json_safe(metrics))
     equity_frame(result).to_csv(out_dir / "equity.csv", date_format="%Y-%m-%d")
     trades_frame(result).to_csv(out_dir / "trades.csv", index=False)
@@ -160,7 +165,16 @@ def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) ->
     env, bt, b = config["env"], config["backtest"], config["benchmark"]
     fill = "next open" if env["fill"] == "open" else "same close"
     plots = " equity.png drawdown.png trades.png" if (Path(out) / "equity.png").exists() else ""
+    ruin = []
+    if metrics.get("stopped_by_ruin"):
+        floor = env.get("ruin_floor")
+        at = f" ({floor:,.2f})" if isinstance(floor, (int, float)) else ""
+        ruin = [
+            f"STOPPED    the portfolio value fell below the ruin floor{at} on {bt['last']}; "
+            "the backtest ended there (metrics cover the period up to that day)",
+        ]
     return "\n".join([
+        *ruin,
         f"backtest   {config['strategy']['description']} on {', '.join(env['symbols'])} "
         f"[source={config['data']['source']}]",
         f"period     {bt['first']} .. {bt['last']} ({bt['days']} trading days; decisions "

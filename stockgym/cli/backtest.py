@@ -103,6 +103,12 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
         "period, with its env and costs (see `stockgym train --help`)",
     )
     g.add_argument(
+        "--trust",
+        action="store_true",
+        help="load an unsigned stable-baselines3 model (its zip is unpickled and can run code): "
+        "only for run dirs you trust",
+    )
+    g.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -275,6 +281,8 @@ def cmd_backtest(args: argparse.Namespace) -> None:
         from stockgym.cli.train import backtest_model
 
         return backtest_model(args)
+    if args.trust:
+        raise UsageError("--trust applies to --model only (loading a trained agent)")
     if args.strategy is None or not args.symbols:
         raise UsageError("give --strategy NAME and --symbol SYMBOL (or --model RUN_DIR)")
     args.period = args.period or "all"

@@ -22,9 +22,12 @@ FORECAST_EXAMPLES = """examples:
   stockgym forecast train --model lstm --symbol AAPL --source sample --target close   (the notebook's price target)
   stockgym forecast eval runs/forecast/20240101-120000-lstm-AAPL
   stockgym forecast walk-forward --model mlp --symbol AAPL --source sample --refit-every 126
+  stockgym forecast compare runs/forecast/*   (leaderboard across models, symbols and seeds)
 """
 
 SOURCES = ["auto", "fdr", "csv", "sample", "synthetic"]
+# stockgym.forecasters.MODELS without importing torch (a test keeps the two equal)
+MODEL_NAMES = ["mlp", "cnn", "lstm", "gru", "tcn", "transformer"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     group = subparsers.add_parser(
         "forecast",
-        help="train, evaluate and walk forward MLP / CNN / LSTM forecasters",
+        help="train, evaluate, walk forward and compare forecasters",
         epilog=FORECAST_EXAMPLES,
         formatter_class=fmt,
     )
@@ -63,7 +66,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `forecast train`")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     ev.add_argument("--cache-dir", help="download cache for --source fdr/auto runs")
+    ev.add_argument(
+        "--windows",
+        type=int,
+        default=12,
+        help="rolling-origin windows over the test period (default 12, each >= 5 samples)",
+    )
     ev.set_defaults(func=_cmd_eval)
+
+    cp = sub.add_parser(
+        "compare",
+        help="leaderboard of runs: MASE, RMSSE, IC, DM test... per model and symbol, "
+        "mean +- std over seeds, and a plot",
+        epilog="examples:\n  stockgym forecast compare runs/forecast/*\n"
+        "  stockgym forecast compare RUN_A RUN_B --out-dir cmp\n",
+        formatter_class=fmt,
+    )
+    cp.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run dirs of `forecast train` or `walk-forward`"
+    )
+    cp.add_argument(
+        "--out-dir",
+        help="where leaderboard.json and leaderboard.png go "
+        "(default a new folder under runs/forecast_compare/)",
+    )
+    cp.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
+    cp.set_defaults(func=_cmd_compare)
 
     wf = sub.add_parser(
         "walk-forward",
@@ -151,7 +179,7 @@ def _add_model(p: argparse.ArgumentParser, walk_forward: bool = False) -> None:
         "--config",
         help="JSON file with ForecastConfig fields (or a run's config.json); flags override it",
     )
-    g.add_argument("--model", choices=["mlp", "cnn", "lstm"], default=S)
+    g.add_argument("--model", choices=MODEL_NAMES, default=S)
     g.add_argument(
         "--target",
         choices=["log_return", "direction", "close"],
@@ -175,7 +203,9 @@ def _add_model(p: argparse.ArgumentParser, walk_forward: bool = False) -> None:
     g.add_argument("--hidden-size", type=int, default=S)
     g.add_argument("--num-layers", type=int, default=S)
     g.add_argument("--dropout", type=float, default=S)
-    g.add_argument("--kernel-size", type=int, default=S, help="CNN kernel size (default 3)")
+    g.add_argument("--kernel-size", type=int, default=S, help="CNN / TCN kernel size (default 3)")
+    g.add_argument("--n-heads", type=int, default=S, help="Transformer attention heads")
+    g.add_argument("--patch-len", type=int, default=S, help="Transformer rows per token")
     g.add_argument("--epochs", type=int, default=S, help="maximum epochs")
     g.add_argument("--batch-size", type=int, default=S)
     g.add_argument("--lr", type=float, default=S)
@@ -214,6 +244,8 @@ _MODEL_FIELDS = (
     "num_layers",
     "dropout",
     "kernel_size",
+    "n_heads",
+    "patch_len",
     "epochs",
     "batch_size",
     "lr",
@@ -349,7 +381,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
             "on (source data changed); metrics may differ from metrics.json",
             stacklevel=1,
         )
-    ev = evaluate(forecaster, prices, record["splits"])
+    if args.windows < 1:
+        raise UsageError(f"--windows must be >= 1, got {args.windows}")
+    ev = evaluate(forecaster, prices, record["splits"], windows=args.windows)
     print(f"{forecaster!r}")
     print(format_table(ev.metrics))
     _print_paths(Path(args.run_dir), True, True)
@@ -403,3 +437,70 @@ def _cmd_walk_forward(args: argparse.Namespace) -> None:
     print(f"metrics:     {run_dir / 'metrics.json'}")
     if fc.plots:
         print(f"plots:       {run_dir / 'plots' / 'forecasts.png'}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from stockgym.forecasters import storage
+    from stockgym.forecasters.evaluation import dedupe_baselines, load_entries, plot_leaderboard
+    from stockgym.forecasters.metrics import leaderboard
+
+    entries = []
+    for run in args.runs:
+        try:
+            entries.extend(load_entries(run))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    rows = leaderboard(dedupe_baselines(entries))
+    out_dir = Path(args.out_dir) if args.out_dir else storage.default_run_dir("forecast_compare")
+    print(format_leaderboard(rows))
+    storage.write_json(out_dir / "leaderboard.json", {"runs": list(args.runs), "rows": rows})
+    print(f"leaderboard: {out_dir / 'leaderboard.json'}")
+    if not args.no_plots:
+        print(f"plot:        {plot_leaderboard(rows, out_dir / 'leaderboard.png')}")
+
+
+_COLUMNS = (
+    ("rmse", "rmse", ".4g"),
+    ("mase", "mase", ".4f"),
+    ("rmsse", "rmsse", ".4f"),
+    ("directional_accuracy", "dir.acc", ".3f"),
+    ("ic", "ic", "+.4f"),
+    ("rank_ic", "rank_ic", "+.4f"),
+    ("icir", "icir", "+.2f"),
+    ("dm_stat", "dm", "+.2f"),
+    ("dm_pvalue", "dm p", ".3f"),
+)
+
+
+def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    """The leaderboard rows as a text table: ``mean±std`` over seeds (``mean`` for one)."""
+    cols = list(_COLUMNS)
+    if any(r["auc"]["mean"] is not None for r in rows):
+        cols += [("auc", "auc", ".3f"), ("accuracy", "acc", ".3f")]
+
+    def cell(stat: dict[str, Any], spec: str) -> str:
+        if stat["mean"] is None:
+            return "-"
+        text = format(stat["mean"], spec)
+        return text if stat["std"] is None else f"{text}±{format(stat['std'], spec.lstrip('+'))}"
+
+    table = [["model", "symbol", "runs", *(name for _, name, _ in cols)]]
+    for r in rows:
+        table.append(
+            [r["model"], r["symbol"], str(r["runs"]), *(cell(r[k], f) for k, _, f in cols)]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+
+    def line(row: list[str]) -> str:
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in pairs]
+        return "  ".join(cells)
+
+    lines = [line(row) for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(
+        "mean±std over seeds; mase/rmsse < 1: smaller errors than naive's in-sample errors; "
+        "ic per date across symbols in ALL rows; dm / dm p: Diebold-Mariano vs naive "
+        "(dm < 0: smaller squared errors)"
+    )
+    return "\n".join(lines)

@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the sweep in --out: finished trials are kept, the rest run",
     )
     p.add_argument(
+        "--trust",
+        action="store_true",
+        help="with --resume: restore Tune state that lacks this user's signature (Tune "
+        "unpickles it, which can run code): only for sweep dirs you trust",
+    )
+    p.add_argument(
         "--address",
         metavar="HOST:PORT",
         help="join this running Ray cluster instead of starting a local Ray",
@@ -230,6 +236,7 @@ def run(
             plan,
             out,
             resume=args.resume,
+            trust=args.trust,
             verbose=0 if args.quiet else 2 if args.verbose else 1,
         )
     runs = res.run_rows(outcome.reports, sweep)

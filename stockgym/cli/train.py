@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     tr = subparsers.add_parser(
         "train",
-        help="train a DQN / PPO / REINFORCE agent into a run dir",
+        help="train a DQN / PPO / REINFORCE / A2C / Q-learning agent into a run dir",
         description="Train an agent on the training period (validation backtests while it "
         "learns; the test period is left for `stockgym backtest --model`).",
         epilog=TRAIN_EXAMPLES,
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--config", metavar="FILE", help="TOML config (flags override it)")
     tr.add_argument(
         "--algo",
-        choices=["dqn", "ppo", "reinforce", "sb3-ppo", "sb3-dqn", "sb3-a2c"],
+        choices=["dqn", "ppo", "reinforce", "a2c", "qlearning", "sb3-ppo", "sb3-dqn", "sb3-a2c"],
         help="algorithm (default ppo; sb3-*: stable-baselines3, needs the [sb3] extra)",
     )
     tr.add_argument(
@@ -104,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--num-envs",
         type=int,
-        help="training envs stepped together (default: ppo 64, dqn 32, reinforce 8, sb3-* 8)",
+        help="training envs stepped together (default: ppo 64, dqn 32, a2c 16, reinforce 8, "
+        "qlearning 8, sb3-* 8)",
     )
     tr.add_argument("--window-size", type=int, help="observation window (default 30)")
     tr.add_argument(
@@ -182,6 +183,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shares held now, one per symbol (default none)",
     )
     sg.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    sg.add_argument(
+        "--trust",
+        action="store_true",
+        help="load an unsigned stable-baselines3 model (its zip is unpickled and can run code): "
+        "only for run dirs you trust",
+    )
     sg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sg.set_defaults(func=cmd_signal)
 
@@ -310,6 +317,7 @@ def backtest_model(args: argparse.Namespace) -> None:
             source=args.source,
             cache_dir=args.cache_dir,
             progress=True,
+            trust=args.trust,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"--model: {exc}") from exc
@@ -334,8 +342,13 @@ def cmd_signal(args: argparse.Namespace) -> None:
     from stockgym.experiment.evaluation import fitted_env, run_data
     from stockgym.experiment.records import load_data, load_run
 
+    if args.shares is not None and not all(math.isfinite(q) for q in args.shares):
+        raise UsageError(
+            "--shares must be finite numbers of shares (one per symbol), got "
+            + " ".join(f"{q:g}" for q in args.shares)
+        )
     try:
-        record, agent = load_run(args.model, device=args.device)
+        record, agent = load_run(args.model, device=args.device, trust=args.trust)
         spec = run_data(record, args.symbols, args.source, args.cache_dir, end=None)
         prices = load_data(spec)
         env = fitted_env(args.model, record, prices, agent)

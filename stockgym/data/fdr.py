@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.core import write_bytes
+from stockgym.core import clean_stale_temps, write_bytes
 from stockgym.data.errors import DataError
 from stockgym.data.validate import OHLCV, normalize_columns
 
@@ -414,6 +414,7 @@ def fetch(
     except DataError as exc:
         return _offline_fallback(symbol, entry, start, end, exc)
     try:
+        clean_stale_temps(path.parent)  # leftovers of killed cache writes
         _write_entry(path, entry)
     except OSError as exc:
         # A read-only or full disk must not stop the user from getting the data.

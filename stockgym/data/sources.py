@@ -13,11 +13,14 @@ sorted, unique ``DatetimeIndex`` named ``date``):
 
 ``frame.attrs`` also holds ``source``, ``symbols``, ``adjusted`` (True when every
 symbol's prices were back-adjusted) and ``repairs`` (symbol -> opt-in repairs made,
-only for symbols that had any).
+only for symbols that had any) and ``gaps`` (symbol -> gaps longer than
+:data:`~stockgym.data.quality.MAX_GAP_BDAYS` business days, only for symbols that have
+any; each also reported in a :class:`~stockgym.data.quality.DataWarning`).
 """
 
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -27,6 +30,7 @@ import pandas as pd
 
 from stockgym.data import synthetic
 from stockgym.data.errors import DataError
+from stockgym.data.quality import find_gaps
 from stockgym.data.validate import (
     adjust_prices,
     drop_adjustment,
@@ -62,6 +66,8 @@ def load_prices(
     cache_dir: str | Path | None = None,
     refresh: bool = False,
     timeout: float = 30.0,
+    tz: str | None = None,
+    repair: bool = False,
     **options,
 ) -> pd.DataFrame:
     """Load daily OHLCV for one or several symbols (see module docstring for the shape).
@@ -84,6 +90,12 @@ def load_prices(
     cache_dir, refresh, timeout : finance-datareader cache directory (default
         ``$STOCKGYM_CACHE_DIR`` or the user cache dir), ignore the cache, and the bound
         in seconds on each network call.
+    tz : for ``source="csv"``: the exchange's time zone that dates with UTC offsets are
+        converted to (default: UTC stamps go to the file's exchange by its name, six-digit
+        KRX codes ``Asia/Seoul``, else ``America/New_York``; other offsets are local
+        times already). Other sources use the symbol's exchange.
+    repair : carry the adjustment ratio over ``adj_close`` spikes (a warning and
+        ``attrs["repairs"]``) instead of raising :class:`DataError`.
     """
     if source not in SOURCES:
         raise DataError(f"unknown source {source!r}; choose one of {SOURCES}")
@@ -103,19 +115,20 @@ def load_prices(
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise DataError(f"start {start_ts.date()} is after end {end_ts.date()}")
 
-    raw = _read_raw(names, source, start_ts, end_ts, cache_dir, refresh, timeout, options)
+    raw = _read_raw(names, source, start_ts, end_ts, cache_dir, refresh, timeout, options, tz)
     frames: dict[str, pd.DataFrame] = {}
     for name in names:
         src, df = raw[name]
-        df = validate_ohlcv(df, source=src, symbol=name, sort=sort, dropna=dropna)
+        df = validate_ohlcv(df, source=src, symbol=name, sort=sort, dropna=dropna, repair=repair)
         df = df.loc[slice(start_ts, end_ts)]
         if len(df) == 0:
             raise DataError(
                 f"[source={src}, symbol={name}] no rows between {_fmt(start_ts)} and {_fmt(end_ts)}"
             )
         repairs = df.attrs.get("repairs", [])
+        gaps = find_gaps(df.index, f"[source={src}, symbol={name}]")
         df = adjust_prices(df) if adjust else drop_adjustment(df)
-        df.attrs.update(source=src, symbols=[name], repairs=repairs)
+        df.attrs.update(source=src, symbols=[name], repairs=repairs, gaps=gaps)
         frames[name] = df[["open", "high", "low", "close", "volume", "tradable"]]
         frames[name].attrs = dict(df.attrs)
     out = frames[names[0]] if single else _align(frames)
@@ -127,12 +140,12 @@ def load_prices(
     return out
 
 
-def _read_raw(names, source, start, end, cache_dir, refresh, timeout, options):
+def _read_raw(names, source, start, end, cache_dir, refresh, timeout, options, tz=None):
     """Return {symbol: (source actually used, normalised raw frame)}."""
     out = {}
     for name in names:
         if source == "csv":
-            out[name] = ("csv", _read_csv(name))
+            out[name] = ("csv", _read_csv(name, tz))
         elif source == "sample":
             out[name] = ("sample", _read_sample(name))
         elif source in ("fdr", "auto"):
@@ -152,17 +165,21 @@ def _read_raw(names, source, start, end, cache_dir, refresh, timeout, options):
     return out
 
 
-def _read_csv(path: str) -> pd.DataFrame:
+def _read_csv(path: str, tz: str | None = None) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"[source=csv] file not found: {p}")
+    with open(p, "rb") as fh:
+        head = fh.read(4096)
+    if not head.lstrip(b"\xef\xbb\xbf").strip():
+        raise DataError(f"[source=csv] {p} is empty")
     try:
         raw = pd.read_csv(p, sep=None, engine="python")
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise DataError(f"[source=csv] cannot parse {p}: {exc}") from exc
     if raw.empty:
         raise DataError(f"[source=csv] {p} has no rows")
-    return normalize_columns(raw, source="csv", symbol=str(p))
+    return normalize_columns(raw, source="csv", symbol=str(p), tz=tz)
 
 
 def _read_sample(name: str) -> pd.DataFrame:
@@ -209,6 +226,7 @@ def _align(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         "symbols": list(frames),
         "adjusted": all(v.attrs.get("adjusted") for v in frames.values()),
         "repairs": {k: v.attrs["repairs"] for k, v in frames.items() if v.attrs.get("repairs")},
+        "gaps": {k: v.attrs["gaps"] for k, v in frames.items() if v.attrs.get("gaps")},
         "dropped": dropped,
     }
     return out

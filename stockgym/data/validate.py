@@ -3,8 +3,10 @@
 Every source (fdr, csv, sample, synthetic) goes through :func:`normalize_columns`,
 then :func:`validate_ohlcv`, then (by default) :func:`adjust_prices`. Nothing is
 "fixed" silently: the only repairs are opt-in (``dropna=True`` drops rows whose prices
-are missing on days with volume; ``sort=True`` sorts unsorted dates) and each is
-reported in ``frame.attrs["repairs"]``.
+are missing on days with volume; ``sort=True`` sorts unsorted dates; ``repair=True``
+carries the adjustment ratio over corrupt ``adj_close`` cells) and each is reported in
+``frame.attrs["repairs"]``. Time zones, adjustment-ratio spikes and gaps:
+:mod:`stockgym.data.quality`.
 
 Halted (non-tradable) bars - zero volume, or zero / missing OHLC with zero volume, as
 KRX data shows suspended days - are kept and flagged ``tradable=False``; their prices
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stockgym.data.errors import DataError
+from stockgym.data.quality import check_adjustment, parse_dates
 
 OHLCV = ("open", "high", "low", "close", "volume")
 PRICE_COLS = ("open", "high", "low", "close")
@@ -59,20 +62,37 @@ def _where(source: str, symbol: str) -> str:
     return f"[source={source}, symbol={symbol}]"
 
 
-def normalize_columns(raw: pd.DataFrame, *, source: str, symbol: str) -> pd.DataFrame:
+def normalize_columns(
+    raw: pd.DataFrame, *, source: str, symbol: str, tz: str | None = None
+) -> pd.DataFrame:
     """Lower-case and rename columns, move the date into a tz-naive DatetimeIndex.
 
     Accepts a ``Date`` column in any case or a date-like index (finance-datareader
     returns US tickers with an unnamed index). Unknown extra columns are dropped;
-    ``Adj Close`` is kept as ``adj_close``.
+    ``Adj Close`` is kept as ``adj_close``. Dates with UTC offsets become the
+    exchange's local day (:func:`~stockgym.data.quality.parse_dates`: ``tz``, else
+    the symbol's exchange for UTC stamps) before the time of day is dropped. Two columns that mean the same
+    field (``Close`` and ``close``) are a :class:`DataError`.
     """
     where = _where(source, symbol)
+    if raw.shape[1] == 0:
+        raise DataError(f"{where} the file has no columns (an empty file?)")
     df = raw.copy()
     rename = {}
     for col in df.columns:
         key = str(col).lstrip("\ufeff").strip().lower().replace("-", " ")
         if key in _ALIASES:
             rename[col] = _ALIASES[key]
+    targets: dict[str, list[str]] = {}
+    for col in df.columns:
+        targets.setdefault(rename.get(col, str(col)), []).append(str(col))
+    clash = {k: v for k, v in targets.items() if len(v) > 1}
+    if clash:
+        field, cols = next(iter(clash.items()))
+        raise DataError(
+            f"{where} columns {cols} all mean {field!r}; keep one of them "
+            f"(found {list(map(str, raw.columns))})"
+        )
     df = df.rename(columns=rename)
     if "date" in df.columns:
         df = df.set_index("date")
@@ -88,18 +108,18 @@ def normalize_columns(raw: pd.DataFrame, *, source: str, symbol: str) -> pd.Data
             f"{where} missing column(s) {missing}; found {list(map(str, raw.columns))}. "
             "Expected Date/Open/High/Low/Close/Volume (any case)."
         )
-    try:
-        values = df.index
-        if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
-            # Integer dates are YYYYMMDD (as KRX files write them), never epoch numbers.
-            values = pd.to_datetime(values.astype("int64").astype(str), format="%Y%m%d")
-        idx = pd.DatetimeIndex(pd.to_datetime(values))
-    except (ValueError, TypeError) as exc:
-        bad = next((v for v in df.index if _not_a_date(v)), df.index[0] if len(df) else None)
-        raise DataError(f"{where} cannot read dates: value {bad!r} is not a date") from exc
-    if idx.tz is not None:
-        idx = idx.tz_localize(None)
-    df.index = idx.normalize()
+    values = df.index
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+        # Integer dates are YYYYMMDD (as KRX files write them), never epoch numbers.
+        try:
+            values = pd.Index(values.astype("int64").astype(str))
+            values = pd.to_datetime(values, format="%Y%m%d")
+        except (ValueError, TypeError) as exc:
+            bad = next((v for v in values if _not_a_date(v, "%Y%m%d")), values[0])
+            raise DataError(
+                f"{where} cannot read dates: value {bad!r} is not a YYYYMMDD date"
+            ) from exc
+    df.index = parse_dates(values, where, tz, symbol)
     df.index.name = "date"
     keep = [c for c in (*OHLCV, "adj_close") if c in df.columns]
     df = df[keep]
@@ -117,9 +137,9 @@ def normalize_columns(raw: pd.DataFrame, *, source: str, symbol: str) -> pd.Data
     return df.astype("float64")
 
 
-def _not_a_date(v: object) -> bool:
+def _not_a_date(v: object, fmt: str) -> bool:
     try:
-        pd.Timestamp(v)
+        pd.to_datetime(v, format=fmt)
         return False
     except (ValueError, TypeError):
         return True
@@ -139,6 +159,7 @@ def validate_ohlcv(
     sort: bool = False,
     dropna: bool = False,
     min_rows: int = 1,
+    repair: bool = False,
 ) -> pd.DataFrame:
     """Check a normalised frame and add the ``tradable`` column.
 
@@ -146,7 +167,8 @@ def validate_ohlcv(
     duplicate or unsorted dates (``sort=True`` sorts instead), NaN/inf or <= 0 prices on
     tradable days (``dropna=True`` drops rows with missing prices instead), high below
     max(open, close) or low above min(open, close), negative volume, fewer than
-    ``min_rows`` rows.
+    ``min_rows`` rows, ``adj_close / close`` ratio spikes
+    (:func:`~stockgym.data.quality.check_adjustment`; ``repair=True`` repairs them).
     """
     where = _where(source, symbol)
     repairs: list[str] = []
@@ -219,6 +241,8 @@ def validate_ohlcv(
         )
     if len(df) < min_rows:
         raise DataError(f"{where} only {len(df)} rows, fewer than the {min_rows} required")
+    df, notes = check_adjustment(df, where, tradable, repair)
+    repairs.extend(notes)
     df = df.copy()
     df["tradable"] = tradable
     df.attrs["repairs"] = repairs

@@ -14,12 +14,23 @@ the reference the vectorized env is tested against. The rules (docs/market-rules
 4. Sells (including short sales) execute first: cash += value - commission - tax. A
    sell whose proceeds would not cover its own costs (possible only with
    ``min_commission``) is skipped (status ``"uneconomic"``).
-5. Buys are then scaled by one common factor ``k`` so that buys plus their commissions
-   fit in cash (status ``"scaled"`` when ``k < 1``); whole shares are floored again
-   after scaling. Cash never goes negative, by construction: the buys are sized so that
-   their total cost ``need = sum(q * price + commission)`` is <= cash, and cash is then
-   reduced by that same ``need`` in one subtraction, which, correctly rounded, cannot
-   go below zero (subtracting each order's cost in turn could, by a few ulps).
+5. Borrow on shorts is reserved before buys are sized: ``reserve = b * sum(max(-q, 0)
+   * ref)`` over the shares ``q`` held after the sells, ``b = borrow_rate / 252``. If
+   cash is below the reserve (cash spent on longs while a short is held), no buy can be
+   paid: the buys are cancelled (status ``"scaled"``, nothing filled) and tradable long
+   positions are sold, in asset order, until the reserve is covered (status
+   ``"borrow_call"``; ``q = (gap + min_commission) / (price * (1 - commission -
+   sell_tax))`` shares, rounded up to whole shares, at most the position).
+6. Buys are then scaled by one common factor ``k`` so that buys plus their commissions
+   fit in ``cash - reserve`` (status ``"scaled"`` when ``k < 1``); whole shares are
+   floored again after scaling.
+7. The borrow charged is ``b * sum(max(-q, 0) * ref)`` over the shares after the buys
+   (buys only cover shorts, so it is <= the reserve). Cash never goes negative, by
+   construction: ``need = sum(q * price + commission) <= cash - reserve``, and cash
+   becomes ``(cash - borrow) - need``, two correctly rounded subtractions of numbers
+   that fit (subtracting each order's cost in turn could go below zero by a few ulps).
+   Only when no long can be sold (all halted) and cash is below the borrow is the
+   borrow capped at the cash (the rest is not charged).
 
 Commission on each filled order is ``max(commission * value, min_commission)``; the sell
 tax is ``sell_tax * value`` on sells; the slippage cost is ``qty * |fill - ref|`` (it is
@@ -69,9 +80,10 @@ def rebalance(
     costs: CostModel,
     fractional: bool,
     symbols: list[str],
-) -> tuple[list[float], float, list[dict]]:
+) -> tuple[list[float], float, list[dict], float]:
     """Execute target ``weights`` (fractions of portfolio value, signed) at prices
-    ``ref``. Returns new shares, new cash and the orders (filled or not), as dicts."""
+    ``ref``. Returns new shares, new cash (borrow paid), the orders (filled or not, as
+    dicts) and the borrow charged on the shorts held after the trade."""
     n = len(shares)
     v_ref = cash
     for i in range(n):
@@ -113,9 +125,62 @@ def rebalance(
             )
         else:
             buys.append((i, qty, price))
+    daily = costs.borrow_rate / 252.0
+    reserve = borrow_due(new_shares, ref, daily) if daily > 0.0 else 0.0
+    if cash < reserve:
+        # No buy fits (cash - reserve < 0): the buys are cancelled, and longs are sold
+        cash = _borrow_call(
+            new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols
+        )
+        for i, q, price in buys:
+            orders.append(_order(symbols[i], q, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
+        buys = []
+    avail = cash - reserve
+    need = 0.0
     if buys:
-        cash = _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbols)
-    return new_shares, cash, orders
+        need = _execute_buys(
+            buys, max(avail, 0.0), new_shares, ref, costs, fractional, orders, symbols
+        )
+    borrow = min(borrow_due(new_shares, ref, daily), cash) if daily > 0.0 else 0.0
+    # borrow <= reserve and need <= avail = cash - reserve, so neither step goes below 0
+    return new_shares, (cash - borrow) - need, orders, borrow
+
+
+def borrow_due(shares: list[float], ref: list[float], daily: float) -> float:
+    """One day's borrow ``daily * sum(max(-q, 0) * ref)`` on the short positions."""
+    total = 0.0
+    for q, p in zip(shares, ref, strict=False):
+        if q < 0.0:
+            total += -q * p * daily
+    return total
+
+
+def _borrow_call(
+    new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols
+) -> float:
+    """Sell tradable longs, in asset order, until ``cash >= reserve``."""
+    slip = costs.slippage_bps * 1e-4
+    for i in range(len(new_shares)):
+        if cash >= reserve:
+            break
+        if new_shares[i] <= 0.0 or not tradable[i]:
+            continue
+        price = ref[i] * (1.0 - slip)
+        net = price * (1.0 - costs.commission - costs.sell_tax)
+        if net <= 0.0:
+            continue
+        q = (reserve - cash + costs.min_commission) / net
+        q = min(float(math.ceil(q)) if not fractional else q * (1.0 + 1e-9), new_shares[i])
+        value = q * price
+        comm = _commission(value, costs)
+        tax = costs.sell_tax * value
+        if value - comm - tax <= 0.0:
+            continue
+        cash += value - comm - tax
+        new_shares[i] -= q
+        slippage = q * (ref[i] - price)
+        orders.append(_order(symbols[i], -q, -q, price, value, comm, tax, slippage, "borrow_call"))
+    return cash
 
 
 def _buy_need(buys, qtys, costs: CostModel) -> float:
@@ -162,5 +227,5 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
         orders.append(
             _order(symbols[i], requested, q, price, value, comm, 0.0, q * (price - ref[i]), status)
         )
-    # need <= cash here (or need == 0), so this one rounded subtraction is >= 0
-    return cash - need
+    # need <= cash here (or need == 0); the caller subtracts it in one rounded step
+    return need

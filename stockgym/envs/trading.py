@@ -87,7 +87,9 @@ class StockTradingEnv(gym.Env):
     are reported in ``info["trades"]``; halted assets are valued at their last close.
     Costs: ``market`` preset (``"krx"``, ``"us"``, ``"none"``; ``"auto"`` from the first
     symbol) overridden by ``commission`` (rate), ``sell_tax`` (rate), ``slippage_bps``,
-    ``min_commission`` (currency per order), ``borrow_rate`` (annual rate on shorts).
+    ``min_commission`` (currency per order), ``borrow_rate`` (annual rate on shorts held after the
+    trade, charged daily at the fill reference price and reserved before buys are sized,
+    so cash never goes negative).
     Accounting is float64: ``V = cash + sum(shares * close)`` and
     ``V_{s+1} - V_s = info["pnl"] - info["cost"]`` at every step.
 
@@ -197,7 +199,6 @@ class StockTradingEnv(gym.Env):
             [m.features.reshape(-1), np.zeros(n_assets + 1, dtype=np.float32)]
         )
         self._row = n_assets * n_feat
-        self._borrow_daily = self.costs.borrow_rate / 252.0
         self._n_assets = n_assets
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
@@ -335,16 +336,10 @@ class StockTradingEnv(gym.Env):
         else:
             ref, trad = self._mark[s], self._trad[s]
         before = self._shares
-        shares, cash, orders = rebalance(
+        shares, cash, orders, borrow = rebalance(
             before, self._cash, weights, ref, trad, self.costs, self.fractional, self.symbols
         )
         mark_s, mark_f = self._mark[s], self._mark[f]
-        borrow = 0.0
-        if self._borrow_daily > 0.0:
-            for i, q in enumerate(shares):
-                if q < 0.0:
-                    borrow -= q * mark_f[i] * self._borrow_daily
-            cash -= borrow
         value = cash
         pnl = 0.0
         for i, q in enumerate(shares):

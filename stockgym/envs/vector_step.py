@@ -5,11 +5,13 @@ by the eager vector env and compiled by :mod:`stockgym.envs.vector_compiled`. Ea
 function mirrors its single-env counterpart, with the same names and order:
 
 * :func:`transition` is ``StockTradingEnv.step``: fill at bar ``f = s + 1`` (the open, or
-  the close of ``s`` with ``fill="close"``), borrow on shorts, mark at the close of
-  ``f``, reward, ruin / end of episode.
+  the close of ``s`` with ``fill="close"``), mark at the close of ``f``, reward, ruin /
+  end of episode.
 * :func:`rebalance` is :func:`stockgym.envs.execution.rebalance`: target weights ->
-  orders at ``V_ref = cash + sum(shares * ref)``, sells first, then buys scaled by one
-  common factor ``k`` to fit in cash (see :func:`fit_buys`).
+  orders at ``V_ref = cash + sum(shares * ref)``, sells first, the borrow on shorts
+  reserved (longs sold by a borrow call if cash is short of it), then buys scaled by
+  one common factor ``k`` to fit in ``cash - reserve`` (see :func:`fit_buys`), and the
+  borrow on the shorts left charged.
 * :func:`reward` is ``StockTradingEnv._reward``.
 
 Shapes: per-env quantities ``(N,)``, per-asset ones ``(N, A)``. The rules themselves
@@ -167,7 +169,7 @@ class Fills(NamedTuple):
     cash: torch.Tensor
     filled: torch.Tensor
     fill_price: torch.Tensor
-    cost: torch.Tensor  # commission + tax + slippage, (N,)
+    cost: torch.Tensor  # commission + tax + slippage + borrow, (N,)
     not_tradable: torch.Tensor
     unresolved: torch.Tensor  # see fit_buys
 
@@ -210,23 +212,87 @@ def rebalance(
             torch.where(economic, x, 0.0) for x in (sell_qty, sell_value, sell_comm, sell_tax)
         )
     cash = cash + (sell_value - sell_comm - sell_tax).sum(1)
-    # then buys, scaled by one common factor to fit in cash
-    buy_qty, need, unresolved = fit_buys(qty.clamp(min=0.0), price, cash, spec, bisect)
+    cost = (sell_comm + sell_tax).sum(1)
+    buy_want = qty.clamp(min=0.0)
+    daily = costs.borrow_rate / 252.0
+    called = torch.zeros_like(shares)
+    reserve = torch.zeros_like(cash)
+    if daily > 0.0:
+        held = shares + sell_qty
+        reserve = borrow_due(held, ref, daily)
+        # where cash is short of the reserve no buy fits: cancelled, longs sold instead
+        buy_want = torch.where((cash < reserve)[:, None], 0.0, buy_want)
+        called, cash, call_cost = borrow_call(held, cash, reserve, ref, tradable, costs, spec)
+        cost = cost + call_cost
+    # then buys, scaled by one common factor to fit in what the borrow leaves
+    buy_qty, need, unresolved = fit_buys(
+        buy_want, price, (cash - reserve).clamp(min=0.0), spec, bisect
+    )
     buy_comm = commission(buy_qty * price, costs)
-    cash = cash - need
     filled = sell_qty + buy_qty
+    new_shares = shares + sell_qty - called + buy_qty  # the single env's order
+    if daily > 0.0:
+        borrow = torch.minimum(borrow_due(new_shares, ref, daily), cash)
+        cash = cash - borrow
+        cost = cost + borrow
+    cash = cash - need
     traded = filled != 0.0
     slippage = torch.where(traded, (filled * (price - ref)).abs(), 0.0)
-    cost = (sell_comm + buy_comm + sell_tax + slippage).sum(1)
+    cost = cost + (buy_comm + slippage).sum(1)
+    fill_price = torch.where(traded, price, 0.0)
+    if daily > 0.0:
+        sell_price = ref * (1.0 - slip)
+        fill_price = torch.where(called != 0.0, sell_price, fill_price)
+        filled = filled - called
     return Fills(
-        shares + filled,
+        new_shares,
         cash,
         filled,
-        torch.where(traded, price, 0.0),
+        fill_price,
         cost,
         not_tradable,
         unresolved,
     )
+
+
+def borrow_due(shares: torch.Tensor, ref: torch.Tensor, daily: float) -> torch.Tensor:
+    """One day's borrow ``daily * sum(max(-q, 0) * ref)`` per env."""
+    return torch.where(shares < 0.0, -shares * ref * daily, 0.0).sum(1)
+
+
+def borrow_call(
+    held: torch.Tensor,
+    cash: torch.Tensor,
+    reserve: torch.Tensor,
+    ref: torch.Tensor,
+    tradable: torch.Tensor,
+    costs: CostModel,
+    spec: StepSpec,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tradable longs sold (in asset order) where ``cash < reserve``, as
+    :func:`stockgym.envs.execution._borrow_call`: (shares sold (N, A), cash, their
+    commission + tax + slippage (N,))."""
+    slip = costs.slippage_bps * 1e-4
+    called = torch.zeros_like(held)
+    call_cost = torch.zeros_like(cash)
+    for i in range(held.shape[1]):
+        q_held = held[:, i]
+        price = ref[:, i] * (1.0 - slip)
+        net = price * (1.0 - costs.commission - costs.sell_tax)
+        ok = (cash < reserve) & (q_held > 0.0) & tradable[:, i]
+        ok = ok & (net > 0.0)
+        q = (reserve - cash + costs.min_commission) / torch.where(net > 0.0, net, 1.0)
+        q = q * (1.0 + 1e-9) if spec.fractional else torch.ceil(q)
+        q = torch.minimum(q, q_held)
+        value = q * price
+        comm = commission(value, costs)
+        tax = costs.sell_tax * value
+        ok = ok & (value - comm - tax > 0.0)
+        cash = torch.where(ok, cash + (value - comm - tax), cash)
+        called[:, i] = torch.where(ok, q, 0.0)
+        cost_i = comm + tax + q * (ref[:, i] - price)
+        call_cost = call_cost + torch.where(ok, cost_i, 0.0)
+    return called, cash, call_cost
 
 
 def reward(
@@ -271,11 +337,6 @@ def transition(
     shares, cash = fills.shares, fills.cash
     mark_s, mark_f = market.mark[s], market.mark[f]
     cost = fills.cost
-    if spec.costs.borrow_rate > 0.0:
-        short_value = torch.where(shares < 0.0, -shares * mark_f, 0.0)
-        borrow = (short_value * (spec.costs.borrow_rate / 252.0)).sum(1)
-        cash = cash - borrow
-        cost = borrow + cost
     value = cash + (shares * mark_f).sum(1)
     pnl = (before * (ref - mark_s) + shares * (mark_f - ref)).sum(1)
     r, dsr_a, dsr_b = reward(state.value, value, state.dsr_a, state.dsr_b, spec)

@@ -180,13 +180,15 @@ def backtest_run(
     cache_dir: str | None = None,
     device: str = "cpu",
     progress: bool = False,
+    trust: bool = False,
 ) -> RunBacktest:
     """Backtest the trained agent of ``run_dir`` deterministically with the run's env
     (features, window, fitted scaler, costs) on ``period``: ``"train" | "valid" |
     "test"`` (a part of the run's split; default ``"test"``) or ``"all"`` (every bar
     with a full window, cut to ``start`` / ``end``; the default when either is given).
-    Buy-and-hold over the same dates and costs is the benchmark."""
-    record, agent = load_run(run_dir, device=device)
+    Buy-and-hold over the same dates and costs is the benchmark. ``trust`` loads an
+    unsigned stable-baselines3 model anyway (see SECURITY.md)."""
+    record, agent = load_run(run_dir, device=device, trust=trust)
     period_name = period or ("test" if start is None and end is None else "all")
     if period_name not in ("train", "valid", "test", "all"):
         raise ValueError(f"period must be train, valid, test or all, got {period_name!r}")

@@ -19,7 +19,15 @@ Run directory (created when training starts, so TensorBoard can follow it live):
     scalars (see ``docs/agents.md``); ``eval/return``, ``eval/sharpe``,
     ``eval/excess_return`` on the validation period.
 ``model/``
-    the final agent (``agent.pt``, ``agent.json``).
+    the final agent (``agent.pt``, ``agent.json``; SB3 runs: ``sb3.zip`` signed with
+    this user's key), each model file with its SHA-256 beside it (``.sha256``).
+``checkpoint.pt``
+    the training checkpoint (:func:`write_checkpoint`), with ``checkpoint.pt.sha256``.
+
+Reading back checks every file: ``config.json`` and the checkpoint against their
+schemas (:data:`RECORD_SCHEMA`, :data:`RUN_CHECKPOINT_SCHEMA`; one ``ValueError`` line
+per missing or mistyped key), model files against their SHA-256, SB3 zips against this
+user's signature before they are unpickled (``trust=True`` skips that).
 ``summary.json``
     steps, seconds, steps per second, recent training returns, every validation result.
 
@@ -39,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym import core
+from stockgym.agents.integrity import at_least, check_fields, finite_number, write_with_digest
 from stockgym.experiment.config import DataSpec, TrainConfig, sub_spec
 
 #: the run dir's record format (``config.json``'s ``format``; the id predates the
@@ -217,7 +225,44 @@ def write_checkpoint(run_dir: Path, agent: Any, state: dict[str, Any]) -> None:
         "env": agent.env.env.state_dict(),
         "last_obs": None if last is None else last.detach().cpu(),
     }
-    core.write_bytes(run_dir / CHECKPOINT, to_bytes(ckpt))
+    write_with_digest(run_dir / CHECKPOINT, to_bytes(ckpt))
+
+
+def _optional_step(v: Any) -> str | None:
+    return None if v >= 1 else f"must be >= 1 or null, got {v}"
+
+
+#: the keys of ``checkpoint.pt`` (``agent``: :data:`stockgym.agents.base` checks it)
+RUN_CHECKPOINT_SCHEMA = {
+    "agent": (dict, True),
+    "trainer": (dict, True),
+    "env": (dict, True),
+    "last_obs": (object, True),
+}
+#: the keys of its ``trainer`` state
+TRAINER_SCHEMA = {
+    "history": (list, True),
+    "bench": (dict, True),
+    "seconds": ((int, float), True, finite_number),
+    "resumes": (int, False, at_least(0)),
+    "next_eval": ((int, type(None)), True, _optional_step),
+    "next_checkpoint": ((int, type(None)), True, _optional_step),
+}
+
+
+def check_run_checkpoint(ckpt: dict[str, Any], file: str | Path) -> None:
+    """``ValueError`` (one line per problem, naming ``file``) unless a run checkpoint
+    has the keys and types of :data:`RUN_CHECKPOINT_SCHEMA` and its trainer state those
+    of :data:`TRAINER_SCHEMA`, with a finite last observation."""
+    import torch
+
+    check_fields(ckpt, RUN_CHECKPOINT_SCHEMA, str(file))
+    check_fields(ckpt["trainer"], TRAINER_SCHEMA, f"{file} trainer")
+    last = ckpt["last_obs"]
+    if last is not None and not isinstance(last, torch.Tensor):
+        raise ValueError(f"{file}: 'last_obs' must be a tensor or null, got {type(last).__name__}")
+    if last is not None and not bool(torch.isfinite(last).all()):
+        raise ValueError(f"{file}: 'last_obs' holds NaN or inf")
 
 
 # ------------------------------------------------------------------ reading runs back
@@ -235,6 +280,7 @@ def read_record(run_dir: str | Path, need_model: bool = True) -> dict[str, Any]:
         raise ValueError(
             f"{run_dir} is not a `stockgym train` run dir (its config.json is not one)"
         )
+    check_record(record, run_dir / "config.json")
     if need_model and is_sb3(record):
         if not (run_dir / "model" / "sb3.zip").is_file():
             raise FileNotFoundError(f"{run_dir} has no trained model (model/sb3.zip is missing)")
@@ -243,20 +289,60 @@ def read_record(run_dir: str | Path, need_model: bool = True) -> dict[str, Any]:
     return record
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[dict[str, Any], Any]:
+def load_run(
+    run_dir: str | Path, device: str = "cpu", trust: bool = False
+) -> tuple[dict[str, Any], Any]:
     """``(config.json record, agent)`` of a run dir. The record decides the loader: our
     algorithms load ``model/agent.pt`` with ``weights_only=True`` and never open a zip;
-    ``sb3-*`` runs load ``model/sb3.zip`` through SB3's own loader (it unpickles: load
-    only runs you trust)."""
+    ``sb3-*`` runs load ``model/sb3.zip`` through SB3's own loader, which unpickles, so
+    only a zip signed with this user's key is loaded, unless ``trust``
+    (:class:`~stockgym.agents.integrity.UntrustedFileError` otherwise)."""
     record = read_record(run_dir)
     model_dir = Path(run_dir) / "model"
     if is_sb3(record):
         from stockgym.agents.sb3 import load_sb3
 
-        return record, load_sb3(model_dir, device=device)
+        return record, load_sb3(model_dir, device=device, trust=trust)
     from stockgym.agents.base import Agent
 
     return record, Agent.load(model_dir, device=device)
+
+
+def _dates(v: dict) -> str | None:
+    for part in ("train", "valid", "test"):
+        d = v.get(part)
+        if not isinstance(d, dict):
+            return f"needs a {part!r} mapping"
+        for key, kind in (("first", str), ("last", str), ("rows", int)):
+            if not isinstance(d.get(key), kind) or isinstance(d.get(key), bool):
+                return f"{part}.{key} must be {kind.__name__}, got {d.get(key)!r}"
+    return None
+
+
+#: the keys of ``config.json`` that reading a run back uses
+RECORD_SCHEMA = {
+    "version": (int, True),
+    "config": (dict, True),
+    "agent": (dict, True),
+    "splits": (dict, True, _dates),
+    "data": (dict, True),
+    "env": (dict, True),
+    "env_kwargs": (dict, True),
+    "scaler": ((str, type(None)), False),
+    "forecasts": ((dict, type(None)), False),
+    "forecast_scaler": ((str, type(None)), False),
+}
+CONFIG_SCHEMA = {"algo": (str, True), "data": (dict, True)}
+DATA_SCHEMA = {"sha256": (str, True), "first": (str, True), "last": (str, True)}
+
+
+def check_record(record: dict[str, Any], file: str | Path) -> None:
+    """``ValueError`` (one line per problem, naming ``file``) unless a run record has
+    the keys and types of :data:`RECORD_SCHEMA` (and its ``config`` / ``data``
+    mappings theirs)."""
+    check_fields(record, RECORD_SCHEMA, str(file))
+    check_fields(record["config"], CONFIG_SCHEMA, f"{file} config")
+    check_fields(record["data"], DATA_SCHEMA, f"{file} data")
 
 
 def is_sb3(record: dict[str, Any]) -> bool:

@@ -44,6 +44,7 @@ from stockgym.experiment.records import (
     FORECAST_SCALER,
     RUN_CHECKPOINT,
     check_forecaster,
+    check_run_checkpoint,
     data_record,
     finite,
     fit_scaler,
@@ -275,6 +276,9 @@ def resume(
             f"{data['first']}..{data['last']} now): cannot resume on other data"
         )
     say = echo or (lambda line: None)
+    for folder in (run_dir, run_dir / "model"):  # temp files a killed write left behind
+        if folder.is_dir():
+            core.clean_stale_temps(folder)
     with run_lock(run_dir):
         _after_existing_events(run_dir / "tensorboard")
         ckpt_file = run_dir / CHECKPOINT
@@ -299,16 +303,25 @@ def _resume_from(
 ) -> TrainResult:
     from stockgym.agents.base import Agent, read_checkpoint
 
-    ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)
+    ckpt = read_checkpoint(ckpt_file, fmt=RUN_CHECKPOINT)  # checked against its SHA-256
+    check_run_checkpoint(ckpt, ckpt_file)
     agent = Agent.from_checkpoint(
         ckpt["agent"], env=prep["venv"], device=config.device, path=str(ckpt_file)
     )
-    prep["venv"].load_state_dict(ckpt["env"])  # every env where the checkpoint left it
+    try:
+        prep["venv"].load_state_dict(ckpt["env"])  # every env where the checkpoint left it
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{ckpt_file}: its 'env' state is incomplete ({exc!r})") from None
     if ckpt["last_obs"] is not None:
         agent._last_obs = ckpt["last_obs"].to(agent.device)
     agent._env_seeded = True
     state = dict(ckpt["trainer"])
     state["resumes"] = int(state.get("resumes", 0)) + 1
+    if agent.schedule is None or agent.schedule["total"] != config.total_timesteps:
+        raise ValueError(
+            f"{ckpt_file}: its learn() schedule {agent.schedule} does not belong to this "
+            f"run's total_timesteps {config.total_timesteps}"
+        )
     say(
         f"resuming  {run_dir} from step {agent.num_timesteps:,} of {config.total_timesteps:,} "
         f"({ckpt_file.name}; resume #{state['resumes']})"

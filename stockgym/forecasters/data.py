@@ -157,6 +157,19 @@ def targets(close: np.ndarray, target: str, horizon: int) -> np.ndarray:
     return out
 
 
+def target_scaling(target: str, y_train: np.ndarray) -> tuple[float, float]:
+    """``(shift, scale)`` from the training targets: log returns divided by their RMS
+    (zero stays zero), prices min-max to [0, 1], directions unchanged."""
+    y = np.asarray(y_train, dtype="float64")
+    if target == "log_return":
+        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
+        return 0.0, (rms if rms > 0 else 1.0)
+    if target == "close":
+        lo, hi = float(np.min(y)), float(np.max(y))
+        return lo, (hi - lo if hi > lo else 1.0)
+    return 0.0, 1.0
+
+
 @dataclass(frozen=True, eq=False)
 class Windows:
     """Samples in decision-date order.

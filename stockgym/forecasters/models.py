@@ -1,6 +1,8 @@
-"""Forecasting modules that double as feature backbones: :class:`MLP`, :class:`CNN`, :class:`LSTM`.
+"""Forecasting modules that double as feature backbones: :class:`MLP`, :class:`CNN`,
+:class:`LSTM`, :class:`GRU`, :class:`TCN` (causal dilated convolutions) and
+:class:`Transformer` (self-attention over the window, optionally over patches).
 
-One small interface, shared by all three so agents can use any of them as the body of a
+One small interface, shared by all of them so agents can use any of them as the body of a
 policy, value or Q network:
 
 * input ``x`` of shape ``(batch, window, n_features)`` (oldest row first), float32;
@@ -12,12 +14,15 @@ policy, value or Q network:
   starts from the naive forecast and early stopping keeps it unless validation improves.
 
 Constructor arguments are plain numbers (``n_features``, ``window``, ``hidden_size``,
-``num_layers``, ``dropout``, ``out_dim``; ``CNN`` adds ``kernel_size``), and
+``num_layers``, ``dropout``, ``out_dim``; ``CNN`` and ``TCN`` add ``kernel_size``,
+``Transformer`` adds ``n_heads`` and ``patch_len`` / ``stride``), and
 ``module.kwargs`` returns them, so a module can be rebuilt from JSON.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 import torch
@@ -235,20 +240,266 @@ class LSTM(ForecastNet):
         return out[:, -1, :]
 
 
+class GRU(ForecastNet):
+    """Stacked GRU (dropout between layers), encoding = the last step's top hidden state.
+
+    The LSTM's gated recurrence with two gates instead of three (update ``z``, reset
+    ``r``): ``h_t = (1 - z_t) * n_t + z_t * h_{t-1}`` with the candidate
+    ``n_t = tanh(W_n x_t + r_t * (U_n h_{t-1}))``. Head as :class:`LSTM`'s.
+    ``embed_dim = hidden_size``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        window: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+        out_dim: int = 1,
+    ) -> None:
+        super().__init__(n_features, window, out_dim)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        _positive_int("num_layers", num_layers)
+        p = _dropout(dropout)
+        self.gru = nn.GRU(
+            n_features,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=p if num_layers > 1 else 0.0,
+        )
+        mid = max(1, hidden_size // 2)
+        self.head = nn.Sequential(nn.Linear(hidden_size, mid), nn.ReLU(), nn.Linear(mid, out_dim))
+        self._zero_last_layer()
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=p,
+            out_dim=out_dim,
+        )
+
+    @property
+    def embed_dim(self) -> int:
+        return self.hidden_size
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        out, _ = self.gru(x)
+        return out[:, -1, :]
+
+
+class _CausalBlock(nn.Module):
+    """Residual block of two causal dilated convolutions (Bai, Kolter & Koltun 2018):
+    ``y = relu(x' + conv2(drop(relu(conv1(x)))))`` with ``x'`` = ``x`` or a 1x1
+    convolution of it when the channel count changes. Each convolution pads
+    ``(kernel_size - 1) * dilation`` zeros on the left only, so output t reads inputs
+    ``t, t - d, ..., t - (k - 1) d`` and never a later one."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, p: float) -> None:
+        super().__init__()
+        self.pad = (kernel_size - 1) * dilation
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel_size, dilation=dilation)
+        self.drop = nn.Dropout(p) if p > 0 else nn.Identity()
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C_out, T)
+        h = torch.relu(self.conv1(nn.functional.pad(x, (self.pad, 0))))
+        h = self.conv2(nn.functional.pad(self.drop(h), (self.pad, 0)))
+        return torch.relu(self.skip(x) + h)
+
+
+class TCN(ForecastNet):
+    """Temporal convolutional network: ``num_layers`` residual blocks of causal dilated
+    convolutions (:class:`_CausalBlock`), dilation ``2**i`` in block ``i``, ``hidden_size``
+    channels; encoding = the output at the last (most recent) step.
+
+    Receptive field (``receptive_field``): the output at step t depends on the inputs
+    ``t - R + 1 .. t`` only, ``R = 1 + 2 (kernel_size - 1) (2**num_layers - 1)`` (two
+    convolutions per block, each reaching ``(kernel_size - 1) * 2**i`` steps back); e.g.
+    kernel 3 and 2 blocks: ``R = 13``. A window shorter than ``R`` is zero-padded on the
+    left (allowed); rows older than ``R - 1`` steps cannot reach the encoding (wasted).
+    :meth:`sequence` returns every step's causal output. Head: one Linear.
+    ``embed_dim = hidden_size``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        window: int,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+        out_dim: int = 1,
+    ) -> None:
+        super().__init__(n_features, window, out_dim)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        _positive_int("num_layers", num_layers)
+        _positive_int("kernel_size", kernel_size)
+        p = _dropout(dropout)
+        blocks, channels = [], n_features
+        for i in range(num_layers):
+            blocks.append(_CausalBlock(channels, hidden_size, kernel_size, 2**i, p))
+            channels = hidden_size
+        self.blocks = nn.Sequential(*blocks)
+        self.receptive_field = 1 + 2 * (kernel_size - 1) * (2**num_layers - 1)
+        self.head = nn.Linear(hidden_size, out_dim)
+        self._zero_last_layer()
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            dropout=p,
+            out_dim=out_dim,
+        )
+
+    @property
+    def embed_dim(self) -> int:
+        return self.hidden_size
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal outputs of every step: ``(batch, window, n_features) -> (batch, window,
+        hidden_size)``; row t depends on ``x[:, t - receptive_field + 1 : t + 1]`` only."""
+        self._check(x)
+        return self.blocks(x.transpose(1, 2)).transpose(1, 2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sequence(x)[:, -1, :]
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """Fixed positional encoding (Vaswani et al. 2017), ``(length, dim)``:
+    ``PE[p, 2i] = sin(p / 10000^(2i/dim))``, ``PE[p, 2i+1] = cos(p / 10000^(2i/dim))``."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe
+
+
+class Transformer(ForecastNet):
+    """Transformer encoder over the window; encoding = the most recent token's output.
+
+    Tokens: each row of the window (``patch_len = 1``), or - in the spirit of PatchTST
+    (Nie et al. 2023) - patches of ``patch_len`` consecutive rows taken every ``stride``
+    rows (default ``stride = patch_len``, no overlap), flattened (``patch_len x
+    n_features`` values) and projected linearly to ``hidden_size``. Patches are aligned
+    to end at the most recent row; when ``(window - patch_len)`` is not a multiple of
+    ``stride`` the oldest row is repeated on the left to fill the first patch. Unlike
+    PatchTST the features of a row share a token (no channel independence).
+
+    ``z_0 = proj(tokens) + PE`` (fixed sinusoidal positions, :func:`sinusoidal_positions`),
+    then ``num_layers`` pre-norm encoder layers (``n_heads`` heads of self-attention,
+    feed-forward width ``2 * hidden_size``, GELU, ``dropout``), a final LayerNorm, and
+    the last token's vector is the encoding (``embed_dim = hidden_size``; it must be a
+    multiple of ``n_heads``). Attention is not masked: every token is in the past of the
+    decision date. Head: one Linear.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        window: int,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        n_heads: int = 4,
+        patch_len: int = 1,
+        stride: int | None = None,
+        dropout: float = 0.0,
+        out_dim: int = 1,
+    ) -> None:
+        super().__init__(n_features, window, out_dim)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        _positive_int("num_layers", num_layers)
+        _positive_int("n_heads", n_heads)
+        _positive_int("patch_len", patch_len)
+        stride = patch_len if stride is None else _positive_int("stride", stride)
+        p = _dropout(dropout)
+        if hidden_size % n_heads:
+            raise ValueError(
+                f"Transformer: hidden_size={hidden_size} must be a multiple of n_heads={n_heads}"
+            )
+        if patch_len > window:
+            raise ValueError(f"Transformer: patch_len={patch_len} is longer than window={window}")
+        self.patch_len, self.stride = patch_len, stride
+        self.left_pad = (-(window - patch_len)) % stride
+        self.n_tokens = (window + self.left_pad - patch_len) // stride + 1
+        self.proj = nn.Linear(patch_len * n_features, hidden_size)
+        self.register_buffer(
+            "positions", sinusoidal_positions(self.n_tokens, hidden_size), persistent=False
+        )
+        layer = nn.TransformerEncoderLayer(
+            hidden_size,
+            n_heads,
+            dim_feedforward=2 * hidden_size,
+            dropout=p,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = nn.Linear(hidden_size, out_dim)
+        self._zero_last_layer()
+        self._kwargs = dict(
+            n_features=n_features,
+            window=window,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            n_heads=n_heads,
+            patch_len=patch_len,
+            stride=stride,
+            dropout=p,
+            out_dim=out_dim,
+        )
+
+    @property
+    def embed_dim(self) -> int:
+        return self.hidden_size
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, window, n_features) -> (batch, n_tokens, patch_len * n_features)``."""
+        self._check(x)
+        if self.patch_len == 1 and self.stride == 1:
+            return x
+        if self.left_pad:
+            x = torch.cat([x[:, :1].expand(-1, self.left_pad, -1), x], dim=1)
+        # unfold: (B, n_tokens, F, patch_len) -> rows of a patch oldest first
+        patches = x.unfold(1, self.patch_len, self.stride).transpose(2, 3)
+        return patches.reshape(x.shape[0], self.n_tokens, -1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.proj(self.tokens(x)) + self.positions
+        return self.norm(self.encoder(z))[:, -1, :]
+
+
 #: Model names accepted by :func:`build_model` (and ``--model`` on the command line).
-MODELS: dict[str, type[ForecastNet]] = {"mlp": MLP, "cnn": CNN, "lstm": LSTM}
+MODELS: dict[str, type[ForecastNet]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "lstm": LSTM,
+    "gru": GRU,
+    "tcn": TCN,
+    "transformer": Transformer,
+}
 
 
 def build_model(name: str, n_features: int, window: int, **kwargs: Any) -> ForecastNet:
     """``MODELS[name](n_features, window, **kwargs)``; unknown names raise ``ValueError``.
 
-    Keyword arguments a model does not take (``kernel_size`` for MLP / LSTM) are ignored,
+    Keyword arguments a model does not take (``kernel_size`` for MLP / LSTM / GRU /
+    Transformer, ``n_heads`` for all but Transformer) are ignored,
     so one set of hyperparameters serves every model.
     """
     cls = MODELS.get(str(name).lower())
     if cls is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    import inspect
-
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return cls(n_features, window, **{k: v for k, v in kwargs.items() if k in accepted})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.core import write_bytes, write_json, write_text  # noqa: F401 (re-exported)
+from stockgym.core import current_umask, write_bytes, write_json, write_text  # noqa: F401 (re-exported)
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
@@ -59,6 +59,7 @@ def staged_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         raise ValueError(f"cannot create the parent of run dir {path}: {exc}") from exc
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; outputs follow the umask
     try:
         yield tmp
         check_new_dir(path)

@@ -53,6 +53,7 @@ from stockgym.forecasters.data import (
     default_scaler,
     make_windows,
     single_symbol,
+    target_scaling,
     valuation_close,
 )
 from stockgym.forecasters.evaluation import Evaluation, evaluate, plot_losses, plot_predictions
@@ -107,8 +108,14 @@ class ForecastConfig(DictConfig):
     Splits: ``train_end`` / ``valid_end`` (inclusive dates); ``None`` for both: the
     project default (test = last 20 % of dates, validation = last 20 % of the rest).
 
-    Model: ``model`` (``mlp | cnn | lstm``), ``hidden_size``, ``num_layers``,
-    ``dropout``, ``kernel_size`` (CNN).
+    Model: ``model`` (a :data:`~stockgym.forecasters.models.MODELS` name: ``mlp | cnn |
+    lstm | gru | tcn | transformer``), ``hidden_size``, ``num_layers``, ``dropout``,
+    ``kernel_size`` (CNN, TCN), ``n_heads`` and ``patch_len`` (Transformer: attention
+    heads, rows per token; ``hidden_size`` must be a multiple of ``n_heads``).
+
+    Target ``direction`` is up/down classification: BCE-with-logits loss, predictions
+    are probabilities of "up", evaluated beside the ``majority`` and ``last_sign``
+    baselines.
 
     Optimisation: ``epochs`` (maximum), ``batch_size``, ``lr``, ``weight_decay``,
     ``optimizer`` (``adam | adamw``), ``grad_clip`` (max gradient norm, ``None``: off),
@@ -142,6 +149,8 @@ class ForecastConfig(DictConfig):
     num_layers: int = 2
     dropout: float = 0.2
     kernel_size: int = 3
+    n_heads: int = 4
+    patch_len: int = 1
 
     epochs: int = 100
     batch_size: int = 64
@@ -176,8 +185,16 @@ class ForecastConfig(DictConfig):
             "hidden_size",
             "num_layers",
             "kernel_size",
+            "n_heads",
+            "patch_len",
         ):
             check_int(name, getattr(self, name))
+        if self.model == "transformer" and self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be a multiple of n_heads={self.n_heads}"
+            )
+        if self.model == "transformer" and self.patch_len > self.window:
+            raise ValueError(f"patch_len={self.patch_len} is longer than window={self.window}")
         if not _finite_number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("weight_decay", "tol"):
@@ -214,6 +231,8 @@ class ForecastConfig(DictConfig):
             "num_layers": self.num_layers,
             "dropout": self.dropout,
             "kernel_size": self.kernel_size,
+            "n_heads": self.n_heads,
+            "patch_len": self.patch_len,
         }
 
 
@@ -359,19 +378,6 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(history, best_epoch, best, stopped, time.perf_counter() - t0)
-
-
-def target_scaling(target: str, y_train: np.ndarray) -> tuple[float, float]:
-    """``(shift, scale)`` from the training targets: log returns divided by their RMS
-    (zero stays zero), prices min-max to [0, 1], directions unchanged."""
-    y = np.asarray(y_train, dtype="float64")
-    if target == "log_return":
-        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
-        return 0.0, (rms if rms > 0 else 1.0)
-    if target == "close":
-        lo, hi = float(np.min(y)), float(np.max(y))
-        return lo, (hi - lo if hi > lo else 1.0)
-    return 0.0, 1.0
 
 
 # ------------------------------------------------------------------------------- train

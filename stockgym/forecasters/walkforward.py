@@ -374,9 +374,16 @@ def forecast_frame(
     forecasts: pd.DataFrame, prices: pd.DataFrame, target: str, horizon: int
 ) -> pd.DataFrame:
     """One symbol's forecasts with their outcomes: columns ``target_date, base_close,
-    actual, model, naive`` for the dates whose target is inside the data."""
+    actual, model, naive, window`` for the dates whose target is inside the data.
+
+    ``window`` numbers the refit that made each forecast (the rolling origins, from
+    ``forecasts.attrs["refits"]``; 0 everywhere without them). ``attrs["scale"]``: the
+    naive forecast's in-sample errors (:func:`~stockgym.forecasters.metrics.naive_scale`)
+    over the targets dated <= the first forecast date (the first refit's data), the
+    MASE / RMSSE denominators."""
     from stockgym.forecasters.data import targets
     from stockgym.forecasters.evaluation import naive_forecast
+    from stockgym.forecasters.metrics import naive_scale
 
     close = valuation_close(prices)
     y = pd.Series(targets(close.to_numpy(), target, horizon), index=close.index)
@@ -393,17 +400,32 @@ def forecast_frame(
         },
         index=dates,
     )
-    frame = frame[np.isfinite(frame["actual"].to_numpy())]
+    frame = frame[np.isfinite(frame["actual"].to_numpy())].copy()
     frame["naive"] = naive_forecast(target, frame["base_close"].to_numpy())
+    window = np.zeros(len(frame), dtype="int64")
+    for k, refit in enumerate(forecasts.attrs.get("refits") or []):
+        if isinstance(refit, dict) and "first_forecast" in refit:
+            window[frame.index >= pd.Timestamp(refit["first_forecast"])] = k
+    frame["window"] = window
+    scale = None
+    if len(dates):
+        past = (tdates <= dates[0]).to_numpy() & np.isfinite(y.to_numpy())
+        if past.any():
+            base = close.to_numpy()[past]
+            scale = naive_scale(y.to_numpy()[past], naive_forecast(target, base))
+    frame.attrs = {"scale": scale}
     return frame
 
 
 def forecast_metrics(frame: pd.DataFrame, target: str, horizon: int) -> dict[str, Any]:
-    """``metrics.json`` dict of a :func:`forecast_frame` (model vs naive)."""
-    from stockgym.forecasters.evaluation import compare, json_safe
+    """``metrics.json`` dict of a :func:`forecast_frame` (model vs naive), with the
+    metrics of each refit window (rolling origin, refit at each origin)."""
+    from stockgym.forecasters.evaluation import compare, json_safe, per_window
 
     if len(frame) == 0:
         raise DataError("no forecast has a known outcome yet (the data ends too soon)")
+    scale = frame.attrs.get("scale")
+    labels = frame["window"].to_numpy() if "window" in frame else np.zeros(len(frame), int)
     return json_safe(
         {
             "target": target,
@@ -413,12 +435,21 @@ def forecast_metrics(frame: pd.DataFrame, target: str, horizon: int) -> dict[str
                 "last": str(frame.index[-1].date()),
                 "samples": len(frame),
             },
+            "scale": scale,
             **compare(
                 target,
                 frame["actual"],
                 {"model": frame["model"], "naive": frame["naive"]},
                 frame["base_close"],
+                scale=scale,
+                horizon=horizon,
+                windows=labels,
             ),
+            "windows": {
+                "count": len(np.unique(labels)),
+                "origin": "one refit per window",
+                "per_window": per_window(target, frame, labels, scale=scale, horizon=horizon),
+            },
         }
     )
 

@@ -4,11 +4,15 @@ while a sweep runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
+
+from stockgym.sweep.state import sign_tune_state, tune_state_files
 
 
 class TrialLines(tune.Callback):
@@ -55,3 +59,29 @@ class TrialLines(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"{self._head(trial, trials)}  FAILED (see runs.csv and Ray's logs)", flush=True)
+
+
+class SignState(tune.Callback):
+    """Re-signs Tune's state (:func:`~stockgym.sweep.state.sign_tune_state`) whenever
+    its files changed, checked after every step of Tune's loop (a few ``stat`` calls),
+    so a sweep killed at any point can be resumed without ``--trust``."""
+
+    def __init__(self, sweep_dir: str) -> None:
+        self.sweep_dir = Path(sweep_dir)
+        self.seen: list[tuple[str, int, int]] | None = None
+
+    def _sign(self) -> None:
+        now = []
+        for f in tune_state_files(self.sweep_dir):
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                now.append((str(f), st.st_mtime_ns, st.st_size))
+        if now != self.seen:
+            sign_tune_state(self.sweep_dir)
+            self.seen = now
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._sign()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._sign()

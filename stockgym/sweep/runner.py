@@ -10,6 +10,11 @@ a short ``/tmp/sgray-*`` dir whose logs are copied into ``SWEEP/ray`` and which 
 removed when Ray stops; usage statistics are off unless ``RAY_USAGE_STATS_ENABLED``
 says otherwise; a local Ray's authentication token is made per process and passed in
 the environment (``RAY_AUTH_TOKEN``) instead of being saved to ``~/.ray``.
+
+Tune's state (``tuner.pkl``, the experiment and searcher state) is pickled, and
+``--resume`` unpickles it: while Tune runs and when it ends, ``SWEEP/tune.sig`` records
+this user's HMAC of each such file (:mod:`stockgym.agents.integrity`), and a resume
+refuses state that does not carry it (``trust=True``, ``--trust``, overrides).
 """
 
 from __future__ import annotations
@@ -249,29 +254,34 @@ def run_trials(
     *,
     resume: bool = False,
     verbose: int = 1,
+    trust: bool = False,
 ) -> TrialsOutcome:
     """Run (or, with ``resume``, continue) the sweep's trials on the Ray this process
     is connected to; Tune's state goes to ``SWEEP/tune``. Finished trials are never
     rerun; errored and unfinished ones start over. ``verbose``: 0 silent, 1 one line
-    per trial, 2 also Ray Tune's own progress tables."""
+    per trial, 2 also Ray Tune's own progress tables. A resume unpickles Tune's state
+    only when it carries this user's signature (:func:`check_tune_state`) or ``trust``."""
     from ray import tune
 
+    from stockgym.sweep.state import check_tune_state, sign_tune_state
     from stockgym.sweep.trial import run_trial
 
     sweep_dir = Path(sweep_dir).resolve()
+    path = sweep_dir / "tune"
+    restored = bool(resume and tune.Tuner.can_restore(str(path)))
+    if restored:
+        check_tune_state(sweep_dir, trust)  # before Tune (or Ray) unpickles anything
     invocation = uuid.uuid4().hex[:12]
     plan = {**plan, "invocation": invocation}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, plan=plan),
         {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial},
     )
-    path = sweep_dir / "tune"
     t0 = time.perf_counter()
-    restored = bool(resume and tune.Tuner.can_restore(str(path)))
-    callbacks = []
-    if verbose >= 1:
-        from stockgym.sweep.progress import TrialLines
+    from stockgym.sweep.progress import SignState, TrialLines
 
+    callbacks: list[Any] = [SignState(str(sweep_dir))]
+    if verbose >= 1:
         callbacks.append(TrialLines(sweep.metric, len(plan["trials"]) or sweep.n_trials))
     if restored:
         tuner = tune.Tuner.restore(
@@ -309,6 +319,7 @@ def run_trials(
             ),
         )
     grid = tuner.fit()
+    sign_tune_state(sweep_dir)
     seconds = time.perf_counter() - t0
     reports = [_report(result, plan) for result in grid]
     return TrialsOutcome(reports, invocation, restored, seconds)
