@@ -11,7 +11,8 @@ The shape stable-baselines3 users know::
 
 ``env``: a :class:`~stockgym.envs.VectorStockTradingEnv` (trained natively on its torch
 device), any Gymnasium env or vector env with a Box observation, or an env id such as
-``"CartPole-v1"``. Backbones ``mlp | cnn | lstm`` come from :mod:`stockgym.forecasters`.
+``"CartPole-v1"``. Backbones ``mlp | cnn | lstm | gru | tcn | transformer`` come
+from :mod:`stockgym.forecasters`.
 Whole experiments into run directories: :mod:`stockgym.experiment` (``train(config)``).
 :mod:`stockgym.agents.sb3` puts our backbones into stable-baselines3 (:class:`StockFeatures`)
 and gives SB3's PPO / DQN / A2C models our agents' face (:class:`SB3Agent`), so runs train

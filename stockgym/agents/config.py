@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from stockgym.core import check_int, check_number
 
-BACKBONES = ("mlp", "cnn", "lstm")
+BACKBONES = ("mlp", "cnn", "lstm", "gru", "tcn", "transformer")
 ACTIVATIONS = ("relu", "tanh")  # the mlp backbone's hidden activations (stockgym.agents.networks)
 
 
@@ -16,7 +16,7 @@ ACTIVATIONS = ("relu", "tanh")  # the mlp backbone's hidden activations (stockgy
 class CommonConfig:
     """Hyperparameters every agent has (each algorithm's dataclass adds its own).
 
-    Networks: ``backbone`` (``mlp | cnn | lstm``: :mod:`stockgym.forecasters` modules
+    Networks: ``backbone`` (``mlp | cnn | lstm | gru | tcn | transformer``: :mod:`stockgym.forecasters` modules
     reading the observation as ``(window, assets x features)`` through the env's
     ``obs_layout``; envs without a layout take ``mlp`` over the flat observation),
     ``hidden_size``, ``num_layers``, ``kernel_size`` (cnn), ``pretrained`` (a

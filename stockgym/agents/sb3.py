@@ -140,7 +140,7 @@ def find_layout(obj: Any) -> dict[str, Any] | None:
 class StockFeatures(BaseFeaturesExtractor):
     """SB3 features extractor over a stockgym backbone (see the module docstring).
 
-    ``backbone``: ``mlp | cnn | lstm``; ``hidden_size``, ``num_layers``, ``kernel_size``
+    ``backbone``: ``mlp | cnn | lstm | gru | tcn | transformer``; ``hidden_size``, ``num_layers``, ``kernel_size``
     (cnn): the :mod:`stockgym.forecasters` module's size; ``layout``: the env's
     observation layout (``ObsLayout``, dict or env; needed for cnn / lstm); ``spec``:
     a full :class:`~stockgym.agents.networks.Encoder` spec instead of the above (a

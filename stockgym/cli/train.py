@@ -82,7 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--start", help="first date of data to load (YYYY-MM-DD)")
     tr.add_argument("--end", help="last date of data to load")
-    tr.add_argument("--backbone", choices=["mlp", "cnn", "lstm"], help="network body (default mlp)")
+    tr.add_argument(
+        "--backbone",
+        choices=["mlp", "cnn", "lstm", "gru", "tcn", "transformer"],
+        help="network body (default mlp)",
+    )
     tr.add_argument(
         "--pretrained",
         metavar="DIR",

@@ -1,8 +1,10 @@
-"""Supervised forecasters: MLP / CNN / LSTM modules, training, honest evaluation and
-walk-forward forecasts that feed the trading environment.
+"""Supervised forecasters: MLP / CNN / LSTM / GRU / TCN / Transformer modules, training,
+honest evaluation, walk-forward forecasts and autoencoder features that feed the trading
+environment.
 
-Public names: :class:`MLP`, :class:`CNN`, :class:`LSTM` (``encode(x)``, ``embed_dim``;
-also agents' backbones), :data:`MODELS`, :func:`build_model`, :class:`ForecastConfig`,
+Public names: :class:`MLP`, :class:`CNN`, :class:`LSTM`, :class:`GRU`, :class:`TCN`,
+:class:`Transformer` (``encode(x)``, ``embed_dim``; also agents' backbones),
+:func:`autoencoder_features` / :class:`AutoencoderConfig`, :data:`MODELS`, :func:`build_model`, :class:`ForecastConfig`,
 :func:`train`, :class:`TrainResult`, :func:`fit`, :class:`Forecaster` (save / load /
 predict), :func:`load_run`, :func:`evaluate`, :func:`score`, :func:`format_table`,
 :class:`WalkForwardConfig`, :func:`walk_forward`, :func:`env_features`,
@@ -21,6 +23,11 @@ _NAMES = {
     "MLP": "models",
     "CNN": "models",
     "LSTM": "models",
+    "GRU": "models",
+    "TCN": "models",
+    "Transformer": "models",
+    "AutoencoderConfig": "autoencoder",
+    "autoencoder_features": "autoencoder",
     "ForecastNet": "models",
     "MODELS": "models",
     "build_model": "models",
