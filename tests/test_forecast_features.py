@@ -139,3 +139,27 @@ def test_multi_asset_run_gets_one_forecast_per_asset(tmp_path):
     record, agent = load_run(res.run_dir)
     env = run_env(res.run_dir, record, prices)
     assert env.obs_layout.feature_names == layout.feature_names
+
+
+def test_run_with_autoencoder_and_forecast_features(tmp_path):
+    """[env.autoencoder] adds the walk-forward autoencoder's error and latent code beside
+    the forecasts, scaled on the training period, recorded, and rebuilt by run_env."""
+    from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, load_run, run_env, train
+
+    prices = _prices(seed=3)
+    ae = {"window": 10, "min_train": 120, "refit_every": 60, "epochs": 2, "latent_dim": 2}
+    cfg = TrainConfig(
+        algo="ppo", total_timesteps=256, device="cpu", eval_freq=0, checkpoint_freq=0,
+        run_dir=str(tmp_path / "run"), tensorboard=False,
+        data=DataSpec(symbols=["X"], source="synthetic"),
+        env=EnvSpec(window_size=5, num_envs=4, episode_length=20,
+                    forecasts={**SPEC, "horizon": 1}, autoencoder=ae),
+        agent={"hidden_size": 8},
+    )  # fmt: skip
+    res = train(cfg, prices=prices)
+    names = res.agent.env.env.obs_layout.feature_names
+    assert names[-4:] == ("forecast_mlp_h1", "ae_error", "ae_z0", "ae_z1")
+    record, _ = load_run(res.run_dir)
+    assert record["autoencoder"]["latent_dim"] == 2
+    env = run_env(res.run_dir, record, prices)
+    assert env.obs_layout.feature_names == names

@@ -124,7 +124,9 @@ class EnvSpec:
     the algorithm), ``episode_length`` (training episode length in bars, random starts;
     ``None``: the whole training period), ``forecasts`` (walk-forward forecast features,
     ``[env.forecasts]``: :class:`~stockgym.experiment.forecasts.ForecastSpec`'s fields;
-    ``None``: none), and any
+    ``None``: none), ``autoencoder`` (walk-forward autoencoder features,
+    ``[env.autoencoder]``: :class:`~stockgym.forecasters.autoencoder.AutoencoderConfig`'s
+    fields; ``None``: none), and any
     ``StockTradingEnv`` keyword in :data:`ENV_KEYS` (``window_size``, ``market``...)."""
 
     features: list[str] | None = None
@@ -147,6 +149,7 @@ class EnvSpec:
     reward: str = "log_return"
     initial_cash: float = 10_000_000.0
     forecasts: dict[str, Any] | None = None
+    autoencoder: dict[str, Any] | None = None
 
     def env_kwargs(self) -> dict[str, Any]:
         """``StockTradingEnv`` keywords (JSON-able; ``features`` resolved by the caller)."""
@@ -290,6 +293,12 @@ class TrainConfig:
 
             e.forecasts = ForecastSpec.from_any(e.forecasts).to_dict()
             ForecastSpec.from_any(e.forecasts).validate()
+        if e.autoencoder is not None:
+            from stockgym.forecasters.autoencoder import AutoencoderConfig
+
+            if not isinstance(e.autoencoder, dict):
+                raise ValueError(f"[env.autoencoder] must be a table, got {e.autoencoder!r}")
+            e.autoencoder = AutoencoderConfig.from_dict(e.autoencoder).to_dict()
         self.agent_config()
 
 

@@ -153,3 +153,32 @@ def _pretrained(prices: pd.DataFrame, path: str) -> pd.DataFrame:
         raise ValueError(f"pretrained forecaster {path} was trained on data through {used}: "
                          "it has no out-of-sample dates in these prices")  # fmt: skip
     return series.to_frame(f"forecast_{fc.model_name}_h{fc.horizon}")
+
+
+def extra_features(
+    prices: pd.DataFrame,
+    forecasts: dict[str, Any] | None,
+    autoencoder: dict[str, Any] | None,
+    *,
+    cache_dir: str | None = None,
+    precomputed: pd.DataFrame | None = None,
+) -> pd.DataFrame | None:
+    """The raw (unscaled) features a run appends to its observations: the walk-forward
+    forecasts of ``forecasts`` (``precomputed`` when given) and the walk-forward
+    autoencoder's reconstruction error and latent code of ``autoencoder``
+    (:func:`stockgym.forecasters.autoencoder.autoencoder_features`), joined on the dates
+    both have; ``None`` when neither is asked for."""
+    parts = []
+    if forecasts is not None:
+        parts.append(
+            precomputed
+            if precomputed is not None
+            else forecast_features(prices, forecasts, cache_dir=cache_dir)
+        )
+    if autoencoder is not None:
+        from stockgym.forecasters.autoencoder import autoencoder_features
+
+        parts.append(autoencoder_features(prices, autoencoder, cache_dir=cache_dir))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else pd.concat(parts, axis=1, join="inner")

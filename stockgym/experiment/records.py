@@ -199,6 +199,7 @@ def run_record(config: TrainConfig, prep: dict[str, Any], agent: Any) -> dict[st
             "env_kwargs": prep["env_kwargs"],
             "scaler": "scaler.json" if prep["scaler"] is not None else None,
             "forecasts": config.env.forecasts,
+            "autoencoder": config.env.autoencoder,
             "forecast_scaler": FORECAST_SCALER if prep["forecast_scaler"] is not None else None,
             "forecaster": prep["forecaster"],
             "device": str(agent.device),
@@ -330,6 +331,7 @@ RECORD_SCHEMA = {
     "env_kwargs": (dict, True),
     "scaler": ((str, type(None)), False),
     "forecasts": ((dict, type(None)), False),
+    "autoencoder": ((dict, type(None)), False),
     "forecast_scaler": ((str, type(None)), False),
 }
 CONFIG_SCHEMA = {"algo": (str, True), "data": (dict, True)}
@@ -372,16 +374,19 @@ def run_env(
     from stockgym.envs import StockTradingEnv
 
     kwargs = dict(record["env_kwargs"])
-    spec = record.get("forecasts")
-    if spec is not None:
+    if record.get("forecast_scaler") is not None:
         from stockgym.data import FeatureScaler
-        from stockgym.experiment.forecasts import forecast_features
+        from stockgym.experiment.forecasts import extra_features
 
-        if forecasts is None:
-            cache_dir = record["config"]["data"].get("cache_dir")
-            forecasts = forecast_features(prices, spec, cache_dir=cache_dir)
+        raw = extra_features(
+            prices,
+            record.get("forecasts"),
+            record.get("autoencoder"),
+            cache_dir=record["config"]["data"].get("cache_dir"),
+            precomputed=forecasts,
+        )
         fitted = FeatureScaler.load(Path(run_dir) / record["forecast_scaler"])
-        kwargs["extra_features"] = fitted.transform(forecasts)
+        kwargs["extra_features"] = fitted.transform(raw)
     return StockTradingEnv(prices, scaler=run_scaler(run_dir, record), **kwargs)
 
 

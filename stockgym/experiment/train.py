@@ -38,7 +38,7 @@ import pandas as pd
 from stockgym import core
 from stockgym.experiment.config import TrainConfig, config_toml
 from stockgym.experiment.evaluation import buy_and_hold, evaluate_on
-from stockgym.experiment.forecasts import forecast_features
+from stockgym.experiment.forecasts import extra_features
 from stockgym.experiment.records import (
     CHECKPOINT,
     FORECAST_SCALER,
@@ -114,13 +114,16 @@ def prepare(
         scaler = fit_scaler(train_prices, features, config.env.scaler)
     env_kwargs["features"] = features
     extra, forecast_scaler = None, None
-    if config.env.forecasts is not None:
-        if forecasts is None:
-            forecasts = forecast_features(
-                prices, config.env.forecasts, cache_dir=config.data.cache_dir
-            )
+    raw = extra_features(
+        prices,
+        config.env.forecasts,
+        config.env.autoencoder,
+        cache_dir=config.data.cache_dir,
+        precomputed=forecasts,
+    )
+    if raw is not None:
         extra, forecast_scaler = fitted_forecasts(
-            forecasts, dates, config.env.scaler, config.env.forecasts
+            raw, dates, config.env.scaler, config.env.forecasts
         )
     venv = VectorStockTradingEnv(
         train_prices,
