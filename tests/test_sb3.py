@@ -511,7 +511,7 @@ def test_sb3_dqn_and_a2c_runs(isolated, capsys, algo, extra):
         ),
         (["--algo", "sb3-ppo", "--set", 'agent.device="cpu"'], "set device at the top level"),
         (
-            ["--algo", "sb3-ppo", "--set", 'agent.backbone="gru"'],
+            ["--algo", "sb3-ppo", "--set", 'agent.backbone="rnn"'],
             "backbone for sb3-ppo must be one of",
         ),
         (
