@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="check the sweep file and list its trials; start nothing",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads of each trial (default: its [sweep.resources] cpu, 1 unless "
+        "set; torch's own default collapses when trials share cores)",
+    )
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")
     p.add_argument("--verbose", action="store_true", help="also Ray Tune's progress tables")
     p.set_defaults(func=cmd_sweep)
@@ -198,6 +205,10 @@ def run(
 
     out.mkdir(parents=True, exist_ok=True)
     plan = sweep.plan(out)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        plan["threads"] = args.threads
     if not args.resume:
         import stockgym
 
@@ -216,7 +227,12 @@ def run(
     print(f"sweep      {sweep.describe()}{' (resumed)' if args.resume else ''}")
     print(f"dir        {out.resolve()}")
     with ray_session(
-        out, address=args.address, num_cpus=num_cpus, num_gpus=num_gpus, temp_dir=args.ray_temp
+        out,
+        address=args.address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        temp_dir=args.ray_temp,
+        verbose=args.verbose,
     ) as session:
         check_resources(sweep, session)
         r = session.resources

@@ -140,9 +140,14 @@ def ray_session(
     num_cpus: int | None = None,
     num_gpus: float | None = None,
     temp_dir: str | None = None,
+    verbose: bool = False,
 ) -> Iterator[RaySession]:
     """Start a local Ray (``address=None``) or join the cluster at ``address``; stop /
-    leave it afterwards. See the module docstring for where Ray writes."""
+    leave it afterwards. See the module docstring for where Ray writes. Ray's own log
+    lines (its start-up banner, the workers' output) reach the terminal only with
+    ``verbose``; they are always in its logs dir."""
+    import logging
+
     import ray
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -167,10 +172,15 @@ def ray_session(
                 num_gpus=num_gpus,
                 include_dashboard=False,
                 _temp_dir=str(tmp),
-                log_to_driver=True,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.ERROR,
             )
         else:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(
+                address=address,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.ERROR,
+            )
         try:
             resources = {
                 k: float(v)

@@ -66,7 +66,7 @@ def run_one(plan: dict[str, Any], params: dict[str, Any], seed: int, name: str) 
     summary = finished_summary(run_dir, tree, params)
     trained = summary is None
     if trained:
-        threads = max(1, int(plan["resources"]["cpu"]))
+        threads = plan.get("threads") or max(1, int(plan["resources"]["cpu"]))
         import torch
 
         torch.set_num_threads(threads)
