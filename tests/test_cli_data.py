@@ -40,6 +40,7 @@ def test_show_sample_prints_rows_range_and_stats(capsys):
     assert "from 2000-03-01 to 2013-03-01" in out
     assert "adjusted prices" in out
     assert "annualised vol" in out
+    assert "299301389" in out and "299301389.0" not in out  # volumes print as whole shares
 
 
 def test_show_raw_and_range(capsys):
