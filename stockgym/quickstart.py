@@ -427,7 +427,7 @@ def run_quickstart(
     """Run the quickstart (module docstring) and return its :class:`QuickstartResult`.
 
     ``config`` or its fields as keywords (``symbol``, ``out``, ``budget``, ``seed``,
-    ``device``, ``threads``, ``ppo_steps``, ``dqn_steps``); ``echo`` prints the
+    ``device``, ``threads``, ``ppo_steps``, ``workers``); ``echo`` prints the
     progress lines and the final report. The output directory must be new or empty. A
     run that fails removes the directory it created (a Ctrl-C keeps it).
     """
