@@ -30,6 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from stockgym.experiment import holdout_returns, train  # noqa: E402
 
 
+#: env steps of the agents the edge-market tests do not train (their own test file's)
+EXTRA_STEPS = {"a2c": 10_000, "qlearning": 20_000}
+
+
 def bench_edge(seeds: list[int], algos: list[str]) -> None:
     from test_agents_edge import edge_config
 
@@ -43,7 +47,8 @@ def bench_edge(seeds: list[int], algos: list[str]) -> None:
             for seed in seeds:
                 with tempfile.TemporaryDirectory() as d:
                     t = time.perf_counter()
-                    train(edge_config(algo, edge, seed, f"{d}/run"))  # the tests' config
+                    steps = EXTRA_STEPS.get(algo)
+                    train(edge_config(algo, edge, seed, f"{d}/run", steps=steps))
                     dt = time.perf_counter() - t
                     r = holdout_returns(f"{d}/run", n_random=5)
                 print(
@@ -86,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         "--algos",
         nargs="+",
         default=["ppo", "dqn", "reinforce"],
-        choices=["ppo", "dqn", "reinforce"],
-        help="agents for --edge / --cartpole",
+        choices=["ppo", "dqn", "reinforce", "a2c", "qlearning"],
+        help="agents for --edge / --cartpole (a2c and qlearning: --edge only)",
     )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
