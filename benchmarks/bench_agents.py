@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from stockgym.experiment import holdout_returns, train  # noqa: E402
 
-
 #: env steps of the agents the edge-market tests do not train (their own test file's)
 EXTRA_STEPS = {"a2c": 10_000, "qlearning": 20_000}
 

@@ -478,16 +478,24 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
     if any(r["auc"]["mean"] is not None for r in rows):
         cols += [("auc", "auc", ".3f"), ("accuracy", "acc", ".3f")]
 
-    def cell(stat: dict[str, Any], spec: str) -> str:
+    def cell(stat: dict[str, Any], spec: str, runs: int) -> str:
         if stat["mean"] is None:
             return "-"
         text = format(stat["mean"], spec)
-        return text if stat["std"] is None else f"{text}±{format(stat['std'], spec.lstrip('+'))}"
+        if stat["std"] is not None:
+            text += f"±{format(stat['std'], spec.lstrip('+'))}"
+        # undefined in some runs (e.g. the IC of a run that kept the naive forecast)
+        return text if stat["n"] >= runs else f"{text} [{stat['n']}/{runs}]"
 
     table = [["model", "symbol", "runs", *(name for _, name, _ in cols)]]
     for r in rows:
         table.append(
-            [r["model"], r["symbol"], str(r["runs"]), *(cell(r[k], f) for k, _, f in cols)]
+            [
+                r["model"],
+                r["symbol"],
+                str(r["runs"]),
+                *(cell(r[k], f, r["runs"]) for k, _, f in cols),
+            ]
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
 
@@ -499,7 +507,8 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
     lines = [line(row) for row in table]
     lines.insert(1, "-" * len(lines[0]))
     lines.append(
-        "mean±std over seeds; mase/rmsse < 1: smaller errors than naive's in-sample errors; "
+        "mean±std over seeds ([n/runs]: defined in n runs only); mase/rmsse < 1: smaller "
+        "errors than naive's in-sample errors; "
         "ic per date across symbols in ALL rows; dm / dm p: Diebold-Mariano vs naive "
         "(dm < 0: smaller squared errors)"
     )

@@ -123,6 +123,7 @@ class ForecastConfig(DictConfig):
     stopping), ``tol``, ``seed``, ``device`` (``auto``: cuda when available),
     ``threads`` (CPU threads torch uses while training, restored after; ``None``:
     torch's setting. These models are small: on a busy CPU one thread is often fastest).
+    ``eval_windows``: rolling-origin windows the test period is cut into for the metrics.
 
     Output: ``run_dir`` (``None``: a new ``runs/forecast/<time>-<model>-<symbol>``),
     ``progress`` (tqdm bar), ``plots``, ``tensorboard``.
@@ -163,6 +164,7 @@ class ForecastConfig(DictConfig):
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    eval_windows: int = 12
 
     run_dir: str | None = None
     progress: bool = False
@@ -221,6 +223,7 @@ class ForecastConfig(DictConfig):
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         check_int("threads", self.threads, optional=True)
+        check_int("eval_windows", self.eval_windows)
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string, got {self.device!r}")
 
@@ -520,7 +523,7 @@ def train(config: ForecastConfig, *, prices: pd.DataFrame | None = None) -> Trai
         finally:
             if writer is not None:
                 writer.close()
-        ev: Evaluation = evaluate(fc, prices, dates)
+        ev: Evaluation = evaluate(fc, prices, dates, windows=config.eval_windows)
         (tmp / "checkpoint").mkdir()
         fc.write_into(tmp / "checkpoint")
         storage.write_json(tmp / "config.json", run_record(config, dates, prices, source, device))

@@ -132,6 +132,7 @@ class WalkForwardConfig(DictConfig):
             "progress",
             "plots",
             "tensorboard",
+            "eval_windows",  # how forecasts are scored, not what they are
         ):
             f.pop(k)
         return d
