@@ -37,19 +37,15 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from stockgym.agents.base import Agent, Callback
+from stockgym.agents.actor_critic import ActorCriticAgent
+from stockgym.agents.base import Callback
 from stockgym.agents.buffers import RolloutBuffer
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import (
     PRECISIONS,
     SQUASH,
-    ActionDist,
-    autocast,
-    build_actor_critic,
-    policy_and_value,
 )
 from stockgym.agents.ppo import bootstrap_values
 from stockgym.core import check_int, check_number
@@ -117,32 +113,12 @@ def nstep_returns(
 
 
 # ------------------------------------------------------------------ the agent
-class A2C(Agent):
+class A2C(ActorCriticAgent):
     """Synchronous advantage actor-critic (see the module docstring and :class:`A2CConfig`)."""
 
     algo = "a2c"
     Config = A2CConfig
     config: A2CConfig
-
-    def _build(self) -> nn.ModuleDict:
-        c = self.config
-        self.dist = ActionDist(self.action_space, self.device, c.squash, c.log_std_init)
-        return nn.ModuleDict(
-            build_actor_critic(self.encoder_spec, self.dist, c.hidden_size, c.shared_encoder)
-        )
-
-    def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        with autocast(obs.device, self.config.precision):
-            params = self.nets["actor"](obs)
-        raw, _ = self.nets["actor"].sample(params.float(), self.generator, deterministic)
-        return self.dist.to_env(raw)
-
-    def policy_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(distribution parameters, V(obs))`` (one encoder pass when shared)."""
-        return policy_and_value(self.nets["actor"], self.nets["critic"], obs, self.config.precision)
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy_and_value(obs)[1]
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         """The loop of the module docstring."""

@@ -191,12 +191,14 @@ class CNN(ForecastNet):
         return self.proj(self.convs(x.transpose(1, 2)))
 
 
-class LSTM(ForecastNet):
-    """Stacked LSTM (dropout between layers), encoding = the last step's top hidden state.
+class _Recurrent(ForecastNet):
+    """Stacked recurrent layers (dropout between them), encoding = the last step's top
+    hidden state; head Linear(hidden, hidden // 2) -> ReLU -> Linear(hidden // 2, out_dim).
+    ``embed_dim = hidden_size``. Subclasses name the torch layer (``cell``) and the
+    attribute holding it (``attr``: it names the weights in checkpoints)."""
 
-    Head as in the notebook this replaces: Linear(hidden, hidden // 2) -> ReLU ->
-    Linear(hidden // 2, out_dim). ``embed_dim = hidden_size``.
-    """
+    cell: type[nn.Module]
+    attr: str
 
     def __init__(
         self,
@@ -211,13 +213,14 @@ class LSTM(ForecastNet):
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         _positive_int("num_layers", num_layers)
         p = _dropout(dropout)
-        self.lstm = nn.LSTM(
+        rnn = self.cell(
             n_features,
             hidden_size,
             num_layers=num_layers,
             batch_first=True,
             dropout=p if num_layers > 1 else 0.0,
         )
+        setattr(self, self.attr, rnn)
         mid = max(1, hidden_size // 2)
         self.head = nn.Sequential(nn.Linear(hidden_size, mid), nn.ReLU(), nn.Linear(mid, out_dim))
         self._zero_last_layer()
@@ -236,59 +239,22 @@ class LSTM(ForecastNet):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        out, _ = self.lstm(x)
+        out, _ = getattr(self, self.attr)(x)
         return out[:, -1, :]
 
 
-class GRU(ForecastNet):
-    """Stacked GRU (dropout between layers), encoding = the last step's top hidden state.
+class LSTM(_Recurrent):
+    """Stacked LSTM (see :class:`_Recurrent`; the head as in the notebook this replaces)."""
 
-    The LSTM's gated recurrence with two gates instead of three (update ``z``, reset
-    ``r``): ``h_t = (1 - z_t) * n_t + z_t * h_{t-1}`` with the candidate
-    ``n_t = tanh(W_n x_t + r_t * (U_n h_{t-1}))``. Head as :class:`LSTM`'s.
-    ``embed_dim = hidden_size``.
-    """
+    cell, attr = nn.LSTM, "lstm"
 
-    def __init__(
-        self,
-        n_features: int,
-        window: int,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        dropout: float = 0.2,
-        out_dim: int = 1,
-    ) -> None:
-        super().__init__(n_features, window, out_dim)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        _positive_int("num_layers", num_layers)
-        p = _dropout(dropout)
-        self.gru = nn.GRU(
-            n_features,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            dropout=p if num_layers > 1 else 0.0,
-        )
-        mid = max(1, hidden_size // 2)
-        self.head = nn.Sequential(nn.Linear(hidden_size, mid), nn.ReLU(), nn.Linear(mid, out_dim))
-        self._zero_last_layer()
-        self._kwargs = dict(
-            n_features=n_features,
-            window=window,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=p,
-            out_dim=out_dim,
-        )
 
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
+class GRU(_Recurrent):
+    """Stacked GRU (see :class:`_Recurrent`): the LSTM's gated recurrence with two gates
+    instead of three (update ``z``, reset ``r``): ``h_t = (1 - z_t) * n_t + z_t * h_{t-1}``
+    with the candidate ``n_t = tanh(W_n x_t + r_t * (U_n h_{t-1}))``."""
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        out, _ = self.gru(x)
-        return out[:, -1, :]
+    cell, attr = nn.GRU, "gru"
 
 
 class _CausalBlock(nn.Module):
