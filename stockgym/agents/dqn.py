@@ -44,12 +44,9 @@ from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import Net
 from stockgym.core import check_int, check_number
 
-#: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1``:
-#: tuned for wall-clock time to a mean deterministic evaluation return of 195 with
-#: ``learn(50_000)`` on 2 CPU cores (``benchmarks/bench_sb3.py``): 8 envs, an update of
-#: 2 gradient steps every vector step (one update per 4 env steps, as rl-zoo3's 128
-#: per 256 halved), learning from step 250, a hard target copy every 64 updates, and
-#: exploration over the first 5% of the steps (2,500 of 50,000).
+#: Tuned defaults per Gymnasium env id (:meth:`DQNConfig.for_env`). ``CartPole-v1`` (a
+#: learning sanity check): frequent small updates from early on, a hard target copy,
+#: short exploration. How they were chosen: docs/benchmarks.md.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {
         "hidden_size": 128,

@@ -56,15 +56,10 @@ from stockgym.agents.networks import (
 from stockgym.core import check_int, check_number
 
 #: Tuned defaults per Gymnasium env id (:meth:`PPOConfig.for_env`). ``CartPole-v1`` (a
-#: learning sanity check): tuned for env steps to a mean deterministic evaluation return
-#: of 475 (chosen on seeds 0-4 and 10-14): the tanh MLP with orthogonal init of SB3 /
-#: CleanRL (``activation="tanh"``; with ReLU the same settings needed a median 34.8k
-#: steps instead of 16.4k on the tuning seeds, missing 2 of 10 within 60k), 32 envs x 32
-#: steps, 5 epochs of 4 minibatches of 256 at learning rate 3e-3 (annealed), rl-zoo3's
-#: short horizon (gamma 0.98, lambda 0.8), and no value clipping (returns reach ~50 while
-#: a clipped value loss lets the value move only ``clip_coef`` per update). 20 gradient
-#: steps per 1,024 samples, where the zoo takes 80 (20 full-batch epochs on 256); 1
-#: minibatch x 10 epochs missed 475 within 60k steps on 5 of 10 tuning seeds.
+#: learning sanity check): the tanh MLP with orthogonal init of SB3 / CleanRL, rl-zoo3's
+#: short horizon, and no value clipping (returns reach ~50 while a clipped value loss
+#: moves the value only ``clip_coef`` per update). How they were chosen:
+#: docs/benchmarks.md.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {
         "activation": "tanh",
