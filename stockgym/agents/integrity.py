@@ -25,13 +25,12 @@ against a small schema, one line per problem.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import hmac
 import math
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +43,6 @@ DIGEST_SUFFIX = ".sha256"
 SIG_SUFFIX = ".sig"
 #: what the HMAC covers besides the file's bytes (a version for the tag format)
 _SIG_CONTEXT = b"stockgym.sig.v1\0"
-
-
-#: set by :func:`trusting`: the command line's ``--trust`` for loaders called deep inside
-_TRUST = contextvars.ContextVar("stockgym_trust", default=False)
-
-
-@contextlib.contextmanager
-def trusting(trust: bool = True) -> Iterator[None]:
-    """Inside the block, signature checks pass as if each loader got ``trust=True``
-    (when ``trust``): how ``--trust`` reaches a loader called through layers that do not
-    pass it on."""
-    token = _TRUST.set(bool(trust) or _TRUST.get())
-    try:
-        yield
-    finally:
-        _TRUST.reset(token)
-
-
-def trusted() -> bool:
-    """Whether the caller is inside :func:`trusting` (``trust=True``)."""
-    return _TRUST.get()
 
 
 class UntrustedFileError(ValueError):
@@ -165,7 +143,7 @@ def read_verified(
                 f"({(expected or ['nothing readable'])[0][:16]}...); it changed after "
                 "stockgym wrote it"
             )
-    if signed and not (trust or trusted()):
+    if signed and not trust:
         check_signed(path, data, flag)
     return data
 

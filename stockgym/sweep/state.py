@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stockgym.agents.integrity import UntrustedFileError, sign, trusted, untrusted_message
+from stockgym.agents.integrity import UntrustedFileError, sign, untrusted_message
 from stockgym.core import write_json
 
 TUNE_SIG = "tune.sig"
@@ -51,7 +51,7 @@ def sign_tune_state(sweep_dir: Path) -> None:
 def check_tune_state(sweep_dir: Path, trust: bool = False) -> None:
     """:class:`UntrustedFileError` naming the first file of :func:`tune_state_files`
     whose tag is not in ``SWEEP/tune.sig`` (nothing is checked with ``trust``)."""
-    if trust or trusted():
+    if trust:
         return
     try:
         tags = json.loads((sweep_dir / TUNE_SIG).read_text(encoding="utf-8"))
