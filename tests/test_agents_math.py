@@ -11,10 +11,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from stockgym.agents.actor_critic import bootstrap_values
 from stockgym.agents.buffers import ReplayBuffer
-from stockgym.agents.dqn import dqn_target, linear_schedule, polyak_update
+from stockgym.agents.dqn import dqn_target, polyak_update
+from stockgym.agents.epsilon_greedy import linear_schedule
 from stockgym.agents.networks import ActionDist
-from stockgym.agents.ppo import bootstrap_values, compute_gae, ppo_losses
+from stockgym.agents.ppo import compute_gae, ppo_losses
 from stockgym.agents.reinforce import discounted_returns
 
 

@@ -47,7 +47,6 @@ from stockgym.agents.networks import (
     PRECISIONS,
     SQUASH,
 )
-from stockgym.agents.ppo import bootstrap_values
 from stockgym.core import check_int, check_number
 
 
@@ -140,34 +139,12 @@ class A2C(ActorCriticAgent):
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            # 1. rollout (values are recomputed with gradients in step 3)
-            with torch.no_grad():
-                for t in range(T):
-                    buf.obs[t] = obs
-                    params, buf.values[t] = self.policy_and_value(obs)
-                    raw, _ = actor.sample(params, self.generator)
-                    buf.actions[t] = raw
-                    step = env.step(self.dist.to_env(raw))
-                    torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
-                    buf.terminated[t] = step.terminated
-                    buf.truncated[t] = step.truncated
-                    if step.final_obs is not None:
-                        buf.final_obs[t] = step.final_obs
-                    self.num_timesteps += N
-                    log.episodes(stats, stats.update(step), self.num_timesteps)
-                    obs = step.obs
-            self._last_obs = obs
+            # 1. rollout (ActorCriticAgent.rollout; values are recomputed with gradients in 3.)
+            obs = self.rollout(buf, obs, stats)
 
             # 2. n-step returns (truncated episodes bootstrapped from their final observation)
             with torch.no_grad():
-                final_values = torch.zeros_like(buf.values)
-                trunc = buf.truncated & ~buf.terminated
-                if bool(trunc.any()):
-                    final_values[trunc] = self.value(buf.final_obs[trunc])
-                next_values = bootstrap_values(
-                    buf.values, self.value(obs), buf.terminated, trunc, final_values
-                )
-                returns = nstep_returns(buf.rewards, next_values, buf.dones, c.gamma)
+                returns = nstep_returns(buf.rewards, self.next_values(buf, obs), buf.dones, c.gamma)
 
             # 3. one gradient step on the whole batch
             b_obs = buf.obs.reshape(batch, -1)

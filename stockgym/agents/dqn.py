@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
-from stockgym.agents.base import Agent, Callback, make_adam
+from stockgym.agents.base import Callback, make_adam
 from stockgym.agents.buffers import ReplayBuffer
 from stockgym.agents.config import CommonConfig
+from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent, linear_schedule
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import Net
 from stockgym.core import check_int, check_number
@@ -151,16 +152,8 @@ def polyak_update(online: nn.Module, target: nn.Module, tau: float) -> None:
             tp.lerp_(p, tau)
 
 
-def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """``start`` moving linearly to ``end`` over ``duration`` steps, then ``end``:
-    ``start + (end - start) * min(1, t / duration)``."""
-    if duration <= 0:
-        return end
-    return start + (end - start) * min(1.0, t / duration)
-
-
 # ------------------------------------------------------------------ the agent
-class DQN(Agent):
+class DQN(EpsilonGreedyAgent):
     """Deep Q-Network (see the module docstring and :class:`DQNConfig`)."""
 
     algo = "dqn"
@@ -215,19 +208,6 @@ class DQN(Agent):
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         return self.nets["q"](obs).argmax(dim=1)
-
-    def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
-        """Epsilon-greedy actions from one draw of ``2 x B`` uniforms ``u`` (the agent's
-        generator): where ``u[0] < epsilon`` the action ``floor(u[1] * n)``, a uniform
-        one, else the greedy one."""
-        n = int(self.action_space.n)
-        u = torch.rand(2, obs.shape[0], generator=self.generator, device=self.device)
-        random_a = (u[1] * n).long().clamp_(max=n - 1)
-        return torch.where(u[0] < epsilon, random_a, self._greedy(obs))
-
-    def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        a = self._greedy(obs) if deterministic else self._explore(obs, self.epsilon)
-        return a + int(self.action_space.start)
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         c, env, log = self.config, self.env, self.logger

@@ -162,21 +162,6 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def bootstrap_values(
-    values: torch.Tensor,
-    last_value: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_values: torch.Tensor,
-) -> torch.Tensor:
-    """``next_values`` for :func:`compute_gae` (all ``(T, N)``; ``last_value`` ``(N,)``:
-    the value of the observation after the rollout; ``final_values[t]``: ``V(final_obs[t])``
-    where ``truncated[t]``)."""
-    nxt = torch.cat([values[1:], last_value.unsqueeze(0)])
-    nxt = torch.where(truncated, final_values, nxt)
-    return torch.where(terminated, torch.zeros_like(nxt), nxt)
-
-
 class PPOLosses(NamedTuple):
     policy: torch.Tensor
     value: torch.Tensor
@@ -252,33 +237,12 @@ class PPO(ActorCriticAgent):
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            # 1. rollout
-            with torch.no_grad():
-                for t in range(T):
-                    buf.obs[t] = obs
-                    params, buf.values[t] = self.policy_and_value(obs)
-                    raw, buf.logprobs[t] = actor.sample(params, self.generator)
-                    buf.actions[t] = raw
-                    step = env.step(self.dist.to_env(raw))
-                    torch.mul(step.reward, c.reward_scale, out=buf.rewards[t])
-                    buf.terminated[t] = step.terminated
-                    buf.truncated[t] = step.truncated
-                    if step.final_obs is not None:
-                        buf.final_obs[t] = step.final_obs
-                    self.num_timesteps += N
-                    log.episodes(stats, stats.update(step), self.num_timesteps)
-                    obs = step.obs
-            self._last_obs = obs
+            # 1. rollout (ActorCriticAgent.rollout: obs, actions, log-probs, values, rewards)
+            obs = self.rollout(buf, obs, stats)
 
             # 2. advantages (truncated episodes bootstrapped from their final observation)
             with torch.no_grad():
-                final_values = torch.zeros_like(buf.values)
-                trunc = buf.truncated & ~buf.terminated
-                if bool(trunc.any()):
-                    final_values[trunc] = self.value(buf.final_obs[trunc])
-                next_values = bootstrap_values(
-                    buf.values, self.value(obs), buf.terminated, trunc, final_values
-                )
+                next_values = self.next_values(buf, obs)
                 advantages, returns = compute_gae(
                     buf.rewards, buf.values, next_values, buf.dones, c.gamma, c.gae_lambda
                 )

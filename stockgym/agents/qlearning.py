@@ -55,9 +55,9 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from stockgym.agents.base import Agent, Callback
+from stockgym.agents.base import Callback
 from stockgym.agents.config import CommonConfig
-from stockgym.agents.dqn import linear_schedule
+from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent, linear_schedule
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.core import check_int, check_number
 
@@ -204,7 +204,7 @@ class QTable(nn.Module):
 
 
 # ------------------------------------------------------------------ the agent
-class QLearning(Agent):
+class QLearning(EpsilonGreedyAgent):
     """Tabular Q-learning (see the module docstring and :class:`QLearningConfig`)."""
 
     algo = "qlearning"
@@ -239,18 +239,6 @@ class QLearning(Agent):
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         return self.table[self.discretise(obs)].argmax(dim=1)
-
-    def _explore(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
-        """Epsilon-greedy actions (one draw of ``2 x B`` uniforms ``u`` from the agent's
-        generator: where ``u[0] < epsilon`` the uniform action ``floor(u[1] * n)``)."""
-        n = int(self.action_space.n)
-        u = torch.rand(2, obs.shape[0], generator=self.generator, device=self.device)
-        random_a = (u[1] * n).long().clamp_(max=n - 1)
-        return torch.where(u[0] < epsilon, random_a, self._greedy(obs))
-
-    def _predict(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        a = self._greedy(obs) if deterministic else self._explore(obs, self.epsilon)
-        return a + int(self.action_space.start)
 
     def _learn(self, total_timesteps: int, callback: Callback | None) -> None:
         c, env, log = self.config, self.env, self.logger

@@ -31,7 +31,8 @@ from stockgym.backtest import make_strategy, run_policy
 from stockgym.core import check_int, check_number
 from stockgym.experiment.config import TrainConfig
 from stockgym.experiment.forecasts import ForecastSpec, forecast_features
-from stockgym.experiment.records import load_data, run_env
+from stockgym.experiment.records import json_ready, load_data, run_env
+from stockgym.experiment.stats import entropy_bits
 
 BASELINES = ("buy_and_hold", "sma_cross", "forecast_sign", "random")
 EVALUATE_KEYS = ("windows", "window_days", "seeds", "symbols", "baselines", "ablate_forecasts",
@@ -218,9 +219,7 @@ def _result(job: dict[str, Any], window: Window, bt: Any, actions: list[Any]) ->
     weights = bt.record[[c for c in bt.record.columns if c.startswith("weight_")]].to_numpy()
     held = weights[:-1].sum(axis=1) if weights.size else np.zeros(len(r))
     corr = np.corrcoef(r, b)[0, 1] if np.std(r) > 0 and np.std(b) > 0 else math.nan
-    from stockgym.experiment.stats import entropy_bits
-
-    return core_json({
+    return json_ready({
         "symbol": window.symbol, "window": window.k, "seed": job["seed"],
         "policy": job["policy"], "first": window.first, "last": window.last,
         "days": len(r), "total_log_return": float(np.log1p(r).sum()),
@@ -231,12 +230,6 @@ def _result(job: dict[str, Any], window: Window, bt: Any, actions: list[Any]) ->
         "corr_with_buy_and_hold": corr, "returns": r.tolist(), "bench_returns": b.tolist(),
         "terminated": bool(bt.terminated),
     })  # fmt: skip
-
-
-def core_json(obj: Any) -> Any:
-    from stockgym.experiment.records import json_ready
-
-    return json_ready(obj)
 
 
 # ------------------------------------------------------------------ the evaluation
@@ -324,7 +317,7 @@ def evaluate(
     for job in jobs:
         job["threads"] = threads
     out.mkdir(parents=True, exist_ok=True)
-    core.write_json(out / "evaluate.json", core_json(dataclasses.asdict(config)))
+    core.write_json(out / "evaluate.json", json_ready(dataclasses.asdict(config)))
     results = [r for r in (_done(j) for j in jobs) if r is not None] if resume else []
     todo = [j for j in jobs if not resume or _done(j) is None]
     bar = _progress(len(jobs), len(results), progress)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from stockgym import core
 from stockgym.experiment import stats
+from stockgym.experiment.records import json_ready
 
 AGENTS = ("agent", "agent_no_forecasts")
 UNIT_BOOTSTRAP_FROM = 10  # units (symbol x window) from which the bootstrap is over units
@@ -172,7 +173,7 @@ def write_report(config: Any, windows: list[Any], results: list[dict[str, Any]],
                  out: Path) -> dict[str, Any]:  # fmt: skip
     """``summary.json``, ``results.csv``, ``report.md`` and the plots; returns the summary."""
     summary = summarize(config, windows, results)
-    core.write_json(out / "summary.json", core_json(summary))
+    core.write_json(out / "summary.json", json_ready(summary))
     frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("returns", "bench_returns")}
                           for r in results])  # fmt: skip
     frame["seed"] = frame["seed"].astype("Int64")  # baselines without a seed: empty
@@ -217,12 +218,6 @@ def write_report(config: Any, windows: list[Any], results: list[dict[str, Any]],
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
-
-
-def core_json(obj: Any) -> Any:
-    from stockgym.experiment.records import json_ready
-
-    return json_ready(obj)
 
 
 def _plots(summary: dict[str, Any], results: list[dict[str, Any]], out: Path) -> None:
