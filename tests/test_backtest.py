@@ -14,7 +14,7 @@ import pytest
 from stockgym.backtest import STRATEGIES, BacktestResult, make_strategy, run_policy
 from stockgym.backtest.strategies import Strategy
 from stockgym.data import DataError, load_prices, split
-from stockgym.envs import PRESETS, StockTradingEnv
+from stockgym.envs import PRESETS, StockTradingEnv, krx
 
 V0 = 1_000_000.0
 
@@ -66,8 +66,11 @@ CLOSES = [100.5, 103.0, 99.0, 105.5, 104.0]
 @pytest.mark.parametrize("preset", ["us", "krx", "none"])
 def test_buy_and_hold_equals_analytic_value_minus_costs(preset):
     c = PRESETS[preset]
-    res = run_policy("buy_and_hold", hand_config(hand_frame(OPENS, CLOSES), market=preset))
+    frame = hand_frame(OPENS, CLOSES)
+    res = run_policy("buy_and_hold", hand_config(frame, market=preset))
     price = OPENS[1] * (1 + c.slippage_bps / 1e4)
+    if preset == "krx":  # rounded up to the tick in force on the fill date
+        price = krx.round_to_tick(price, int(krx.tick_table_ids(frame.index[1:2], "kospi")[0]), True)
     n = math.floor(V0 / (price * (1 + c.commission)))  # whole shares that cash affords
     costs = n * price * c.commission + n * (price - OPENS[1])
     rec = res.record

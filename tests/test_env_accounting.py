@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from stockgym.data import load_prices
-from stockgym.envs import PRESETS, StockTradingEnv
+from stockgym.envs import PRESETS, StockTradingEnv, krx
 
 V0 = 1_000_000.0
 
@@ -40,14 +40,24 @@ def hand_frame(opens, closes, volumes=None, start="2024-01-02") -> pd.DataFrame:
 
 
 def hand_env(prices: pd.DataFrame, **kw) -> StockTradingEnv:
-    """window_size=1 and one hand-made feature column: no warm-up eats bars."""
+    """window_size=1 and one hand-made feature column: no warm-up eats bars. KRX tick
+    rounding is off here (these fills are on exact prices); ticks, price limits and the
+    tax by date have their own hand-computed tests in test_krx_rules.py."""
     extra = pd.DataFrame({"x": np.linspace(0.0, 1.0, len(prices))}, index=prices.index)
     kw.setdefault("initial_cash", V0)
+    kw.setdefault("ticks", False)
     return StockTradingEnv(prices, features=[], extra_features=extra, window_size=1, **kw)
 
 
 def approx(x, rel=1e-12):
     return pytest.approx(x, rel=rel, abs=0.0)
+
+
+def sell_tax_on(preset: str, date) -> float:
+    """The preset's sell tax on ``date``: KRX's by date (0.18 % in 2024), else constant."""
+    if preset == "krx":
+        return float(krx.sell_tax_rates(pd.DatetimeIndex([date]), "kospi")[0])
+    return PRESETS[preset].sell_tax
 
 
 def check_trade(trade, **expected):
@@ -121,7 +131,7 @@ def test_hand_computed_four_bars(preset):
     fill2 = OPENS[2] * (1 - slip)
     value2 = q1 * fill2
     comm2 = c.commission * value2
-    tax2 = c.sell_tax * value2
+    tax2 = sell_tax_on(preset, dates[2]) * value2
     cash2 = cash1 + value2 - comm2 - tax2
     obs, r, term, trunc, info = env.step(np.array([0.0], dtype=np.float32))
     assert (term, trunc) == (False, False)
@@ -239,6 +249,7 @@ def _synthetic_env(n_assets, *, allow_short, action_type, fractional, **kw):
         action_type=action_type,
         fractional=fractional,
         market="krx",
+        ticks=False,  # synthetic prices near 100 would pay ~1 % a fill in ticks (ruin)
         borrow_rate=0.04,
         min_commission=1.0,
         initial_cash=1e7,
@@ -372,6 +383,9 @@ def test_buy_and_hold_matches_analytic_value(preset, cash_mode):
     s = probe.window_size - 1
     open1 = probe.market.ref_open[s + 1, 0]
     fill = open1 * (1 + slip)
+    if preset == "krx":  # rounded up to the tick in force on the fill date
+        table = int(krx.tick_table_ids(probe.market.dates[s + 1 : s + 2], "kospi")[0])
+        fill = krx.round_to_tick(fill, table, buy=True)
     if cash_mode == "exact":  # 5000 shares plus their commission plus one cent
         v0 = 5000 * fill * (1 + c.commission) + 0.01
     else:

@@ -211,7 +211,7 @@ def _make_env(env_or_config: Any, policy: Any) -> tuple[Any, StockTradingEnv]:
 
 
 def _cost_kwargs(env: StockTradingEnv) -> dict[str, Any]:
-    return {"market": "none", **env.costs.to_dict()}
+    return env.cost_kwargs()
 
 
 def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockTradingEnv:
@@ -244,22 +244,24 @@ def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockT
 
 
 def _market_prices(env: StockTradingEnv) -> pd.DataFrame:
-    """Rebuild a price frame from the env's market arrays (opens where orders fill,
-    valuation closes, tradable flags): a twin env on it fills and values identically."""
+    """Rebuild a price frame from the env's market arrays (the bars as given on
+    tradable days, the last close on halted ones, tradable flags, the previous close):
+    a twin env on it fills and values identically."""
     m = env.market
     frames = {}
     for i, sym in enumerate(m.symbols):
         c = m.mark[:, i]
-        o = np.where(np.isfinite(m.ref_open[:, i]), m.ref_open[:, i], c)
         trad = m.tradable[:, i]
+        o = np.where(np.isfinite(m.ref_open[:, i]), m.ref_open[:, i], c)
         frames[sym] = pd.DataFrame(
             {
                 "open": o,
-                "high": np.maximum(o, c),
-                "low": np.minimum(o, c),
+                "high": np.where(trad, m.high[:, i], np.maximum(o, c)),
+                "low": np.where(trad, m.low[:, i], np.minimum(o, c)),
                 "close": c,
-                "volume": np.where(trad, 1.0, 0.0),
+                "volume": np.where(trad, m.volume[:, i], 0.0),
                 "tradable": trad,
+                "prev_close": m.prev_close[:, i],
             },
             index=m.dates,
         )

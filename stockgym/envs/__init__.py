@@ -7,6 +7,7 @@ target weights). Importing this package does not import torch."""
 import gymnasium as gym
 
 from stockgym.envs.costs import PRESETS, CostModel
+from stockgym.envs.rules import MarketRules
 from stockgym.envs.trading import ObsLayout, StockTradingEnv
 
 ENV_ID = "stockgym/StockTrading-v0"
@@ -30,6 +31,7 @@ __all__ = [
     "PORTFOLIO_ID",
     "PRESETS",
     "CostModel",
+    "MarketRules",
     "ObsLayout",
     "StockTradingEnv",
     "VectorStockTradingEnv",

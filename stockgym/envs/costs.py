@@ -2,11 +2,12 @@
 
 | preset | commission (both sides) | sell tax | slippage | source / year |
 |---|---|---|---|---|
-| ``"krx"`` | 0.015 % (0.00015) | 0.20 % (0.0020) | 5 bps | typical Korean online-broker fee; securities transaction tax for 2026 (KOSPI: 0.05 % tax + 0.15 % rural special tax; KOSDAQ: 0.20 %) |
+| ``"krx"`` | 0.015 % (0.00015) | by fill date (0.30 % to 0.15 %; 0.20 % in 2026) | 5 bps | typical Korean online-broker fee; the securities transaction tax (+ rural special tax on KOSPI) in force on the fill date, :data:`stockgym.envs.krx.TAX_SCHEDULE`; ``sell_tax=`` overrides it on every date. The preset's ``sell_tax`` field (0.20 %, the 2026 rate) is the rate the schedule replaces. |
 | ``"us"`` | 0.05 % (0.0005) | 0 | 5 bps | a conservative stand-in for per-share US broker fees; no US transaction tax |
 | ``"none"`` | 0 | 0 | 0 | frictionless, for teaching |
 
-Every preset has ``min_commission=0`` and ``borrow_rate=0`` (annual rate charged on the
+The ``krx`` preset also turns on KRX's daily price limits and tick sizes
+(:mod:`stockgym.envs.rules`). Every preset has ``min_commission=0`` and ``borrow_rate=0`` (annual rate charged on the
 market value of short positions, accrued daily over 252 trading days). Any field can be
 overridden by the env's keyword arguments, and the resolved values are printed in every
 report.
@@ -55,11 +56,17 @@ def market_of(symbol: str) -> str:
     return "krx" if re.fullmatch(r"\d{6}", str(symbol)) else "us"
 
 
-def resolve_costs(market: str, symbols: list[str], **overrides: float | None) -> CostModel:
-    """Preset for ``market`` ("auto" picks it from the first symbol), then overrides."""
+def resolve_market(market: str, symbols: list[str]) -> str:
+    """The preset name: ``market``, or for "auto" the first symbol's market."""
     if market == "auto":
         market = market_of(symbols[0]) if symbols else "none"
     if market not in PRESETS:
         raise ValueError(f"unknown market {market!r}; choose one of {MARKETS} or 'auto'")
+    return market
+
+
+def resolve_costs(market: str, symbols: list[str], **overrides: float | None) -> CostModel:
+    """Preset for ``market`` ("auto" picks it from the first symbol), then overrides."""
+    market = resolve_market(market, symbols)
     given = {k: float(v) for k, v in overrides.items() if v is not None}
     return replace(PRESETS[market], **given)

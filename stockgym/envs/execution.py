@@ -42,6 +42,8 @@ from __future__ import annotations
 import math
 
 from stockgym.envs.costs import CostModel
+from stockgym.envs.krx import round_to_tick
+from stockgym.envs.rules import BarRules
 
 # Conservative factor on the cash-fitting scale, so that the scaled buys fit in cash
 # despite float rounding without a bisection (changes buy sizes by one part in 1e12).
@@ -50,9 +52,10 @@ _SAFE = 1.0 - 1e-12
 _NOISE = 1e-12
 
 
-def _order(symbol, requested, filled, price, value, commission, tax, slippage, status):
+def _order(symbol, requested, filled, price, value, commission, tax, slippage, status, why=""):
     """One asset's order in one step: ``requested``/``filled`` in shares, signed
-    (positive buys); ``price`` the fill price incl. slippage; costs in currency."""
+    (positive buys); ``price`` the fill price incl. slippage; costs in currency;
+    ``reason`` says why it did not fill in full ("" when it did)."""
     return {
         "symbol": symbol,
         "side": "buy" if requested > 0 else "sell",
@@ -64,11 +67,24 @@ def _order(symbol, requested, filled, price, value, commission, tax, slippage, s
         "tax": tax,
         "slippage": slippage,
         "status": status,
+        "reason": why,
     }
 
 
 def _commission(value: float, costs: CostModel) -> float:
     return max(costs.commission * value, costs.min_commission) if value > 0 else 0.0
+
+
+def fill_price(ref: float, slip: float, buy: bool, tick: int | None, move: float = 0.0) -> float:
+    """The fill price of an order at reference price ``ref``: slippage ``slip`` and the
+    impact ``move`` against the trader (buys ``ref (1 + slip)(1 + move)``, sells
+    ``ref (1 - slip) / (1 + move)``, always > 0), rounded to the tick of table ``tick``
+    against the trader (``None``: no ticks)."""
+    if buy:
+        price = ref * (1.0 + slip) * (1.0 + move) if move else ref * (1.0 + slip)
+    else:
+        price = ref * (1.0 - slip) / (1.0 + move) if move else ref * (1.0 - slip)
+    return price if tick is None else round_to_tick(price, tick, buy)
 
 
 def rebalance(
@@ -80,60 +96,80 @@ def rebalance(
     costs: CostModel,
     fractional: bool,
     symbols: list[str],
+    bar: BarRules,
 ) -> tuple[list[float], float, list[dict], float]:
     """Execute target ``weights`` (fractions of portfolio value, signed) at prices
-    ``ref``. Returns new shares, new cash (borrow paid), the orders (filled or not, as
-    dicts) and the borrow charged on the shorts held after the trade."""
+    ``ref`` under the fill bar's exchange rules ``bar`` (sell tax, price-limit locks,
+    volume cap, impact, ticks). Returns new shares, new cash (borrow paid), the orders
+    (filled or not, as dicts) and the borrow charged on the shorts held after the trade."""
     n = len(shares)
     v_ref = cash
     for i in range(n):
         v_ref += shares[i] * ref[i]
     slip = costs.slippage_bps * 1e-4
     orders: list[dict] = []
-    buys: list[tuple[int, float, float]] = []  # (asset, qty, price)
+    buys: list[tuple] = []  # (asset, requested, qty, price, status, why)
     new_shares = list(shares)
+    sold = [0.0] * n
+    ticks, cap = bar.ticks, bar.cap
     for i in range(n):
         desired = weights[i] * v_ref / ref[i]
         if desired == shares[i]:
             continue
-        price = ref[i] * (1.0 + slip) if desired > shares[i] else ref[i] * (1.0 - slip)
+        buy = desired > shares[i]
+        tick = None if ticks is None else ticks[i]
+        price = fill_price(ref[i], slip, buy, tick)
         target = weights[i] * v_ref / price
         if not fractional:
             target = float(math.trunc(target))
         qty = target - shares[i]
-        if (
-            qty == 0.0
-            or (desired > shares[i]) != (qty > 0)
-            or abs(qty * ref[i]) <= _NOISE * abs(v_ref)
-        ):
+        if qty == 0.0 or buy != (qty > 0) or abs(qty * ref[i]) <= _NOISE * abs(v_ref):
             continue
+        requested = qty
         if not tradable[i]:
-            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable"))
-        elif qty < 0:
-            value = -qty * price
-            comm = _commission(value, costs)
-            tax = costs.sell_tax * value
-            if value - comm - tax < 0.0:
-                orders.append(_order(symbols[i], qty, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic"))
+            why = "not tradable (halted) on the fill bar"
+            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable", why))
+            continue
+        if bar.locked_up[i] if buy else bar.locked_down[i]:
+            why = "locked at the upper price limit" if buy else "locked at the lower price limit"
+            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "limit_locked", why))
+            continue
+        status, why = "filled", ""
+        if cap is not None and abs(qty) > cap[i]:
+            qty = cap[i] if buy else -cap[i]
+            status, why = "capped", f"volume cap: {cap[i]:g} shares of {bar.volume[i]:g} traded"
+            if qty == 0.0:
+                orders.append(_order(symbols[i], requested, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, status, why))
                 continue
-            cash += value - comm - tax
-            new_shares[i] = shares[i] + qty
-            orders.append(
-                _order(
-                    symbols[i], qty, qty, price, value, comm, tax, -qty * (ref[i] - price), "filled"
-                )
-            )
-        else:
-            buys.append((i, qty, price))
+        if bar.impact:
+            price = fill_price(ref[i], slip, buy, tick, bar.impact * math.sqrt(abs(qty) / bar.volume[i]))
+        if buy:
+            buys.append((i, requested, qty, price, status, why))
+            continue
+        value = -qty * price
+        comm = _commission(value, costs)
+        tax = bar.tax[i] * value
+        if value - comm - tax < 0.0:
+            why = "proceeds below the order's costs"
+            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic", why))
+            continue
+        cash += value - comm - tax
+        new_shares[i] = shares[i] + qty
+        sold[i] = -qty
+        slippage = -qty * (ref[i] - price)
+        orders.append(
+            _order(symbols[i], requested, qty, price, value, comm, tax, slippage, status, why)
+        )
     daily = costs.borrow_rate / 252.0
     reserve = borrow_due(new_shares, ref, daily) if daily > 0.0 else 0.0
     if cash < reserve:
         # No buy fits (cash - reserve < 0): the buys are cancelled, and longs are sold
         cash = _borrow_call(
-            new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols
+            new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols, bar, sold
         )
-        for i, q, price in buys:
-            orders.append(_order(symbols[i], q, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
+        why = "cancelled: cash below the borrow reserve"
+        for i, requested, _, price, _, _ in buys:
+            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled", why))
         buys = []
     avail = cash - reserve
     need = 0.0
@@ -156,24 +192,29 @@ def borrow_due(shares: list[float], ref: list[float], daily: float) -> float:
 
 
 def _borrow_call(
-    new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols
+    new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols, bar, sold
 ) -> float:
-    """Sell tradable longs, in asset order, until ``cash >= reserve``."""
+    """Sell tradable longs, in asset order, until ``cash >= reserve`` (not on a bar
+    locked down, within what the volume cap leaves after this step's sells; no impact)."""
     slip = costs.slippage_bps * 1e-4
     for i in range(len(new_shares)):
         if cash >= reserve:
             break
-        if new_shares[i] <= 0.0 or not tradable[i]:
+        if new_shares[i] <= 0.0 or not tradable[i] or bar.locked_down[i]:
             continue
-        price = ref[i] * (1.0 - slip)
-        net = price * (1.0 - costs.commission - costs.sell_tax)
+        price = fill_price(ref[i], slip, False, None if bar.ticks is None else bar.ticks[i])
+        net = price * (1.0 - costs.commission - bar.tax[i])
         if net <= 0.0:
             continue
         q = (reserve - cash + costs.min_commission) / net
         q = min(float(math.ceil(q)) if not fractional else q * (1.0 + 1e-9), new_shares[i])
+        if bar.cap is not None:
+            q = min(q, bar.cap[i] - sold[i])
+        if q <= 0.0:
+            continue
         value = q * price
         comm = _commission(value, costs)
-        tax = costs.sell_tax * value
+        tax = bar.tax[i] * value
         if value - comm - tax <= 0.0:
             continue
         cash += value - comm - tax
@@ -186,22 +227,22 @@ def _borrow_call(
 def _buy_need(buys, qtys, costs: CostModel) -> float:
     """Cash that buying ``qtys`` costs, commissions included."""
     total = 0.0
-    for (_, _, price), q in zip(buys, qtys, strict=False):
+    for (_, _, _, price, _, _), q in zip(buys, qtys, strict=False):
         value = q * price
         total += value + _commission(value, costs)
     return total
 
 
 def _scaled(buys, k: float, fractional: bool) -> list[float]:
-    return [q * k if fractional else float(math.floor(q * k)) for _, q, _ in buys]
+    return [q * k if fractional else float(math.floor(q * k)) for _, _, q, _, _, _ in buys]
 
 
 def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbols) -> float:
     k = 1.0
-    qtys = [q for _, q, _ in buys]
+    qtys = [q for _, _, q, _, _, _ in buys]
     need = _buy_need(buys, qtys, costs)
     if need > cash:
-        gross = sum(q * p for _, q, p in buys) * (1.0 + costs.commission)
+        gross = sum(q * p for _, _, q, p, _, _ in buys) * (1.0 + costs.commission)
         k = max(cash, 0.0) / gross * _SAFE
         qtys = _scaled(buys, k, fractional)
         need = _buy_need(buys, qtys, costs)
@@ -216,16 +257,19 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
             k = lo
             qtys = _scaled(buys, k, fractional)
             need = _buy_need(buys, qtys, costs)
-    status = "filled" if k >= 1.0 else "scaled"
-    for (i, requested, price), q in zip(buys, qtys, strict=False):
+    scaled = k < 1.0
+    for (i, requested, _, price, status, why), q in zip(buys, qtys, strict=False):
+        if scaled:
+            status, why = "scaled", (why + "; " if why else "") + "buys scaled to fit in cash"
         if q <= 0.0:
-            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled"))
+            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, status, why))
             continue
         value = q * price
         comm = _commission(value, costs)
         new_shares[i] += q
+        slippage = q * (price - ref[i])
         orders.append(
-            _order(symbols[i], requested, q, price, value, comm, 0.0, q * (price - ref[i]), status)
+            _order(symbols[i], requested, q, price, value, comm, 0.0, slippage, status, why)
         )
     # need <= cash here (or need == 0); the caller subtracts it in one rounded step
     return need

@@ -25,7 +25,11 @@ class MarketArrays:
 
     ``ref_open[t, i]``: price an order at bar t fills around (the open; for a halted
     bar the last tradable close). ``mark[t, i]``: valuation close (last tradable close
-    for halted bars). ``features``: (T, A, F) float32.
+    for halted bars). ``features``: (T, A, F) float32. ``open``, ``high``, ``low``,
+    ``close``, ``volume``: the bar as the source gave it (float64; the exchange rules of
+    :mod:`stockgym.envs.rules` read them at the fill bar); ``prev_close``: the last
+    tradable close before the bar (NaN on the first bar of the data), or the frame's own
+    ``prev_close`` column where it has one.
     """
 
     dates: pd.DatetimeIndex
@@ -35,6 +39,12 @@ class MarketArrays:
     mark: np.ndarray
     tradable: np.ndarray
     features: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    prev_close: np.ndarray
 
 
 def split_symbols(prices: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -58,6 +68,16 @@ def _checked(symbol: str, df: pd.DataFrame) -> pd.DataFrame:
     checked = validate_ohlcv(base, source="env", symbol=symbol)
     if "tradable" in df.columns:  # an explicit flag may only make bars *less* tradable
         checked["tradable"] = checked["tradable"].to_numpy() & df["tradable"].to_numpy(bool)
+    if "prev_close" in df.columns:
+        prev = pd.to_numeric(df["prev_close"], errors="coerce").to_numpy(np.float64)
+        bad = ~(np.isnan(prev) | (prev > 0))
+        if bad.any():
+            day = df.index[int(np.argmax(bad))]
+            raise DataError(
+                f"[env, symbol={symbol}] column prev_close must be > 0 (or empty), got "
+                f"{prev[bad][0]!r} on {pd.Timestamp(day).date()}"
+            )
+        checked["prev_close"] = prev
     return checked
 
 
@@ -133,7 +153,7 @@ def build_market(
         raise DataError(
             f"[env] feature {names[f]!r} of {symbols[i]} is {cube[t, i, f]} on {dates[t].date()}"
         )
-    ref_open, mark, tradable = _price_arrays(per_symbol, symbols, base_index, dates)
+    ref_open, mark, tradable, bars = _price_arrays(per_symbol, symbols, base_index, dates)
     return MarketArrays(
         dates=dates,
         symbols=symbols,
@@ -142,6 +162,7 @@ def build_market(
         mark=mark,
         tradable=tradable,
         features=np.ascontiguousarray(cube, dtype=np.float32),
+        **bars,
     )
 
 
@@ -154,8 +175,18 @@ def _price_arrays(per_symbol, symbols, base_index, dates):
     prev_mark = np.vstack([np.full((1, len(symbols)), np.nan), mark[:-1]])
     ref_open = np.where(full_trad, full_open, prev_mark)
     pos = base_index.get_indexer(dates)
+    bars = {
+        f: np.stack([per_symbol[s][f].to_numpy(np.float64) for s in symbols], axis=1)[pos]
+        for f in ("open", "high", "low", "close", "volume")
+    }
+    prev = prev_mark
+    for i, s in enumerate(symbols):
+        if "prev_close" in per_symbol[s].columns:
+            given = per_symbol[s]["prev_close"].to_numpy(np.float64)
+            prev[:, i] = np.where(np.isnan(given), prev[:, i], given)
+    bars["prev_close"] = np.ascontiguousarray(prev[pos])
     mark, ref_open, trad = mark[pos], ref_open[pos], full_trad[pos]
     if not np.isfinite(mark[0]).all():
         i = int(np.argmax(~np.isfinite(mark[0])))
         raise DataError(f"[env] {symbols[i]} has no tradable close on or before {dates[0].date()}")
-    return np.ascontiguousarray(ref_open), np.ascontiguousarray(mark), trad
+    return np.ascontiguousarray(ref_open), np.ascontiguousarray(mark), trad, bars

@@ -17,9 +17,10 @@ from gymnasium import spaces
 
 from stockgym.data.errors import DataError
 from stockgym.data.validate import to_timestamp
-from stockgym.envs.costs import resolve_costs
+from stockgym.envs.costs import resolve_costs, resolve_market
 from stockgym.envs.execution import rebalance
 from stockgym.envs.market import build_market
+from stockgym.envs.rules import bar_rules, coverage_warnings, resolve_rules, rule_arrays
 
 REWARDS = ("log_return", "return", "differential_sharpe")
 ACTION_TYPES = ("discrete", "continuous")
@@ -119,6 +120,12 @@ class StockTradingEnv(gym.Env):
         slippage_bps: float | None = None,
         min_commission: float | None = None,
         borrow_rate: float | None = None,
+        board: str | dict[str, str] | None = None,
+        price_limit: bool | None = None,
+        ticks: bool | None = None,
+        max_participation: float | None = None,
+        impact: str | None = None,
+        impact_coef: float | None = None,
         fill: str = "open",
         fractional: bool = False,
         reward: str = "log_return",
@@ -166,6 +173,22 @@ class StockTradingEnv(gym.Env):
             min_commission=min_commission,
             borrow_rate=borrow_rate,
         )
+        self.market_name = resolve_market(market, m.symbols)
+        self.rules = resolve_rules(
+            self.market_name,
+            m.symbols,
+            sell_tax=sell_tax,
+            board=board,
+            price_limit=price_limit,
+            ticks=ticks,
+            max_participation=max_participation,
+            impact=impact,
+            impact_coef=impact_coef,
+            listed_boards=prices.attrs.get("boards"),
+        )
+        coverage_warnings(m, self.rules)
+        self.rule_arrays = rule_arrays(m, self.rules, self.costs.sell_tax, bool(fractional))
+        self._bars = bar_rules(self.rule_arrays, self.rules)
         self.window_size = int(window_size)
         self.action_type = action_type
         self.allow_short = bool(allow_short)
@@ -331,13 +354,20 @@ class StockTradingEnv(gym.Env):
         weights = self.action_to_weights(action)
         s = self._t
         f = s + 1
-        if self.fill == "open":
-            ref, trad = self._ref[f], self._trad[f]
-        else:
-            ref, trad = self._mark[s], self._trad[s]
+        b = f if self.fill == "open" else s  # the fill bar
+        ref = self._ref[f] if self.fill == "open" else self._mark[s]
+        trad = self._trad[b]
         before = self._shares
         shares, cash, orders, borrow = rebalance(
-            before, self._cash, weights, ref, trad, self.costs, self.fractional, self.symbols
+            before,
+            self._cash,
+            weights,
+            ref,
+            trad,
+            self.costs,
+            self.fractional,
+            self.symbols,
+            self._bars[b],
         )
         mark_s, mark_f = self._mark[s], self._mark[f]
         value = cash
@@ -408,6 +438,24 @@ class StockTradingEnv(gym.Env):
     def portfolio_value(self) -> float:
         return self._value
 
+    def cost_kwargs(self) -> dict[str, Any]:
+        """The keywords that give another env this env's costs and exchange rules
+        (boards by symbol; a symbol not named here trades on KOSPI's)."""
+        costs = self.costs.to_dict()
+        r = self.rules
+        if r.tax_schedule is not None:
+            del costs["sell_tax"]
+        return {
+            "market": self.market_name,
+            **costs,
+            "board": dict(zip(self.symbols, r.boards, strict=True)) if r.boards else None,
+            "price_limit": r.price_limit,
+            "ticks": r.ticks,
+            "max_participation": r.max_participation,
+            "impact": r.impact,
+            "impact_coef": r.impact_coef,
+        }
+
     def config(self) -> dict[str, Any]:
         """Everything that defines this env's behaviour, JSON-able (for run configs)."""
         return {
@@ -421,6 +469,7 @@ class StockTradingEnv(gym.Env):
             "allow_short": self.allow_short,
             "max_gross": self.max_gross,
             "costs": self.costs.to_dict(),
+            "rules": self.rules.to_dict(),
             "fill": self.fill,
             "fractional": self.fractional,
             "reward": self.reward_type,
