@@ -40,6 +40,38 @@ def synth(n_assets: int = 1, n_days: int = 260, seed: int = 0, halt: float = 0.0
     return prices
 
 
+def krx_synth(n_assets: int = 3, seed: int = 3, n_days: int = 420) -> pd.DataFrame:
+    """KRX-like prices across rule changes (2022-07 to 2024-02: the tax years 2022-2024
+    and the 2023-01-25 tick tables), each asset at another price level (tick bands from
+    5 to 1,000 KRW), thin volumes (volume caps bind), and about 4 % of bars locked flat at
+    +-30 % of the previous close (limit-up and limit-down days)."""
+    names = SYMBOLS[:n_assets]
+    prices = load_prices(
+        names, source="synthetic", n_days=n_days, seed=seed, synthetic_start="2022-07-01"
+    )
+    rng = np.random.default_rng(seed + 2000)
+    for i, s in enumerate(names):
+        block = prices[s].copy()
+        block[["open", "high", "low", "close"]] *= (30.0, 700.0, 5200.0)[i % 3]
+        block["volume"] = rng.uniform(500.0, 20_000.0, len(block)).round()
+        for t in np.flatnonzero(rng.random(len(block)) < 0.04):
+            if t < 40:
+                continue
+            move = 1.3 if rng.random() < 0.5 else 0.7
+            block.iloc[t, :4] = float(block["close"].iloc[t - 1]) * move
+        for c in block.columns:
+            prices[(s, c)] = block[c].to_numpy()
+    return prices
+
+
+KRX_RULES = dict(
+    market="krx",
+    max_participation=0.01,
+    impact="sqrt",
+    board={"AAA": "kospi", "BBB": "kosdaq", "CCC": "kospi"},
+)
+
+
 def draw_actions(rng: np.random.Generator, tpl: StockTradingEnv, n: int, prev=None) -> np.ndarray:
     """One batch of random actions for ``n`` envs in the template's action space. About
     a fifth of the rows repeat the previous action (so 'no order' paths run too)."""
@@ -101,6 +133,7 @@ def run_equivalence(
     rng = np.random.default_rng(seed)
     acts = None
     seen = dict(ends=0, terminated=0, truncated=0, not_tradable=0, steps=0)
+    seen.update(limit_locked=0, capped=0)
     for k in range(n_steps):
         acts = draw_actions(rng, tpl, N, acts)
         obs, rew, term, trunc, info = venv.step(acts)
@@ -110,10 +143,12 @@ def run_equivalence(
         v, c, pos = (np_(info[k]).copy() for k in ("portfolio_value", "cash", "position"))
         cost, pnl, t = (np_(info[k]).copy() for k in ("cost", "pnl", "t"))
         seen["not_tradable"] += int(np_(info["not_tradable"]).sum())
+        locked, capped = (np_(info[k]).copy() for k in ("limit_locked", "capped"))
         fin = info.get("final_info")
         if fin is not None:  # ended envs: their last step's info (top level = new episode)
             fv, fc, fpos = np_(fin["portfolio_value"]), np_(fin["cash"]), np_(fin["position"])
             fcost, fpnl, ft = np_(fin["cost"]), np_(fin["pnl"]), np_(fin["t"])
+            flocked, fcapped = np_(fin["limit_locked"]), np_(fin["capped"])
         for i, env in enumerate(singles):
             o, r, te, tr, inf = env.step(single_action(acts, i))
             what = f"step {k} env {i}"
@@ -121,6 +156,18 @@ def run_equivalence(
             if te or tr:
                 v[i], c[i], pos[i] = fv[i], fc[i], fpos[i]
                 cost[i], pnl[i], t[i] = fcost[i], fpnl[i], ft[i]
+                locked[i], capped[i] = flocked[i], fcapped[i]
+            # the orders refused on a limit-locked bar, and cut by the volume cap
+            sym = {s: j for j, s in enumerate(env.symbols)}
+            want_locked = np.zeros(layout.n_assets, bool)
+            want_capped = np.zeros(layout.n_assets, bool)
+            for order in inf["trades"]:
+                want_locked[sym[order["symbol"]]] |= order["status"] == "limit_locked"
+                want_capped[sym[order["symbol"]]] |= order["reason"].startswith("volume cap")
+            np.testing.assert_array_equal(locked[i], want_locked, err_msg=f"{what}: locked")
+            np.testing.assert_array_equal(capped[i], want_capped, err_msg=f"{what}: capped")
+            seen["limit_locked"] += int(want_locked.sum())
+            seen["capped"] += int(want_capped.sum())
             np.testing.assert_allclose(rew_np[i], r, **rewards, err_msg=f"{what}: reward")
             np.testing.assert_allclose(v[i], inf["portfolio_value"], **money, err_msg=f"{what}: V")
             np.testing.assert_allclose(c[i], inf["cash"], **money, err_msg=f"{what}: cash")
@@ -199,6 +246,33 @@ VARIANTS = [
         id="ruin-terminates",
     ),
 ]
+
+
+KRX_VARIANTS = [
+    pytest.param(_continuous(**KRX_RULES), id="krx-continuous-whole"),
+    pytest.param(_continuous(fractional=True, **KRX_RULES), id="krx-continuous-fractional"),
+    pytest.param(dict(KRX_RULES), id="krx-multidiscrete"),
+    pytest.param(_continuous(fill="close", **KRX_RULES), id="krx-fill-close"),
+    pytest.param(
+        _continuous(allow_short=True, max_gross=3.0, borrow_rate=2.0, **KRX_RULES),
+        id="krx-short-borrow-calls",
+    ),
+    pytest.param(
+        _continuous(min_commission=5.0, **KRX_RULES, impact_coef=0.05),
+        id="krx-min-commission-strong-impact",
+    ),
+]
+
+
+@pytest.mark.parametrize("kw", KRX_VARIANTS)
+def test_equals_single_envs_under_krx_rules(kw):
+    """Sell tax by date, price-limit locks, ticks (three tables, two boards), the volume
+    cap and square-root impact: the vector env equals N single envs."""
+    seen = run_equivalence(
+        krx_synth(), n_steps=200, window_size=5, episode_length=60, initial_cash=1e8, **kw
+    )
+    assert seen["ends"] >= 8
+    assert seen["limit_locked"] > 0 and seen["capped"] > 0
 
 
 @pytest.mark.parametrize("n_assets,halt,kw", VARIANTS)
@@ -283,6 +357,8 @@ def test_equals_single_envs_many_unsynchronised_resets():
 
 
 COMPILED_VARIANTS = [
+    # every KRX rule (tax by date, limit locks, ticks, volume cap, impact) compiled
+    pytest.param(3, 0.0, {}, _continuous(initial_cash=1e8, **KRX_RULES), id="krx-rules"),
     # the benchmark's configuration (one asset, discrete), with halted bars and the
     # shared output buffer
     pytest.param(1, 0.1, dict(copy=False), {}, id="discrete-1-halted-copy-false"),
@@ -314,7 +390,7 @@ COMPILED_VARIANTS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("n_assets,halt,venv_kw,kw", COMPILED_VARIANTS)
 def test_equals_single_envs_compiled(monkeypatch, n_assets, halt, venv_kw, kw):
-    prices = synth(n_assets, halt=halt)
+    prices = krx_synth(n_assets) if "max_participation" in kw else synth(n_assets, halt=halt)
     eager_steps = []  # steps redone eagerly (the bisection of buy sizes)
     orig = VectorStockTradingEnv._transition
 

@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page (images embedded as base64 PNG, no external
 files or scripts) per backtest, comparison and evaluation.
 
-A backtest's page holds the metrics table beside the benchmark's, equity against the
-benchmark, drawdowns with a table of the worst ones, a monthly-returns heatmap, the
-rolling Sharpe ratio and the trades on the price; every figure's title names the policy.
+A backtest's page holds the metrics table beside the benchmark's, the orders not filled in
+full by status, the tax paid by year, equity against the benchmark, drawdowns with a
+table of the worst ones, a monthly-returns heatmap, the rolling Sharpe ratio and the
+trades on the price; every figure's title names the policy.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def table_html(frame: pd.DataFrame) -> str:
 def metrics_html(metrics: dict[str, Any]) -> str:
     """Every metric of the policy beside the benchmark's."""
     bench = metrics.get("benchmark") or {}
-    keys = [k for k in metrics if k != "benchmark"]
+    keys = [k for k in metrics if k != "benchmark" and not isinstance(metrics[k], dict)]
     rows = {k: [_fmt(k, metrics.get(k)), _fmt(k, bench.get(k)) if bench else ""] for k in keys}
     return table_html(pd.DataFrame.from_dict(rows, orient="index",
                                              columns=["policy", "benchmark"]))  # fmt: skip
@@ -65,6 +66,45 @@ def _fmt(key: str, value: Any) -> str:
             return "n/a"
         return f"{value:.2%}" if key in ("var_95", "cvar_95", "alpha") else f"{value:.3f}"
     return fmt_value(key, value)
+
+
+def unfilled_html(table: dict[str, dict[str, Any]]) -> str:
+    """The unfilled-orders table (``metrics["unfilled_orders"]``: status -> orders,
+    shares, value; value ``n/a`` where the orders were refused at no price)."""
+    if not table:
+        return "<p>Every order filled in full.</p>"
+    rows = {
+        status: [int(r["orders"]), f"{r['shares']:,.4g}", _money(r.get("value"))]
+        for status, r in table.items()
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["orders", "shares", "value"])
+    frame.index.name = "status"
+    return table_html(frame)
+
+
+def tax_html(table: dict[str, dict[str, Any]]) -> str:
+    """The tax-by-year table (``metrics["tax_by_year"]``: year -> sell value, tax, rate)."""
+    if not table:
+        return "<p>No orders.</p>"
+    rows = {
+        year: [_money(r.get("sell_value")), _money(r.get("tax")), _rate(r.get("rate"))]
+        for year, r in table.items()
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["sell value", "tax", "rate"])
+    frame.index.name = "year"
+    return table_html(frame)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _money(value: Any) -> str:
+    return f"{value:,.2f}" if _finite(value) else "n/a"
+
+
+def _rate(value: Any) -> str:
+    return f"{value:.4%}" if _finite(value) else "n/a"
 
 
 def drawdown_table(values: pd.Series, top: int = 5) -> pd.DataFrame:
@@ -125,6 +165,10 @@ def backtest_html(result: BacktestResult, metrics: dict[str, Any], config: dict[
     policy = config.get("strategy", {}).get("description") or result.policy
     rec = result.record
     sections = [("Metrics", metrics_html(metrics))]
+    if "unfilled_orders" in metrics:
+        sections.append(("Unfilled orders", unfilled_html(metrics["unfilled_orders"])))
+    if "tax_by_year" in metrics:
+        sections.append(("Tax by year", tax_html(metrics["tax_by_year"])))
     fig, (ax,) = new_figure()
     ax.plot(rec.index, rec["value"], color="C0", lw=1.2, label=policy)
     if "benchmark" in rec:

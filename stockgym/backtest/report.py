@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.backtest.formatting import format_costs, metrics_table
+from stockgym.backtest.formatting import (
+    format_costs,
+    format_rules,
+    format_tax_by_year,
+    format_unfilled,
+    metrics_table,
+)
 from stockgym.backtest.html_report import backtest_html
 from stockgym.backtest.metrics import closed_trades, drawdown, json_safe
 from stockgym.backtest.plots import plot_drawdown, plot_equity, plot_trades
@@ -126,6 +132,75 @@ def trades_frame(result: BacktestResult) -> pd.DataFrame:
     return trades
 
 
+#: The order statuses, in the order the unfilled-orders table lists them.
+STATUSES = (
+    "filled",
+    "scaled",
+    "capped",
+    "limit_locked",
+    "not_tradable",
+    "uneconomic",
+    "borrow_call",
+)
+
+
+def unfilled_orders(trades: pd.DataFrame) -> pd.DataFrame:
+    """Orders not filled in full (``|filled| < |requested|``), by ``status``.
+
+    Columns: ``orders`` (how many), ``shares`` (sum of ``|requested| - |filled|``) and
+    ``value`` (sum of those shares times the order's ``price``, over the orders with a
+    price; refused orders carry price 0 and are left out of it; ``nan`` when none has
+    one). One row per status present, in :data:`STATUSES` order (others after)."""
+    req = trades["requested"].to_numpy(np.float64)
+    got = trades["filled"].to_numpy(np.float64)
+    short = np.abs(req) - np.abs(got)
+    part = trades.loc[short > 0].assign(shares=short[short > 0])
+    price = part["price"].to_numpy(np.float64)
+    part = part.assign(priced=price > 0, value=np.where(price > 0, part["shares"] * price, 0.0))
+    table = part.groupby("status", sort=False).agg(
+        orders=("shares", "size"),
+        shares=("shares", "sum"),
+        value=("value", "sum"),
+        priced=("priced", "sum"),
+    )
+    table.loc[table["priced"] == 0, "value"] = np.nan
+    order = [s for s in STATUSES if s in table.index]
+    order += sorted(s for s in table.index if s not in STATUSES)
+    table = table.loc[order, ["orders", "shares", "value"]]
+    table["orders"] = table["orders"].astype(np.int64)
+    table.index.name = "status"
+    return table
+
+
+def tax_by_year(trades: pd.DataFrame) -> pd.DataFrame:
+    """Sell-side tax paid per calendar year of the orders' dates.
+
+    Columns: ``sell_value`` (sum of the filled sells' ``value``), ``tax`` (sum of every
+    order's ``tax``) and ``rate = tax / sell_value`` (``nan`` for a year without
+    sales). One row per year with an order, ascending, indexed by ``year``."""
+    years = pd.to_datetime(trades["date"]).dt.year.rename("year")
+    sold = (trades["side"] == "sell") & (trades["filled"] != 0)
+    frame = pd.DataFrame(
+        {
+            "sell_value": np.where(sold, trades["value"].to_numpy(np.float64), 0.0),
+            "tax": trades["tax"].to_numpy(np.float64),
+        },
+        index=trades.index,
+    )
+    table = frame.groupby(years.to_numpy(), sort=True).sum()
+    table.index = table.index.astype(np.int64).rename("year")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["rate"] = np.where(
+            table["sell_value"] > 0, table["tax"] / table["sell_value"], np.nan
+        )
+    return table
+
+
+def table_dict(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """A table as ``{row label (str): {column: value}}`` for ``metrics.json``."""
+    return {str(k): row for k, row in table.to_dict(orient="index").items()}
+
+
 # ---------------------------------------------------------------- writing
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
@@ -142,10 +217,13 @@ def write_backtest(
     """Write metrics.json, equity.csv, trades.csv, config.json and (``plots``) the
     PNGs and ``report.html`` into ``out_dir``; returns the metrics (with ``benchmark``,
     and ``stopped_by_ruin``: whether the value fell below the env's ruin floor,
-    which ends the backtest early)."""
+    which ends the backtest early; ``unfilled_orders`` and ``tax_by_year``: the tables
+    of :func:`unfilled_orders` and :func:`tax_by_year` as dicts keyed by status / year)."""
     out_dir = Path(out_dir)
     metrics = result.metrics(risk_free)
     metrics["stopped_by_ruin"] = bool(result.terminated)
+    metrics["unfilled_orders"] = table_dict(unfilled_orders(result.trades))
+    metrics["tax_by_year"] = table_dict(tax_by_year(result.trades))
     write_json(out_dir / "metrics.json", json_safe(metrics))
     equity_frame(result).to_csv(out_dir / "equity.csv", date_format="%Y-%m-%d")
     trades_frame(result).to_csv(out_dir / "trades.csv", index=False)
@@ -161,8 +239,11 @@ def write_backtest(
 # ---------------------------------------------------------------- text
 def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) -> str:
     """The report a backtest prints: what ran on what, the period, costs, benchmark, the
-    metrics table and the files written to ``out``."""
+    rules, unfilled orders, tax by year, the metrics table and the files written to ``out``
+    (``rules``, ``unfilled_orders`` and ``tax_by_year`` only where the config / metrics
+    have them: runs written before them do not)."""
     env, bt, b = config["env"], config["backtest"], config["benchmark"]
+    rules = env.get("rules")
     fill = "next open" if env["fill"] == "open" else "same close"
     plots = " equity.png drawdown.png trades.png" if (Path(out) / "equity.png").exists() else ""
     ruin = []
@@ -179,7 +260,10 @@ def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) ->
         f"[source={config['data']['source']}]",
         f"period     {bt['first']} .. {bt['last']} ({bt['days']} trading days; decisions "
         f"at the close, fills at the {fill})",
-        f"costs      market={config['market']}: {format_costs(env['costs'])}",
+        f"costs      market={config['market']}: {format_costs(env['costs'], rules)}",
+        *([f"rules      {format_rules(rules)}"] if rules is not None else []),
+        *format_unfilled(metrics.get("unfilled_orders")),
+        *format_tax_by_year(metrics.get("tax_by_year")),
         f"benchmark  buy-and-hold {' '.join(b['symbols'])} over the same dates, same costs",
         "",
         metrics_table(metrics),

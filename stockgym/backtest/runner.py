@@ -38,6 +38,7 @@ TRADE_COLUMNS = [
     "tax",
     "slippage",
     "status",
+    "reason",
 ]
 
 

@@ -32,7 +32,8 @@ reports them.
 Per-step ``info`` (tensors): ``portfolio_value``, ``cash``, ``position`` (shares,
 ``(N, A)``), ``cost``, ``pnl``, ``filled`` (shares filled, signed, ``(N, A)``),
 ``fill_price`` (``(N, A)``, 0 where nothing filled), ``not_tradable`` (orders not filled
-because the bar was halted, ``(N, A)`` bool), ``t`` (bar index of the info date:
+because the bar was halted, ``(N, A)`` bool), ``limit_locked`` (orders not filled on a
+limit-locked bar) and ``capped`` (orders cut by the volume cap), ``t`` (bar index of the info date:
 ``env.dates[t]``). Observations are new tensors each step (with ``copy=False`` every
 call returns the same buffer, overwritten by the next ``step``/``reset``); rewards,
 flags and info tensors are never written by the env after they are returned.
@@ -62,6 +63,7 @@ from stockgym.envs.vector_step import (
     VecState,
     obs_tail,
     restart,
+    tick_tensors,
     transition,
 )
 
@@ -74,6 +76,8 @@ STEP_INFO_KEYS = (
     "filled",
     "fill_price",
     "not_tradable",
+    "limit_locked",
+    "capped",
     "t",
 )
 RESET_INFO_KEYS = ("portfolio_value", "cash", "position", "cost", "pnl", "t")
@@ -90,6 +94,8 @@ def _step_info(state: VecState, out: StepOut) -> dict[str, torch.Tensor]:
         "filled": out.filled,
         "fill_price": out.fill_price,
         "not_tradable": out.not_tradable,
+        "limit_locked": out.limit_locked,
+        "capped": out.capped,
         "t": state.t,
     }
 
@@ -165,6 +171,10 @@ class VectorStockTradingEnv(VectorEnv):
             limit=tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0),
             clip_actions=tpl.clip_actions,
             validate=self.validate_actions,
+            price_limit=tpl.rules.price_limit,
+            ticks=tpl.rules.ticks,
+            capped=tpl.rules.max_participation is not None,
+            impact_coef=tpl.rules.impact_coef if tpl.rules.impact == "sqrt" else 0.0,
         )
         self._setup_data(tpl)
         self._compiled = CompiledStep(self.spec, self.market) if self.compiled else None
@@ -176,11 +186,26 @@ class VectorStockTradingEnv(VectorEnv):
     def _setup_data(self, tpl: StockTradingEnv) -> None:
         dev, m = self.device, tpl.market
         n_bars, n_assets, n_feat = m.features.shape
+        r = tpl.rule_arrays
+
+        def f64(x) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float64, device=dev)
+
+        first, edges, steps = tick_tensors()
         self.market = MarketTensors(
-            ref_open=torch.as_tensor(m.ref_open, dtype=torch.float64, device=dev),
-            mark=torch.as_tensor(m.mark, dtype=torch.float64, device=dev),
+            ref_open=f64(m.ref_open),
+            mark=f64(m.mark),
             tradable=torch.as_tensor(m.tradable, dtype=torch.bool, device=dev),
             positions=torch.tensor(tpl.positions or (), dtype=torch.float64, device=dev),
+            sell_tax=f64(r.sell_tax),
+            locked_up=torch.as_tensor(r.locked_up, device=dev),
+            locked_down=torch.as_tensor(r.locked_down, device=dev),
+            cap=f64(r.cap),
+            volume=f64(r.volume),
+            tick_table=torch.as_tensor(r.tick_table, dtype=torch.int64, device=dev),
+            tick_first=f64(first),
+            tick_edges=f64(edges),
+            tick_steps=f64(steps),
         )
         w, row = tpl.window_size, n_assets * n_feat
         self._n_assets = n_assets
@@ -413,6 +438,8 @@ class VectorStockTradingEnv(VectorEnv):
             filled=pick(torch.zeros_like(out.filled), out.filled),
             fill_price=pick(torch.zeros_like(out.fill_price), out.fill_price),
             not_tradable=out.not_tradable & ~keep[:, None],
+            limit_locked=out.limit_locked & ~keep[:, None],
+            capped=out.capped & ~keep[:, None],
             obs_tail=pick(tail, out.obs_tail),
         )
         return state, out
@@ -439,6 +466,8 @@ class VectorStockTradingEnv(VectorEnv):
                 filled=torch.where(kept, out.filled, 0.0),
                 fill_price=torch.where(kept, out.fill_price, 0.0),
                 not_tradable=out.not_tradable & kept,
+                limit_locked=out.limit_locked & kept,
+                capped=out.capped & kept,
             ),
         )
         info.update(

@@ -20,6 +20,7 @@ are stated in docs/market-rules.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ import torch
 
 from stockgym.envs.costs import CostModel
 from stockgym.envs.execution import _NOISE, _SAFE
+from stockgym.envs.krx import TICK_EPS, TICK_TABLES
 
 # Bits of the flag a step returns (one small number read by the host per step).
 ANY_DONE, OUT_OF_SPACE, NOT_FINITE, NEEDS_BISECTION = 1, 2, 4, 8
@@ -57,16 +59,39 @@ class StepOut(NamedTuple):
     filled: torch.Tensor  # (N, A) shares filled, signed
     fill_price: torch.Tensor  # (N, A), 0 where nothing filled
     not_tradable: torch.Tensor  # (N, A) bool: orders refused on a halted bar
+    limit_locked: torch.Tensor  # (N, A) bool: orders refused on a limit-locked bar
+    capped: torch.Tensor  # (N, A) bool: orders cut by the volume cap
     obs_tail: torch.Tensor  # (N, A + 1) float32: weights, then the cash fraction
 
 
 class MarketTensors(NamedTuple):
-    """The market arrays of ``StockTradingEnv.market`` on the device, ``(bars, A)``."""
+    """The market arrays of ``StockTradingEnv.market`` and its exchange rules
+    (``StockTradingEnv.rule_arrays``) on the device, ``(bars, A)``."""
 
     ref_open: torch.Tensor  # float64
     mark: torch.Tensor  # float64
     tradable: torch.Tensor  # bool
     positions: torch.Tensor  # (k,) float64: the discrete actions' target weights (or empty)
+    sell_tax: torch.Tensor  # float64 rate on the bar
+    locked_up: torch.Tensor  # bool
+    locked_down: torch.Tensor  # bool
+    cap: torch.Tensor  # float64 max shares per order (inf: none)
+    volume: torch.Tensor  # float64
+    tick_table: torch.Tensor  # int64 index into the tick tables (-1: none)
+    tick_first: torch.Tensor  # (tables,) float64: the tick below the first edge
+    tick_edges: torch.Tensor  # (tables, B) float64, padded with inf
+    tick_steps: torch.Tensor  # (tables, B) float64: tick increase at each edge
+
+
+class BarRules(NamedTuple):
+    """The fill bar's rules of every env, ``(N, A)`` (rows of :class:`MarketTensors`)."""
+
+    tax: torch.Tensor
+    locked_up: torch.Tensor
+    locked_down: torch.Tensor
+    cap: torch.Tensor
+    volume: torch.Tensor
+    tick_table: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,10 @@ class StepSpec:
     limit: float  # gross weight limit
     clip_actions: bool
     validate: bool
+    price_limit: bool = False
+    ticks: bool = False
+    capped: bool = False  # a volume cap (max_participation)
+    impact_coef: float = 0.0  # square-root impact (0: none)
 
 
 def action_to_weights(
@@ -171,7 +200,52 @@ class Fills(NamedTuple):
     fill_price: torch.Tensor
     cost: torch.Tensor  # commission + tax + slippage + borrow, (N,)
     not_tradable: torch.Tensor
+    limit_locked: torch.Tensor
+    capped: torch.Tensor
     unresolved: torch.Tensor  # see fit_buys
+
+
+def tick_tensors() -> tuple[list[float], list[list[float]], list[list[float]]]:
+    """:data:`stockgym.envs.krx.TICK_TABLES` as arrays: each table's first tick, its
+    edges (padded with inf to one length) and the tick increase at each edge."""
+    width = max(len(edges) for edges, _ in TICK_TABLES)
+    first, edges, steps = [], [], []
+    for e, ticks in TICK_TABLES:
+        first.append(float(ticks[0]))
+        edges.append([float(x) for x in e] + [math.inf] * (width - len(e)))
+        steps.append([float(b - a) for a, b in zip(ticks, ticks[1:])] + [0.0] * (width - len(e)))
+    return first, edges, steps
+
+
+def round_to_tick(
+    price: torch.Tensor, buy: torch.Tensor, table: torch.Tensor, market: MarketTensors
+) -> torch.Tensor:
+    """:func:`stockgym.envs.krx.round_to_tick` for ``(N, A)`` prices: up where ``buy``,
+    down elsewhere (a sell under one tick is left as it is), with tick table ``table``."""
+    tbl = table.clamp(min=0)
+    over = price[..., None] >= market.tick_edges[tbl]
+    tick = market.tick_first[tbl] + (over * market.tick_steps[tbl]).sum(-1)
+    up = torch.ceil(price / tick - TICK_EPS) * tick
+    down = torch.floor(price / tick + TICK_EPS) * tick
+    return torch.where(buy, up, torch.where(down > 0.0, down, price))
+
+
+def fill_price(
+    ref: torch.Tensor,
+    buy: torch.Tensor,
+    bar: BarRules,
+    market: MarketTensors,
+    spec: StepSpec,
+    move: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`stockgym.envs.execution.fill_price`: slippage and impact ``move`` against
+    the trader, then the tick."""
+    slip = spec.costs.slippage_bps * 1e-4
+    if move is None:
+        price = torch.where(buy, ref * (1.0 + slip), ref * (1.0 - slip))
+    else:
+        price = torch.where(buy, ref * (1.0 + slip) * (1.0 + move), ref * (1.0 - slip) / (1.0 + move))
+    return round_to_tick(price, buy, bar.tick_table, market) if spec.ticks else price
 
 
 def rebalance(
@@ -180,17 +254,18 @@ def rebalance(
     weights: torch.Tensor,
     ref: torch.Tensor,
     tradable: torch.Tensor,
+    bar: BarRules,
+    market: MarketTensors,
     spec: StepSpec,
     bisect: bool,
 ) -> Fills:
-    """Execute target ``weights`` at prices ``ref``, as
-    :func:`stockgym.envs.execution.rebalance` does for one env."""
+    """Execute target ``weights`` at prices ``ref`` under the fill bar's rules ``bar``,
+    as :func:`stockgym.envs.execution.rebalance` does for one env."""
     costs = spec.costs
     v_ref = (cash + (shares * ref).sum(1))[:, None]
-    slip = costs.slippage_bps * 1e-4
     desired = weights * v_ref / ref
     buy_side = desired > shares
-    price = torch.where(buy_side, ref * (1.0 + slip), ref * (1.0 - slip))
+    price = fill_price(ref, buy_side, bar, market, spec)
     target = weights * v_ref / price
     if not spec.fractional:
         target = torch.trunc(target)
@@ -201,11 +276,23 @@ def rebalance(
     qty = torch.where((qty * ref).abs() > _NOISE * v_ref.abs(), qty, 0.0)
     not_tradable = torch.where(tradable, 0.0, qty) != 0.0
     qty = torch.where(tradable, qty, 0.0)
+    locked = torch.zeros_like(not_tradable)
+    if spec.price_limit:
+        locked = ((qty > 0.0) & bar.locked_up) | ((qty < 0.0) & bar.locked_down)
+        qty = torch.where(locked, 0.0, qty)
+    capped = torch.zeros_like(not_tradable)
+    if spec.capped:
+        capped = qty.abs() > bar.cap
+        qty = torch.where(capped, torch.where(qty > 0.0, bar.cap, -bar.cap), qty)
+    if spec.impact_coef > 0.0:
+        volume = torch.where(bar.volume > 0.0, bar.volume, 1.0)
+        move = spec.impact_coef * torch.sqrt(qty.abs() / volume)
+        price = torch.where(qty != 0.0, fill_price(ref, buy_side, bar, market, spec, move), price)
     # sells first: cash += value - commission - tax, unless that is negative
     sell_qty = qty.clamp(max=0.0)
     sell_value = -sell_qty * price
     sell_comm = commission(sell_value, costs)
-    sell_tax = costs.sell_tax * sell_value
+    sell_tax = bar.tax * sell_value
     if costs.min_commission > 0.0:
         economic = sell_value - sell_comm - sell_tax >= 0.0
         sell_qty, sell_value, sell_comm, sell_tax = (
@@ -222,7 +309,9 @@ def rebalance(
         reserve = borrow_due(held, ref, daily)
         # where cash is short of the reserve no buy fits: cancelled, longs sold instead
         buy_want = torch.where((cash < reserve)[:, None], 0.0, buy_want)
-        called, cash, call_cost = borrow_call(held, cash, reserve, ref, tradable, costs, spec)
+        called, cash, call_cost = borrow_call(
+            held, -sell_qty, cash, reserve, ref, tradable, bar, market, spec
+        )
         cost = cost + call_cost
     # then buys, scaled by one common factor to fit in what the borrow leaves
     buy_qty, need, unresolved = fit_buys(
@@ -239,20 +328,12 @@ def rebalance(
     traded = filled != 0.0
     slippage = torch.where(traded, (filled * (price - ref)).abs(), 0.0)
     cost = cost + (buy_comm + slippage).sum(1)
-    fill_price = torch.where(traded, price, 0.0)
+    fill_px = torch.where(traded, price, 0.0)
     if daily > 0.0:
-        sell_price = ref * (1.0 - slip)
-        fill_price = torch.where(called != 0.0, sell_price, fill_price)
+        sell_price = fill_price(ref, torch.zeros_like(traded), bar, market, spec)
+        fill_px = torch.where(called != 0.0, sell_price, fill_px)
         filled = filled - called
-    return Fills(
-        new_shares,
-        cash,
-        filled,
-        fill_price,
-        cost,
-        not_tradable,
-        unresolved,
-    )
+    return Fills(new_shares, cash, filled, fill_px, cost, not_tradable, locked, capped, unresolved)
 
 
 def borrow_due(shares: torch.Tensor, ref: torch.Tensor, daily: float) -> torch.Tensor:
@@ -262,31 +343,41 @@ def borrow_due(shares: torch.Tensor, ref: torch.Tensor, daily: float) -> torch.T
 
 def borrow_call(
     held: torch.Tensor,
+    sold: torch.Tensor,
     cash: torch.Tensor,
     reserve: torch.Tensor,
     ref: torch.Tensor,
     tradable: torch.Tensor,
-    costs: CostModel,
+    bar: BarRules,
+    market: MarketTensors,
     spec: StepSpec,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tradable longs sold (in asset order) where ``cash < reserve``, as
-    :func:`stockgym.envs.execution._borrow_call`: (shares sold (N, A), cash, their
-    commission + tax + slippage (N,))."""
-    slip = costs.slippage_bps * 1e-4
+    :func:`stockgym.envs.execution._borrow_call` (not on a bar locked down, within what
+    the volume cap leaves after the step's sells ``sold``): (shares sold (N, A), cash,
+    their commission + tax + slippage (N,))."""
+    costs = spec.costs
     called = torch.zeros_like(held)
     call_cost = torch.zeros_like(cash)
+    prices = fill_price(ref, torch.zeros_like(tradable), bar, market, spec)
     for i in range(held.shape[1]):
         q_held = held[:, i]
-        price = ref[:, i] * (1.0 - slip)
-        net = price * (1.0 - costs.commission - costs.sell_tax)
+        price = prices[:, i]
+        tax_rate = bar.tax[:, i]
+        net = price * (1.0 - costs.commission - tax_rate)
         ok = (cash < reserve) & (q_held > 0.0) & tradable[:, i]
+        if spec.price_limit:
+            ok = ok & ~bar.locked_down[:, i]
         ok = ok & (net > 0.0)
         q = (reserve - cash + costs.min_commission) / torch.where(net > 0.0, net, 1.0)
         q = q * (1.0 + 1e-9) if spec.fractional else torch.ceil(q)
         q = torch.minimum(q, q_held)
+        if spec.capped:
+            q = torch.minimum(q, bar.cap[:, i] - sold[:, i])
+            ok = ok & (q > 0.0)
         value = q * price
         comm = commission(value, costs)
-        tax = costs.sell_tax * value
+        tax = tax_rate * value
         ok = ok & (value - comm - tax > 0.0)
         cash = torch.where(ok, cash + (value - comm - tax), cash)
         called[:, i] = torch.where(ok, q, 0.0)
@@ -328,12 +419,19 @@ def transition(
     weights, bits = action_to_weights(actions, market.positions, spec)
     s = state.t
     f = s + 1
-    if spec.fill == "open":
-        ref, tradable = market.ref_open[f], market.tradable[f]
-    else:
-        ref, tradable = market.mark[s], market.tradable[s]
+    b = f if spec.fill == "open" else s  # the fill bar
+    ref = market.ref_open[f] if spec.fill == "open" else market.mark[s]
+    tradable = market.tradable[b]
+    bar = BarRules(
+        market.sell_tax[b],
+        market.locked_up[b],
+        market.locked_down[b],
+        market.cap[b],
+        market.volume[b],
+        market.tick_table[b],
+    )
     before = state.shares
-    fills = rebalance(before, state.cash, weights, ref, tradable, spec, bisect)
+    fills = rebalance(before, state.cash, weights, ref, tradable, bar, market, spec, bisect)
     shares, cash = fills.shares, fills.cash
     mark_s, mark_f = market.mark[s], market.mark[f]
     cost = fills.cost
@@ -354,6 +452,8 @@ def transition(
         fills.filled,
         fills.fill_price,
         fills.not_tradable,
+        fills.limit_locked,
+        fills.capped,
         obs_tail(shares, cash, value, mark_f),
     )
     flag = (
