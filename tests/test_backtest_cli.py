@@ -91,6 +91,8 @@ def test_backtest_writes_every_output(tmp_path, capsys):
     assert set(metrics) == set(METRIC_KEYS) | set(RISK_KEYS) | set(RELATIVE_KEYS) | {
         "benchmark",
         "stopped_by_ruin",
+        "unfilled_orders",
+        "tax_by_year",
     }
     assert metrics["stopped_by_ruin"] is False
     assert set(metrics["benchmark"]) == set(METRIC_KEYS) | set(RISK_KEYS)
@@ -131,6 +133,7 @@ def test_backtest_writes_every_output(tmp_path, capsys):
         "tax",
         "slippage",
         "status",
+        "reason",
         "realized_pnl",
     ]
     assert (trades["filled"] != 0).sum() == metrics["trades"]

@@ -1,6 +1,7 @@
 """The backtest report under KRX rules: unfilled orders by status and the tax paid by
 calendar year, in metrics.json, the printed summary and report.html, checked on a
-hand-made KRX frame spanning the 2023 -> 2024 tax change (0.20 % -> 0.18 % on KOSPI)."""
+hand-made KRX frame spanning the 2023 -> 2024 tax change (0.20 % -> 0.18 % on KOSPI,
+by settlement date)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ OPENS = [10_000.0, 10_020.0, 10_080.0, 10_020.0, 10_010.0, 13_000.0, 13_050.0, 1
 WEIGHTS = [0.9, 0.0, 0.4, 0.0, 0.4, 0.0, 0.0]
 VOLUME = 50_000.0
 PARTICIPATION = 0.001  # 50 shares per order at most
-RATES = {2023: 0.0020, 2024: 0.0018}  # KOSPI: securities transaction + rural special tax
+# KOSPI's securities transaction + rural special tax in force at settlement (T+2 over the
+# data's dates): the 2023 sale fills on 2023-12-28 and settles on 2024-01-03, so it pays
+# 2024's 0.18 %, as it did at KRX; it counts in 2023, the year of its trade date.
+RATES = {2023: 0.0018, 2024: 0.0018}
 
 
 def krx_frame() -> pd.DataFrame:
@@ -143,7 +147,7 @@ def test_unfilled_orders_by_hand():
     assert table.loc["capped"].tolist() == [1, 3.0, 30.0]
     assert math.isnan(table.loc["not_tradable", "value"])
     tax = tax_by_year(trades)
-    assert tax.loc[2024].tolist() == [400.0, 0.8, 0.002]
+    assert tax.loc[2024].tolist() == pytest.approx([400.0, 0.8, 0.002], rel=1e-12)
     assert tax.loc[2025].tolist() == pytest.approx([10.0, 0.015, 0.0015])
     assert unfilled_orders(trades.iloc[1:2]).empty and tax_by_year(trades.iloc[:0]).empty
 
@@ -153,13 +157,13 @@ def test_report_html_and_summary_show_both_tables(run):
     html = (out / "report.html").read_text()
     assert "<h2>Unfilled orders</h2>" in html and "<h2>Tax by year</h2>" in html
     assert "limit_locked" in html and "capped" in html
-    assert "2023" in html and "0.2000%" in html and "0.1800%" in html
+    assert "2023" in html and "2024" in html and "0.1800%" in html and "0.2000%" not in html
     text = format_report(config, metrics, out)
-    assert "sell tax KRX by fill date (see tax by year)" in text
+    assert "sell tax KRX by settlement date (T+2) (see tax by year)" in text
     assert "sell tax 0." not in text
     assert "price limit on, ticks on, max participation 0.1% of volume, impact none" in text
     assert "unfilled   capped 1" in text and "limit_locked 1" in text
-    assert "2023:" in text and "= 0.2000%" in text and "= 0.1800%" in text
+    assert "2023:" in text and "2024:" in text and "= 0.1800%" in text
 
 
 def test_old_configs_without_rules_still_format():
@@ -167,7 +171,7 @@ def test_old_configs_without_rules_still_format():
              "min_commission": 0.0, "borrow_rate": 0.0}  # fmt: skip
     assert "sell tax 0.2300%" in format_costs(costs)
     assert "sell tax 0.2300%" in format_costs(costs, {"tax_schedule": None})
-    assert "KRX by fill date" in format_costs(costs, {"tax_schedule": "krx"})
+    assert "KRX by settlement date (T+2)" in format_costs(costs, {"tax_schedule": "krx"})
     rules = {"price_limit": False, "ticks": False, "max_participation": None,
              "impact": "sqrt", "impact_coef": 0.01, "boards": []}  # fmt: skip
     assert format_rules(rules) == (

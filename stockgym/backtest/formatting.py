@@ -52,7 +52,7 @@ def format_costs(costs: dict[str, float], rules: dict[str, Any] | None = None) -
     """One line naming every cost the run used. With ``rules["tax_schedule"] == "krx"``
     the sell tax is the KRX rate in force on each fill date, not ``costs["sell_tax"]``."""
     if (rules or {}).get("tax_schedule") == "krx":
-        tax = "sell tax KRX by fill date (see tax by year)"
+        tax = "sell tax KRX by settlement date (T+2) (see tax by year)"
     else:
         tax = f"sell tax {costs['sell_tax'] * 100:.4f}%"
     return (
@@ -88,7 +88,7 @@ def format_unfilled(table: dict[str, dict[str, Any]] | None) -> list[str]:
     parts = []
     for status, row in table.items():
         value = row.get("value")
-        money = "" if value is None or not math.isfinite(value) else f", {value:,.0f}"
+        money = "" if value is None or not math.isfinite(value) else f", value {value:,.0f}"
         parts.append(f"{status} {int(row['orders'])} ({row['shares']:,.4g} sh{money})")
     return ["unfilled   " + "; ".join(parts)]
 

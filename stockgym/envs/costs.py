@@ -2,7 +2,7 @@
 
 | preset | commission (both sides) | sell tax | slippage | source / year |
 |---|---|---|---|---|
-| ``"krx"`` | 0.015 % (0.00015) | by fill date (0.30 % to 0.15 %; 0.20 % in 2026) | 5 bps | typical Korean online-broker fee; the securities transaction tax (+ rural special tax on KOSPI) in force on the fill date, :data:`stockgym.envs.krx.TAX_SCHEDULE`; ``sell_tax=`` overrides it on every date. The preset's ``sell_tax`` field (0.20 %, the 2026 rate) is the rate the schedule replaces. |
+| ``"krx"`` | 0.015 % (0.00015) | by date (0.30 % to 0.15 %; 0.20 % in 2026) | 5 bps | typical Korean online-broker fee; the securities transaction tax (+ rural special tax on KOSPI) in force on the settlement date (T+2), :data:`stockgym.envs.krx.TAX_SCHEDULE`; ``sell_tax=`` overrides it on every date. The preset's ``sell_tax`` field (0.20 %, the 2026 rate) is the rate the schedule replaces. |
 | ``"us"`` | 0.05 % (0.0005) | 0 | 5 bps | a conservative stand-in for per-share US broker fees; no US transaction tax |
 | ``"none"`` | 0 | 0 | 0 | frictionless, for teaching |
 

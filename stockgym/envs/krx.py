@@ -36,7 +36,8 @@ class TaxRow(NamedTuple):
     kosdaq_stt: float
 
 
-#: Securities transaction tax (+ rural special tax on KOSPI) on exchange sales.
+#: Securities transaction tax (+ rural special tax on KOSPI) on exchange sales, by the
+#: settlement date (the taxable transfer; T+2 after the trade).
 TAX_SCHEDULE: tuple[TaxRow, ...] = (
     TaxRow("2015-01-01", 0.0015, 0.0015, 0.0030),  # 0.30 % in total on both boards
     TaxRow("2019-06-03", 0.0010, 0.0015, 0.0025),  # 0.25 %
@@ -86,7 +87,7 @@ def _naive(dates: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def tax_parts(date, board: str) -> tuple[float, float]:
-    """(securities transaction tax, rural special tax) on a sale filled on ``date``."""
+    """(securities transaction tax, rural special tax) on a sale settling on ``date``."""
     b = check_board(board)
     row = TAX_SCHEDULE[int(_row_index([r.since for r in TAX_SCHEDULE], _day(date))[0])]
     return (row.kospi_stt, row.kospi_rural) if b == "kospi" else (row.kosdaq_stt, 0.0)
@@ -96,8 +97,24 @@ def _day(date) -> pd.DatetimeIndex:
     return _naive(pd.DatetimeIndex([pd.Timestamp(date)]))
 
 
+#: KRX equity trades settle two trading days after the trade (T+2).
+SETTLEMENT_LAG = 2
+
+
+def settlement_dates(dates: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The settlement date of a trade on each of ``dates``: ``SETTLEMENT_LAG`` trading
+    days later in ``dates`` itself (the exchange calendar the data follow; only the
+    dates are read, never a later bar's prices), continued with business days past the
+    last date."""
+    d = _naive(dates)
+    tail = pd.DatetimeIndex([d[-1] + pd.offsets.BDay(k) for k in range(1, SETTLEMENT_LAG + 1)])
+    return d[SETTLEMENT_LAG:].append(tail)
+
+
 def sell_tax_rates(dates: pd.DatetimeIndex, board: str) -> np.ndarray:
-    """Total sell-side tax rate on each of ``dates`` (float64)."""
+    """Total sell-side tax rate of a sale settling on each of ``dates`` (float64): the
+    tax is due on the transfer, which for exchange trades is the settlement (use
+    :func:`settlement_dates` to go from trade dates to settlement dates)."""
     b = check_board(board)
     idx = _row_index([r.since for r in TAX_SCHEDULE], _naive(dates))
     per_row = np.array(

@@ -6,7 +6,8 @@ later bar), which the single env (:func:`bar_rules`) and the vector env read at 
 fill bar. The rules (docs/market-rules.md):
 
 * **Sell tax by date** (``tax_schedule="krx"``): the KRX securities transaction tax
-  (+ rural special tax on KOSPI) in force on the fill date (:mod:`stockgym.envs.krx`).
+  (+ rural special tax on KOSPI) in force on the sale's settlement date, two trading
+  days after the fill bar (T+2; the law taxes the transfer, :mod:`stockgym.envs.krx`).
   Without a schedule, the constant ``CostModel.sell_tax``.
 * **Daily price limit** (``price_limit``): a bar is *locked up* when it traded at one
   price all day (open = high = low = close) at the upper limit,
@@ -142,8 +143,9 @@ def rule_arrays(market, rules: MarketRules, sell_tax: float, fractional: bool) -
     from its own bar and the previous close only)."""
     dates = market.dates
     shape = market.mark.shape
-    if rules.tax_schedule == "krx":
-        tax = np.stack([krx.sell_tax_rates(dates, b) for b in rules.boards], axis=1)
+    if rules.tax_schedule == "krx":  # the rate in force when a sale on the bar settles
+        settle = krx.settlement_dates(dates)
+        tax = np.stack([krx.sell_tax_rates(settle, b) for b in rules.boards], axis=1)
     else:
         tax = np.full(shape, float(sell_tax))
     up = np.zeros(shape, dtype=bool)

@@ -171,6 +171,7 @@ class VectorStockTradingEnv(VectorEnv):
             limit=tpl.max_gross if tpl.allow_short else min(tpl.max_gross, 1.0),
             clip_actions=tpl.clip_actions,
             validate=self.validate_actions,
+            tax_by_date=tpl.rules.tax_schedule is not None,
             price_limit=tpl.rules.price_limit,
             ticks=tpl.rules.ticks,
             capped=tpl.rules.max_participation is not None,

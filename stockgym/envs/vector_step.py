@@ -84,14 +84,15 @@ class MarketTensors(NamedTuple):
 
 
 class BarRules(NamedTuple):
-    """The fill bar's rules of every env, ``(N, A)`` (rows of :class:`MarketTensors`)."""
+    """The fill bar's rules of every env, ``(N, A)`` (rows of :class:`MarketTensors`;
+    ``None`` for a rule not in force)."""
 
-    tax: torch.Tensor
-    locked_up: torch.Tensor
-    locked_down: torch.Tensor
-    cap: torch.Tensor
-    volume: torch.Tensor
-    tick_table: torch.Tensor
+    tax: torch.Tensor | None  # None: the constant ``costs.sell_tax``
+    locked_up: torch.Tensor | None
+    locked_down: torch.Tensor | None
+    cap: torch.Tensor | None
+    volume: torch.Tensor | None
+    tick_table: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class StepSpec:
     limit: float  # gross weight limit
     clip_actions: bool
     validate: bool
+    tax_by_date: bool = False  # the sell tax varies by date (else costs.sell_tax)
     price_limit: bool = False
     ticks: bool = False
     capped: bool = False  # a volume cap (max_participation)
@@ -292,7 +294,7 @@ def rebalance(
     sell_qty = qty.clamp(max=0.0)
     sell_value = -sell_qty * price
     sell_comm = commission(sell_value, costs)
-    sell_tax = bar.tax * sell_value
+    sell_tax = (costs.sell_tax if bar.tax is None else bar.tax) * sell_value
     if costs.min_commission > 0.0:
         economic = sell_value - sell_comm - sell_tax >= 0.0
         sell_qty, sell_value, sell_comm, sell_tax = (
@@ -363,7 +365,7 @@ def borrow_call(
     for i in range(held.shape[1]):
         q_held = held[:, i]
         price = prices[:, i]
-        tax_rate = bar.tax[:, i]
+        tax_rate = costs.sell_tax if bar.tax is None else bar.tax[:, i]
         net = price * (1.0 - costs.commission - tax_rate)
         ok = (cash < reserve) & (q_held > 0.0) & tradable[:, i]
         if spec.price_limit:
@@ -422,13 +424,14 @@ def transition(
     b = f if spec.fill == "open" else s  # the fill bar
     ref = market.ref_open[f] if spec.fill == "open" else market.mark[s]
     tradable = market.tradable[b]
+    # only the rules in force are gathered (each gather costs a kernel per step)
     bar = BarRules(
-        market.sell_tax[b],
-        market.locked_up[b],
-        market.locked_down[b],
-        market.cap[b],
-        market.volume[b],
-        market.tick_table[b],
+        market.sell_tax[b] if spec.tax_by_date else None,
+        market.locked_up[b] if spec.price_limit else None,
+        market.locked_down[b] if spec.price_limit else None,
+        market.cap[b] if spec.capped else None,
+        market.volume[b] if spec.impact_coef > 0.0 else None,
+        market.tick_table[b] if spec.ticks else None,
     )
     before = state.shares
     fills = rebalance(before, state.cash, weights, ref, tradable, bar, market, spec, bisect)
