@@ -70,7 +70,9 @@ def test_buy_and_hold_equals_analytic_value_minus_costs(preset):
     res = run_policy("buy_and_hold", hand_config(frame, market=preset))
     price = OPENS[1] * (1 + c.slippage_bps / 1e4)
     if preset == "krx":  # rounded up to the tick in force on the fill date
-        price = krx.round_to_tick(price, int(krx.tick_table_ids(frame.index[1:2], "kospi")[0]), True)
+        price = krx.round_to_tick(
+            price, int(krx.tick_table_ids(frame.index[1:2], "kospi")[0]), True
+        )
     n = math.floor(V0 / (price * (1 + c.commission)))  # whole shares that cash affords
     costs = n * price * c.commission + n * (price - OPENS[1])
     rec = res.record

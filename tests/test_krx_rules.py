@@ -89,16 +89,34 @@ def one(info) -> dict:
     return info["trades"][0]
 
 
-# ------------------------------------------------------ 1. sell tax by trade date
-TAX_BY_SELL_DATE = [  # total sell tax on both boards, from the law of each year
-    ("2015-07-15", 0.0030),
-    ("2016-07-15", 0.0030),
-    ("2017-07-14", 0.0030),
-    ("2018-07-13", 0.0030),
+# ------------------------------------------------------ 1. sell tax by date
+# The rate is the one in force on the sale's settlement date (T+2): the date of bar
+# t + 2 of the data for a sale filled on bar t, or two business days after the last
+# date (docs/market-rules.md, "Rate chosen by settlement date"). Each row of the law:
+TAX_BY_SETTLEMENT = [  # (settlement date, total sell tax on both boards)
+    ("2015-07-17", 0.0030),
     ("2019-06-02", 0.0030),  # the last day of 0.30 %
     ("2019-06-03", 0.0025),  # the first day of 0.25 %
     ("2020-12-31", 0.0025),
     ("2021-01-01", 0.0023),
+    ("2022-07-15", 0.0023),
+    ("2023-01-02", 0.0020),
+    ("2024-07-15", 0.0018),
+    ("2025-01-02", 0.0015),
+    ("2026-07-15", 0.0020),
+]
+# (sale date on a business-day calendar, rate): settlement two business days later
+TAX_BY_SALE_DATE = [
+    ("2015-07-15", 0.0030),
+    ("2016-07-15", 0.0030),
+    ("2017-07-14", 0.0030),
+    ("2018-07-13", 0.0030),
+    ("2019-05-29", 0.0030),  # settles Fri 2019-05-31: the last sale at 0.30 %
+    ("2019-05-30", 0.0025),  # settles Mon 2019-06-03: the first sale at 0.25 %
+    ("2020-07-15", 0.0025),
+    ("2020-12-29", 0.0025),  # settles 2020-12-31
+    ("2020-12-30", 0.0023),  # settles 2021-01-01
+    ("2021-07-15", 0.0023),
     ("2022-07-15", 0.0023),
     ("2023-07-14", 0.0020),
     ("2024-07-15", 0.0018),
@@ -107,22 +125,25 @@ TAX_BY_SELL_DATE = [  # total sell tax on both boards, from the law of each year
 ]
 
 
-def buy_then_sell(sell_date: str, **kw):
-    """Buy 1,000 shares at 50,000 the day before ``sell_date`` (weight 0.5, no slippage),
-    sell them at 52,000 on it. Both prices are on the tick of every table."""
-    dates = pd.date_range(end=sell_date, periods=3, freq="D")
-    env = make_env(frame([ohlc(50_000), ohlc(50_000, 51_000), ohlc(52_000)], dates), **kw)
-    env.reset()
+def buy_then_sell(dates, sale: int, **kw):
+    """Buy 1,000 shares at 50,000 on bar ``sale - 1`` (weight 0.5, no slippage), sell
+    them at 52,000 on bar ``sale``. Both prices are on the tick of every table."""
+    rows = [ohlc(50_000) if t < sale else ohlc(52_000) for t in range(len(dates))]
+    prices = frame(rows, dates)
+    env = make_env(prices, **kw)
+    env.reset(options={"start": prices.index[sale - 2]})
     buy = act(env, 0.5)
     sell = act(env, 0.0)
+    assert sell["date"] == prices.index[sale]
     return env, buy, sell
 
 
-@pytest.mark.parametrize("board", ["kospi", "kosdaq"])
-@pytest.mark.parametrize(("sell_date", "rate"), TAX_BY_SELL_DATE)
-def test_sell_tax_by_trade_date(sell_date, rate, board):
-    env, buy, sell = buy_then_sell(sell_date, board=board, slippage_bps=0.0)
-    assert env.rules.tax_schedule == "krx" and env.rules.boards == (board,)
+def around(day: str) -> pd.DatetimeIndex:
+    """Business days: two before ``day``, ``day``, two after (``day`` is bar 2)."""
+    return pd.bdate_range(end=day, periods=3).append(pd.bdate_range(day, periods=3)[1:])
+
+
+def check_sale_tax(buy, sell, rate):
     cash1 = V0 - 1_000 * 50_000 - COMM * 50_000_000
     assert one(buy)["tax"] == 0.0 and buy["cash"] == approx(cash1)
     t = one(sell)
@@ -131,11 +152,51 @@ def test_sell_tax_by_trade_date(sell_date, rate, board):
     assert sell["cash"] == approx(cash1 + 52_000_000 - COMM * 52_000_000 - rate * 52_000_000)
 
 
-@pytest.mark.parametrize(("sell_date", "rate"), TAX_BY_SELL_DATE)
-def test_tax_parts_split_by_board(sell_date, rate):
-    stt, rural = krx.tax_parts(sell_date, "kospi")
+@pytest.mark.parametrize("board", ["kospi", "kosdaq"])
+@pytest.mark.parametrize(("sale_date", "rate"), TAX_BY_SALE_DATE)
+def test_sell_tax_by_date(sale_date, rate, board):
+    env, buy, sell = buy_then_sell(around(sale_date), 2, board=board, slippage_bps=0.0)
+    assert env.rules.tax_schedule == "krx" and env.rules.boards == (board,)
+    check_sale_tax(buy, sell, rate)
+
+
+@pytest.mark.parametrize(
+    ("dates", "sale", "rate"),
+    [
+        # KRX was shut on 2024-12-31 and 2025-01-01: a sale on Fri 12-27 settles on
+        # 2025-01-02 (0.15 %), one on Thu 12-26 on 12-30 (0.18 %)
+        (
+            ["2024-12-23", "2024-12-24", "2024-12-26", "2024-12-27", "2024-12-30", "2025-01-02"],
+            3,
+            0.0015,
+        ),
+        (
+            ["2024-12-23", "2024-12-24", "2024-12-26", "2024-12-27", "2024-12-30", "2025-01-02"],
+            2,
+            0.0018,
+        ),
+        # the data's own calendar, even with a Sunday bar: settles on Sun 2019-06-02
+        (["2019-05-29", "2019-05-30", "2019-05-31", "2019-06-01", "2019-06-02"], 2, 0.0030),
+        (
+            ["2019-05-29", "2019-05-30", "2019-05-31", "2019-06-01", "2019-06-02", "2019-06-03"],
+            3,
+            0.0025,
+        ),
+        # at the end of the data: two business days after the last date
+        (["2024-12-24", "2024-12-26", "2024-12-27"], 2, 0.0018),  # settles Tue 12-31
+        (["2024-12-26", "2024-12-27", "2024-12-30"], 2, 0.0015),  # settles Wed 2025-01-01
+    ],
+)
+def test_settlement_follows_the_data_calendar(dates, sale, rate):
+    _, buy, sell = buy_then_sell(dates, sale, slippage_bps=0.0)
+    check_sale_tax(buy, sell, rate)
+
+
+@pytest.mark.parametrize(("settles", "rate"), TAX_BY_SETTLEMENT)
+def test_tax_parts_split_by_board(settles, rate):
+    stt, rural = krx.tax_parts(settles, "kospi")
     assert rural == 0.0015 and stt == pytest.approx(rate - 0.0015, abs=1e-15)
-    assert krx.tax_parts(sell_date, "kosdaq") == (pytest.approx(rate, abs=1e-15), 0.0)
+    assert krx.tax_parts(settles, "kosdaq") == (pytest.approx(rate, abs=1e-15), 0.0)
 
 
 def test_issue_example_june_2021_sale_pays_023_percent():
@@ -155,19 +216,19 @@ def test_issue_example_june_2021_sale_pays_023_percent():
     assert info["cash"] == approx(cash1 + value - COMM * value - 0.0023 * value)
 
 
-@pytest.mark.parametrize("sell_date", ["2016-07-15", "2021-07-15", "2025-07-15"])
+@pytest.mark.parametrize("sell_date", ["2016-07-15", "2019-05-30", "2024-12-30", "2025-07-15"])
 def test_explicit_sell_tax_overrides_every_date(sell_date):
-    env, _, sell = buy_then_sell(sell_date, sell_tax=0.001, slippage_bps=0.0)
+    env, _, sell = buy_then_sell(around(sell_date), 2, sell_tax=0.001, slippage_bps=0.0)
     assert env.rules.tax_schedule is None and env.cost_kwargs()["sell_tax"] == 0.001
     assert one(sell)["tax"] == approx(0.001 * 52_000_000)
 
 
 def test_krx_config_and_us_market_has_no_tax():
-    env, _, _ = buy_then_sell("2024-07-15")
+    env, _, _ = buy_then_sell(around("2024-07-15"), 2)
     assert env.config()["rules"]["tax_schedule"] == "krx"
     assert "sell_tax" not in env.cost_kwargs()
     assert env.cost_kwargs()["price_limit"] is True and env.cost_kwargs()["ticks"] is True
-    env, _, sell = buy_then_sell("2024-07-15", market="us")
+    env, _, sell = buy_then_sell(around("2024-07-15"), 2, market="us")
     assert one(sell)["tax"] == 0.0
     assert (env.rules.price_limit, env.rules.ticks, env.rules.tax_schedule) == (False, False, None)
 

@@ -89,7 +89,7 @@ def format_unfilled(table: dict[str, dict[str, Any]] | None) -> list[str]:
     for status, row in table.items():
         value = row.get("value")
         money = "" if value is None or not math.isfinite(value) else f", value {value:,.0f}"
-        parts.append(f"{status} {int(row['orders'])} ({row['shares']:,.4g} sh{money})")
+        parts.append(f"{status} {int(row['orders'])} ({row['shares']:,.0f} sh{money})")
     return ["unfilled   " + "; ".join(parts)]
 
 

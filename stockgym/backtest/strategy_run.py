@@ -43,6 +43,12 @@ class BacktestSpec:
     sell_tax: float | None = None
     slippage_bps: float | None = None
     min_commission: float | None = None
+    board: str | None = None
+    price_limit: bool | None = None
+    ticks: bool | None = None
+    max_participation: float | None = None
+    impact: str | None = None
+    impact_coef: float | None = None
     initial_cash: float = 10_000_000.0
     fill: str = "open"
     fractional: bool = False
@@ -169,6 +175,9 @@ def backtest_strategy(
         prices, extra_features=extra, window_size=spec.window_size, action_type="continuous",
         market=spec.market, commission=spec.commission, sell_tax=spec.sell_tax,
         slippage_bps=spec.slippage_bps, min_commission=spec.min_commission,
+        board=spec.board, price_limit=spec.price_limit, ticks=spec.ticks,
+        max_participation=spec.max_participation, impact=spec.impact,
+        impact_coef=spec.impact_coef,
         initial_cash=spec.initial_cash, fill=spec.fill, fractional=spec.fractional,
     )  # fmt: skip
     period, note = resolve_start(env, period)

@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli.common import check_date, check_out, default_out, print_report
+from stockgym.cli.common import (
+    RULE_FLAGS,
+    add_rule_flags,
+    check_date,
+    check_out,
+    default_out,
+    print_report,
+)
 from stockgym.core import UsageError
 
 BACKTEST_EXAMPLES = """examples:
@@ -179,6 +186,7 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--sell-tax", type=float, help="sell-side tax rate")
     c.add_argument("--slippage-bps", type=float, help="slippage in basis points")
     c.add_argument("--min-commission", type=float, help="minimum commission per order (currency)")
+    add_rule_flags(c)
     c.add_argument(
         "--initial-cash",
         type=float,
@@ -322,9 +330,12 @@ def _command(args, out: Path) -> str:
     skip = {"func", "command", "force", "symbols", "out"}
     parts = ["stockgym", "backtest", "--symbol", *args.symbols]
     for key, value in sorted(vars(args).items()):
+        flag = "--" + key.replace("_", "-")
+        if key in RULE_FLAGS and isinstance(value, bool):  # --price-limit / --ticks on|off
+            parts += [flag, "on" if value else "off"]
+            continue
         if key in skip or key.startswith("_") or value is None or value is False:
             continue
-        flag = "--" + key.replace("_", "-")
         parts += [flag] if value is True else [flag, str(value)]
     return shlex.join([*parts, "--out", str(out)])
 

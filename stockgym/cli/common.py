@@ -3,6 +3,7 @@ date flags, output dirs, the backtest report printed to the terminal."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,70 @@ def print_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) -> 
     from stockgym.backtest.report import format_report
 
     print(format_report(config, metrics, out))
+
+
+#: The exchange-rule flags of ``backtest`` and ``train`` (their ``dest`` names are the
+#: env keywords: board, price_limit, ticks, max_participation, impact, impact_coef).
+RULE_FLAGS = ("board", "price_limit", "ticks", "max_participation", "impact", "impact_coef")
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
+def _participation(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value!r}") from None
+    if not 0.0 < x <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction of the day's volume in (0, 1], got {x}")
+    return x
+
+
+def _nonnegative(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not x >= 0.0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {x}")
+    return x
+
+
+def add_rule_flags(group: argparse._ArgumentGroup) -> None:
+    """``--board``, ``--price-limit``, ``--ticks``, ``--max-participation``, ``--impact``,
+    ``--impact-coef`` (docs/market-rules.md, "KRX rules by date")."""
+    group.add_argument(
+        "--board",
+        choices=["auto", "kospi", "kosdaq"],
+        help="KRX board for the tax split and pre-2023 ticks (default auto: the listing, "
+        "else kospi)",
+    )
+    group.add_argument(
+        "--price-limit",
+        type=_on_off,
+        metavar="{on,off}",
+        help="refuse fills on limit-locked days (default: on for krx, off otherwise)",
+    )
+    group.add_argument(
+        "--ticks",
+        type=_on_off,
+        metavar="{on,off}",
+        help="round fills to the KRX tick (default: on for krx, off otherwise)",
+    )
+    group.add_argument(
+        "--max-participation",
+        type=_participation,
+        help="cap each fill at this fraction of the day's volume (e.g. 0.025; default none)",
+    )
+    group.add_argument(
+        "--impact", choices=["sqrt"], help="square-root market impact (default none)"
+    )
+    group.add_argument(
+        "--impact-coef",
+        type=_nonnegative,
+        help="impact coefficient: price moves coef * sqrt(shares / volume) (default 0.01)",
+    )

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stockgym.cli.common import DEFAULT_THREADS, check_date, check_out, print_report
+from stockgym.cli.common import (
+    DEFAULT_THREADS,
+    RULE_FLAGS,
+    add_rule_flags,
+    check_date,
+    check_out,
+    print_report,
+)
 from stockgym.core import UsageError
 
 TRAIN_EXAMPLES = """examples:
@@ -116,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--episode-length", type=int, help="training episode length in bars (default 100)"
     )
     tr.add_argument("--market", choices=["auto", "krx", "us", "none"], help="cost preset")
+    add_rule_flags(tr)
     tr.add_argument("--eval-freq", type=int, help="env steps between validation backtests")
     tr.add_argument(
         "--checkpoint-freq", type=int, help="env steps between checkpoints (default 20000; 0: none)"
@@ -219,6 +227,7 @@ _FLAG_KEYS = {
     "freeze_pretrained": "agent.freeze_pretrained",
     "threads": "agent.threads",
     "forecasts": "env.forecasts.model",
+    **{flag: f"env.{flag}" for flag in RULE_FLAGS},
 }
 
 
@@ -289,6 +298,7 @@ def backtest_model(args: argparse.Namespace) -> None:
         "sell_tax",
         "slippage_bps",
         "min_commission",
+        *RULE_FLAGS,
         "fast",
         "slow",
         "rebalance",

@@ -128,21 +128,29 @@ def rebalance(
         requested = qty
         if not tradable[i]:
             why = "not tradable (halted) on the fill bar"
-            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable", why))
+            orders.append(
+                _order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable", why)
+            )
             continue
         if bar.locked_up[i] if buy else bar.locked_down[i]:
             why = "locked at the upper price limit" if buy else "locked at the lower price limit"
-            orders.append(_order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "limit_locked", why))
+            orders.append(
+                _order(symbols[i], qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "limit_locked", why)
+            )
             continue
         status, why = "filled", ""
         if cap is not None and abs(qty) > cap[i]:
             qty = cap[i] if buy else -cap[i]
             status, why = "capped", f"volume cap: {cap[i]:g} shares of {bar.volume[i]:g} traded"
             if qty == 0.0:
-                orders.append(_order(symbols[i], requested, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, status, why))
+                orders.append(
+                    _order(symbols[i], requested, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, status, why)
+                )
                 continue
         if bar.impact:
-            price = fill_price(ref[i], slip, buy, tick, bar.impact * math.sqrt(abs(qty) / bar.volume[i]))
+            price = fill_price(
+                ref[i], slip, buy, tick, bar.impact * math.sqrt(abs(qty) / bar.volume[i])
+            )
         if buy:
             buys.append((i, requested, qty, price, status, why))
             continue
@@ -151,7 +159,9 @@ def rebalance(
         tax = bar.tax[i] * value
         if value - comm - tax < 0.0:
             why = "proceeds below the order's costs"
-            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic", why))
+            orders.append(
+                _order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic", why)
+            )
             continue
         cash += value - comm - tax
         new_shares[i] = shares[i] + qty
@@ -169,7 +179,9 @@ def rebalance(
         )
         why = "cancelled: cash below the borrow reserve"
         for i, requested, _, price, _, _ in buys:
-            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled", why))
+            orders.append(
+                _order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled", why)
+            )
         buys = []
     avail = cash - reserve
     need = 0.0
@@ -262,7 +274,9 @@ def _execute_buys(buys, cash, new_shares, ref, costs, fractional, orders, symbol
         if scaled:
             status, why = "scaled", (why + "; " if why else "") + "buys scaled to fit in cash"
         if q <= 0.0:
-            orders.append(_order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, status, why))
+            orders.append(
+                _order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, status, why)
+            )
             continue
         value = q * price
         comm = _commission(value, costs)

@@ -215,7 +215,8 @@ def tick_tensors() -> tuple[list[float], list[list[float]], list[list[float]]]:
     for e, ticks in TICK_TABLES:
         first.append(float(ticks[0]))
         edges.append([float(x) for x in e] + [math.inf] * (width - len(e)))
-        steps.append([float(b - a) for a, b in zip(ticks, ticks[1:])] + [0.0] * (width - len(e)))
+        steps.append([float(b - a) for a, b in zip(ticks, ticks[1:], strict=False)])
+        steps[-1] += [0.0] * (width - len(e))
     return first, edges, steps
 
 
@@ -246,7 +247,9 @@ def fill_price(
     if move is None:
         price = torch.where(buy, ref * (1.0 + slip), ref * (1.0 - slip))
     else:
-        price = torch.where(buy, ref * (1.0 + slip) * (1.0 + move), ref * (1.0 - slip) / (1.0 + move))
+        price = torch.where(
+            buy, ref * (1.0 + slip) * (1.0 + move), ref * (1.0 - slip) / (1.0 + move)
+        )
     return round_to_tick(price, buy, bar.tick_table, market) if spec.ticks else price
 
 

@@ -89,6 +89,12 @@ ENV_KEYS = (
     "slippage_bps",
     "min_commission",
     "borrow_rate",
+    "board",
+    "price_limit",
+    "ticks",
+    "max_participation",
+    "impact",
+    "impact_coef",
     "fill",
     "fractional",
     "reward",
@@ -144,6 +150,12 @@ class EnvSpec:
     slippage_bps: float | None = None
     min_commission: float | None = None
     borrow_rate: float | None = None
+    board: str | None = None
+    price_limit: bool | None = None
+    ticks: bool | None = None
+    max_participation: float | None = None
+    impact: str | None = None
+    impact_coef: float | None = None
     fill: str = "open"
     fractional: bool = False
     reward: str = "log_return"
