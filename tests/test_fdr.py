@@ -28,7 +28,7 @@ import requests
 import responses
 from responses import matchers
 
-from stockgym.data import DataError, fdr, load_prices
+from stockgym.data import DataError, fdr, krx_listing, load_prices
 
 TODAY = pd.Timestamp("2024-06-28")  # a Friday; pinned so coverage is deterministic
 DAYS = pd.bdate_range("2023-01-02", TODAY)
@@ -103,6 +103,8 @@ def _isolate(tmp_path, monkeypatch):
     # Never touch the home directory, and pin "today".
     monkeypatch.setenv("STOCKGYM_CACHE_DIR", str(tmp_path / "env-cache"))
     monkeypatch.setattr(fdr, "_today", lambda: TODAY)
+    # The KRX board listing has its own tests (test_krx_listing.py); here it is not asked.
+    monkeypatch.setattr(krx_listing, "krx_boards", lambda *args: {})
 
 
 @pytest.fixture

@@ -34,11 +34,13 @@ def flat(x: float) -> tuple:
 
 
 def frame(rows, dates, volume=1e9, prev_close=None) -> pd.DataFrame:
-    """OHLCV from (open, high, low, close) rows; ``dates`` a list or a first business day."""
-    if isinstance(dates, str):
+    """OHLCV from (open, high, low, close) rows; ``dates``: a first business day, or every
+    date (a list or one space-separated string)."""
+    if isinstance(dates, str) and " " not in dates:
         idx = pd.bdate_range(dates, periods=len(rows), name="date")
     else:
-        idx = pd.DatetimeIndex(pd.to_datetime(list(dates)), name="date")
+        days = dates.split() if isinstance(dates, str) else list(dates)
+        idx = pd.DatetimeIndex(pd.to_datetime(days), name="date")
     a = np.asarray(rows, dtype=float)
     vol = np.broadcast_to(np.asarray(volume, dtype=float), (len(rows),)).copy()
     df = pd.DataFrame(
@@ -128,6 +130,7 @@ TAX_BY_SALE_DATE = [
 def buy_then_sell(dates, sale: int, **kw):
     """Buy 1,000 shares at 50,000 on bar ``sale - 1`` (weight 0.5, no slippage), sell
     them at 52,000 on bar ``sale``. Both prices are on the tick of every table."""
+    dates = dates.split() if isinstance(dates, str) else dates
     rows = [ohlc(50_000) if t < sale else ohlc(52_000) for t in range(len(dates))]
     prices = frame(rows, dates)
     env = make_env(prices, **kw)
@@ -160,31 +163,24 @@ def test_sell_tax_by_date(sale_date, rate, board):
     check_sale_tax(buy, sell, rate)
 
 
+YEAR_END_2024 = "2024-12-23 2024-12-24 2024-12-26 2024-12-27 2024-12-30 2025-01-02"
+MAY_2019 = "2019-05-29 2019-05-30 2019-05-31 2019-06-01 2019-06-02 2019-06-03"
+
+
 @pytest.mark.parametrize(
     ("dates", "sale", "rate"),
     [
         # KRX was shut on 2024-12-31 and 2025-01-01: a sale on Fri 12-27 settles on
-        # 2025-01-02 (0.15 %), one on Thu 12-26 on 12-30 (0.18 %)
-        (
-            ["2024-12-23", "2024-12-24", "2024-12-26", "2024-12-27", "2024-12-30", "2025-01-02"],
-            3,
-            0.0015,
-        ),
-        (
-            ["2024-12-23", "2024-12-24", "2024-12-26", "2024-12-27", "2024-12-30", "2025-01-02"],
-            2,
-            0.0018,
-        ),
-        # the data's own calendar, even with a Sunday bar: settles on Sun 2019-06-02
-        (["2019-05-29", "2019-05-30", "2019-05-31", "2019-06-01", "2019-06-02"], 2, 0.0030),
-        (
-            ["2019-05-29", "2019-05-30", "2019-05-31", "2019-06-01", "2019-06-02", "2019-06-03"],
-            3,
-            0.0025,
-        ),
+        # 2025-01-02 (0.15 %), one on Thu 12-26 on Mon 12-30 (0.18 %)
+        (YEAR_END_2024, 3, 0.0015),
+        (YEAR_END_2024, 2, 0.0018),
+        # the data's own calendar, even with weekend bars: Fri 05-31 settles Sun 06-02
+        (MAY_2019, 2, 0.0030),
+        (MAY_2019, 3, 0.0025),
         # at the end of the data: two business days after the last date
-        (["2024-12-24", "2024-12-26", "2024-12-27"], 2, 0.0018),  # settles Tue 12-31
-        (["2024-12-26", "2024-12-27", "2024-12-30"], 2, 0.0015),  # settles Wed 2025-01-01
+        ("2024-12-24 2024-12-26 2024-12-27", 2, 0.0018),  # settles Tue 12-31
+        ("2024-12-26 2024-12-27 2024-12-30", 2, 0.0015),  # settles Wed 2025-01-01
+        ("2019-05-29 2019-05-30 2019-05-31", 2, 0.0025),  # settles Mon 06-03, not Sun 06-02
     ],
 )
 def test_settlement_follows_the_data_calendar(dates, sale, rate):
@@ -320,12 +316,8 @@ def test_limit_was_15_percent_before_2015_06_15():
     assert one(act(env, 0.5))["status"] == "limit_locked"
     assert first_buy(frame(rows, "2016-03-02"))["status"] == "filled"
     # The 30 % limit took effect on 2015-06-15 (a Monday).
-    assert first_buy(frame(rows, ["2015-06-11", "2015-06-12", "2015-06-13"]))["status"] == (
-        "limit_locked"
-    )
-    assert first_buy(frame(rows, ["2015-06-12", "2015-06-15", "2015-06-16"]))["status"] == (
-        "filled"
-    )
+    assert first_buy(frame(rows, "2015-06-11 2015-06-12 2015-06-13"))["status"] == "limit_locked"
+    assert first_buy(frame(rows, "2015-06-12 2015-06-15 2015-06-16"))["status"] == "filled"
 
 
 def test_unlocked_limit_bars():

@@ -132,6 +132,13 @@ def load_prices(
         frames[name] = df[["open", "high", "low", "close", "volume", "tradable"]]
         frames[name].attrs = dict(df.attrs)
     out = frames[names[0]] if single else _align(frames)
+    fetched = [n for n in names if raw[n][0] == "fdr"]
+    if fetched:  # the KRX board of each code, for the env's board="auto"
+        from stockgym.data.krx_listing import krx_boards
+
+        boards = krx_boards(fetched, cache_dir, timeout)
+        if boards:
+            out.attrs["boards"] = boards
     if len(out) < min_rows:
         raise DataError(
             f"[source={source}, symbols={names}] only {len(out)} rows, fewer than the "
