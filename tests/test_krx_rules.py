@@ -1,5 +1,5 @@
 """KRX rules by date in the single env, hand-computed on tiny synthetic series: the sell
-tax by trade date, daily price-limit locks, tick sizes, the volume cap and square-root
+tax by settlement date (T+2), daily price-limit locks, tick sizes, the volume cap and square-root
 impact, the accounting identity under a rollout with every rule on, no look-ahead
 through the rules, and bad input (docs/market-rules.md). Expected numbers come from the
 rule as written here, not from the code under test."""
@@ -96,33 +96,20 @@ def one(info) -> dict:
 # t + 2 of the data for a sale filled on bar t, or two business days after the last
 # date (docs/market-rules.md, "Rate chosen by settlement date"). Each row of the law:
 TAX_BY_SETTLEMENT = [  # (settlement date, total sell tax on both boards)
-    ("2015-07-17", 0.0030),
-    ("2019-06-02", 0.0030),  # the last day of 0.30 %
-    ("2019-06-03", 0.0025),  # the first day of 0.25 %
-    ("2020-12-31", 0.0025),
-    ("2021-01-01", 0.0023),
-    ("2022-07-15", 0.0023),
-    ("2023-01-02", 0.0020),
-    ("2024-07-15", 0.0018),
-    ("2025-01-02", 0.0015),
+    *[(d, 0.0030) for d in ("2015-01-01", "2019-06-02")],  # 06-02: the last day of 0.30 %
+    *[(d, 0.0025) for d in ("2019-06-03", "2020-12-31")],
+    *[(d, 0.0023) for d in ("2021-01-01", "2022-12-31")],
+    *[("2023-01-02", 0.0020), ("2024-07-15", 0.0018), ("2025-01-02", 0.0015)],
     ("2026-07-15", 0.0020),
 ]
 # (sale date on a business-day calendar, rate): settlement two business days later
 TAX_BY_SALE_DATE = [
-    ("2015-07-15", 0.0030),
-    ("2016-07-15", 0.0030),
-    ("2017-07-14", 0.0030),
-    ("2018-07-13", 0.0030),
+    *[(d, 0.0030) for d in ("2015-07-15", "2016-07-15", "2017-07-14", "2018-07-13")],
     ("2019-05-29", 0.0030),  # settles Fri 2019-05-31: the last sale at 0.30 %
     ("2019-05-30", 0.0025),  # settles Mon 2019-06-03: the first sale at 0.25 %
-    ("2020-07-15", 0.0025),
-    ("2020-12-29", 0.0025),  # settles 2020-12-31
-    ("2020-12-30", 0.0023),  # settles 2021-01-01
-    ("2021-07-15", 0.0023),
-    ("2022-07-15", 0.0023),
-    ("2023-07-14", 0.0020),
-    ("2024-07-15", 0.0018),
-    ("2025-07-15", 0.0015),
+    *[(d, 0.0025) for d in ("2020-07-15", "2020-12-29")],  # 12-29 settles 12-31
+    *[(d, 0.0023) for d in ("2020-12-30", "2021-07-15", "2022-07-15")],  # 12-30: 2021-01-01
+    *[("2023-07-14", 0.0020), ("2024-07-15", 0.0018), ("2025-07-15", 0.0015)],
     ("2026-07-15", 0.0020),
 ]
 
@@ -452,7 +439,7 @@ def test_sqrt_impact_without_cap_uses_the_order_size():
 
 
 # ------------------------------------------- 5./6. rollouts with every rule on
-def krx_panel(n: int, seed: int, start: str = "2022-09-01", locked_from: int = 1):
+def krx_panel(n: int, seed: int, start: str = "2022-09-01"):
     """Three KOSPI-level assets (50,000-80,000 KRW, prices on 100) with flat limit-up and
     limit-down bars every ~20 bars, volumes 300-20,000 shares. Returns the frames and
     the set of (bar, asset) that are locked up / down."""
@@ -461,11 +448,11 @@ def krx_panel(n: int, seed: int, start: str = "2022-09-01", locked_from: int = 1
     for k, sym in enumerate(("005930", "000660", "035420")):
         rows, c = [], 55_000.0 + 10_000 * k
         for t in range(n):
-            if t >= locked_from and t % 20 == 3 + 5 * k:
+            if t % 20 == 3 + 5 * k:
                 c = math.floor(c * 1.3 / 100) * 100
                 rows.append(flat(c))
                 ups.add((t, k))
-            elif t >= locked_from and t % 20 == 5 + 5 * k:
+            elif t % 20 == 5 + 5 * k:
                 c = math.ceil(c * 0.7 / 100) * 100
                 rows.append(flat(c))
                 downs.add((t, k))
