@@ -292,7 +292,10 @@ def test_episode_stats_log_the_final_portfolio_value():
         if step.final_obs is not None:
             done = step.done
             finals += step.info["final_info"]["portfolio_value"][done].tolist()
-        stats.update(step)
+        stats.update(step, at=len(finals))
+    assert len(stats.portfolio) == 0  # nothing read back until drained
+    drained = stats.drain()
+    assert [v for _, _, _, values in drained for v in values] == finals
     assert len(stats.portfolio) == len(finals) >= 8
     assert list(stats.portfolio) == finals
     assert all(v != venv.template.initial_cash for v in stats.portfolio)

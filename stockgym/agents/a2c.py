@@ -40,7 +40,6 @@ import torch
 
 from stockgym.agents.actor_critic import ActorCriticAgent
 from stockgym.agents.base import Callback
-from stockgym.agents.buffers import RolloutBuffer
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import (
@@ -129,7 +128,7 @@ class A2C(ActorCriticAgent):
         # updates this learn call already made (> 0 only when resuming from a checkpoint)
         done_updates = (self.num_timesteps - self.schedule["start"]) // batch
         raw_shape = self.dist.raw_shape()
-        buf = RolloutBuffer(T, N, env.obs_dim, raw_shape, self.dist.raw_dtype(), self.device)
+        buf = self.new_buffer()
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()

@@ -53,6 +53,13 @@ class ActorCriticAgent(Agent):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.policy_and_value(obs)[1]
 
+    def new_buffer(self) -> RolloutBuffer:
+        """An empty rollout buffer: ``config.num_steps`` steps of every env."""
+        env = self.env
+        raw_shape, dtype = self.dist.raw_shape(), self.dist.raw_dtype()
+        n_steps = self.config.num_steps
+        return RolloutBuffer(n_steps, env.num_envs, env.obs_dim, raw_shape, dtype, self.device)
+
     def rollout(self, buf: RolloutBuffer, obs: torch.Tensor, stats: EpisodeStats) -> torch.Tensor:
         """Fill ``buf`` with ``num_steps`` steps of every env under the current policy
         (observations, actions, their log-probs, values, rewards times ``reward_scale``,
@@ -72,8 +79,10 @@ class ActorCriticAgent(Agent):
                 if step.final_obs is not None:
                     buf.final_obs[t] = step.final_obs
                 self.num_timesteps += env.num_envs
-                self.logger.episodes(stats, stats.update(step), self.num_timesteps)
+                stats.update(step, self.num_timesteps)  # device maths only
                 obs = step.obs
+        self.logger.episodes(stats)  # the episodes that ended: one host read per rollout
+        env.check()
         self._last_obs = obs
         return obs
 

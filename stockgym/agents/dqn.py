@@ -245,7 +245,7 @@ class DQN(EpsilonGreedyAgent):
             rb.add(obs, actions, step.reward * c.reward_scale, real_next, step.terminated)
             obs = self._last_obs = step.obs  # _last_obs: what a checkpoint continues from
             self.num_timesteps += N
-            log.episodes(stats, stats.update(step), self.num_timesteps)
+            stats.update(step, self.num_timesteps)  # device maths only; read at log time
 
             # 3. learn: gradient_steps updates per train_frequency env steps, once started
             updates = 0
@@ -280,7 +280,10 @@ class DQN(EpsilonGreedyAgent):
                     log.scalar("losses/td_loss", last[0].item(), n)
                     log.scalar("losses/q_values", last[1].mean().item(), n)
                 log.scalar("charts/epsilon", self.epsilon, n)
+                log.episodes(stats)
+                env.check()
                 log.progress(n, sps(n), stats)
             if callback is not None and callback(self, n) is False:
                 break
+        log.episodes(stats)
         self._last_obs = obs

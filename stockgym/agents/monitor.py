@@ -17,10 +17,11 @@ from stockgym.agents.vecenv import Step
 
 
 class EpisodeStats:
-    """Running episode returns / lengths of N envs, kept on the device; finished
-    episodes are read back (one small host copy) only on steps where some ended.
-    ``recent``: the last 100 returns (unscaled rewards); ``portfolio``: final portfolio
-    values of stockgym episodes."""
+    """Running episode returns / lengths of N envs, kept on the device. :meth:`update`
+    only does device maths (no host read, so a rollout on a GPU never waits for it);
+    :meth:`drain` reads the episodes that ended since the last drain back in one copy,
+    once per update. ``recent``: the last 100 returns (unscaled rewards); ``portfolio``:
+    final portfolio values of stockgym episodes."""
 
     def __init__(self, num_envs: int, device: torch.device, window: int = 100) -> None:
         self.ret = torch.zeros(num_envs, dtype=torch.float64, device=device)
@@ -30,39 +31,68 @@ class EpisodeStats:
         self.portfolio: deque[float] = deque(maxlen=window)
         self.episodes = 0
         self.last_finished: list[float] = []
+        self._pending: list[tuple[int, torch.Tensor]] = []
+        self._ready: list[tuple[int, list[float], list[int], list[float]]] = []
 
-    def update(self, step: Step) -> list[float]:
-        """Add one step; returns the returns of the episodes that ended in it."""
-        self.ret += step.reward
-        self.len += 1
+    def update(self, step: Step, at: int = 0) -> None:
+        """Add one step, taken when the run reached ``at`` env steps (its log step)."""
+        self.ret = self.ret + step.reward  # new tensors: the pending rows keep theirs
+        self.len = self.len + 1
         if step.final_obs is None:
-            return []
+            return
         done = step.done
-        idx = done.nonzero().squeeze(1)
-        finished = self.ret[idx].tolist()
-        self.recent.extend(finished)
-        self.recent_lengths.extend(self.len[idx].tolist())
         # the value the episode ended with: after a same-step autoreset the top-level
         # info already describes the next episode (initial cash)
         final = step.info.get("final_info")
         pv = (final if isinstance(final, dict) else step.info).get("portfolio_value")
-        if isinstance(pv, torch.Tensor):
-            self.portfolio.extend(pv[idx.to(pv.device)].tolist())
+        pv = pv.to(self.ret.device, torch.float64) if isinstance(pv, torch.Tensor) else None
+        row = [done.to(torch.float64), self.ret, self.len.to(torch.float64)]
+        row.append(pv if pv is not None else torch.full_like(self.ret, math.nan))
+        self._pending.append((at, torch.stack(row)))
         self.ret = torch.where(done, 0.0, self.ret)
         self.len = torch.where(done, 0, self.len)
-        self.episodes += len(finished)
-        return finished
+
+    def drain(self) -> list[tuple[int, list[float], list[int], list[float]]]:
+        """The episodes that ended since the last drain, as ``(at, returns, lengths,
+        final values)`` per step (one host copy for all of them; values empty for envs
+        that report none); they join ``recent`` and ``portfolio``."""
+        out, self._ready = self._ready, []
+        if not self._pending:
+            return out
+        rows = torch.stack([r for _, r in self._pending]).cpu().numpy()  # (T, 4, N)
+        for (at, _), (done, ret, length, pv) in zip(self._pending, rows, strict=True):
+            idx = np.flatnonzero(done)
+            if len(idx) == 0:
+                continue
+            finished = ret[idx].tolist()
+            lengths = [int(x) for x in length[idx]]
+            values = [] if np.isnan(pv[idx]).any() else pv[idx].tolist()
+            self.recent.extend(finished)
+            self.recent_lengths.extend(lengths)
+            self.portfolio.extend(values)
+            self.episodes += len(finished)
+            self.last_finished = finished
+            out.append((at, finished, lengths, values))
+        self._pending = []
+        return out
 
     def add(
-        self, returns: list[float], lengths: list[int], portfolio: list[float] | None = None
+        self,
+        returns: list[float],
+        lengths: list[int],
+        portfolio: list[float] | None = None,
+        at: int = 0,
     ) -> None:
-        """Record whole episodes counted elsewhere (REINFORCE's batches)."""
+        """Record whole episodes counted elsewhere (REINFORCE's batches), ended at ``at``
+        env steps (returned by the next :meth:`drain`)."""
         self.recent.extend(returns)
         self.recent_lengths.extend(lengths)
         if portfolio is not None:
             self.portfolio.extend(portfolio)
         self.episodes += len(returns)
         self.last_finished = list(returns)
+        if returns:
+            self._ready.append((at, list(returns), list(lengths), list(portfolio or [])))
 
     def mean_return(self) -> float:
         return float(np.mean(self.recent)) if self.recent else math.nan
@@ -129,16 +159,15 @@ class Logger:
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar(tag, value, step)
 
-    def episodes(self, stats: EpisodeStats, finished: list[float], step: int) -> None:
-        """Log the episodes that ended at ``step``: mean return, length and final
-        portfolio value (one point per step, however many envs finished)."""
-        if not finished:
-            return
-        k = len(finished)
-        self.scalar("charts/episodic_return", float(np.mean(finished)), step)
-        self.scalar("charts/episodic_length", float(np.mean(list(stats.recent_lengths)[-k:])), step)
-        if stats.portfolio:
-            self.scalar("charts/portfolio_value", float(np.mean(list(stats.portfolio)[-k:])), step)
+    def episodes(self, stats: EpisodeStats) -> None:
+        """Log the episodes that ended since the last call (:meth:`EpisodeStats.drain`),
+        each at the step it ended: mean return, length and final portfolio value (one
+        point per step, however many envs finished)."""
+        for step, finished, lengths, values in stats.drain():
+            self.scalar("charts/episodic_return", float(np.mean(finished)), step)
+            self.scalar("charts/episodic_length", float(np.mean(lengths)), step)
+            if values:
+                self.scalar("charts/portfolio_value", float(np.mean(values)), step)
 
     def progress(self, step: int, sps: float, stats: EpisodeStats) -> None:
         self.scalar("charts/SPS", sps, step)

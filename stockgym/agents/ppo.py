@@ -46,7 +46,6 @@ import torch
 
 from stockgym.agents.actor_critic import ActorCriticAgent
 from stockgym.agents.base import Callback
-from stockgym.agents.buffers import RolloutBuffer
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import (
@@ -226,7 +225,7 @@ class PPO(ActorCriticAgent):
         done_updates = (self.num_timesteps - self.schedule["start"]) // batch
         minibatch = batch // c.num_minibatches
         raw_shape = self.dist.raw_shape()
-        buf = RolloutBuffer(T, N, env.obs_dim, raw_shape, self.dist.raw_dtype(), self.device)
+        buf = self.new_buffer()
         stats = EpisodeStats(N, self.device)
         sps = SPSMeter(self.num_timesteps)
         obs = self._reset_env()

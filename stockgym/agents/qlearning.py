@@ -282,7 +282,7 @@ class QLearning(EpsilonGreedyAgent):
             td_abs.append(float(td.abs().mean()))
             obs = self._last_obs = step.obs  # _last_obs: what a checkpoint continues from
             self.num_timesteps += N
-            log.episodes(stats, stats.update(step), self.num_timesteps)
+            stats.update(step, self.num_timesteps)  # device maths only; read at log time
 
             n = self.num_timesteps
             if n >= next_log or n - start >= total_timesteps:  # ~every 1000 steps, and last
@@ -291,7 +291,10 @@ class QLearning(EpsilonGreedyAgent):
                 log.scalar("charts/epsilon", self.epsilon, n)
                 log.scalar("charts/cells_visited", float((q.visits > 0).float().mean()), n)
                 td_abs.clear()
+                log.episodes(stats)
+                env.check()
                 log.progress(n, sps(n), stats)
             if callback is not None and callback(self, n) is False:
                 break
+        log.episodes(stats)
         self._last_obs = obs

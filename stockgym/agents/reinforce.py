@@ -191,7 +191,10 @@ class REINFORCE(Agent):
         lengths = batch["alive"].sum(0)
         self.num_timesteps += int(lengths.sum())
         stats.add(
-            ep_return.tolist(), lengths.tolist(), None if portfolio is None else portfolio.tolist()
+            ep_return.tolist(),
+            lengths.tolist(),
+            None if portfolio is None else portfolio.tolist(),
+            self.num_timesteps,
         )
         return batch
 
@@ -203,7 +206,8 @@ class REINFORCE(Agent):
         start = self.schedule["start"]  # this learn call's first step (kept across a resume)
         while self.num_timesteps - start < total_timesteps:
             batch = self._collect(stats)
-            log.episodes(stats, stats.last_finished, self.num_timesteps)
+            log.episodes(stats)
+            self.env.check()
             mask = batch["alive"].float()
             T, N = mask.shape
             flat_obs = batch["obs"].reshape(T * N, -1)

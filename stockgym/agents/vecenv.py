@@ -67,6 +67,10 @@ class TorchVecEnv:
     def step(self, actions: torch.Tensor) -> Step:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise on bad actions an env checks lazily (see
+        :meth:`VectorStockTradingEnv.check`); the loops call it once per update."""
+
     @property
     def obs_dim(self) -> int:
         return int(np.prod(self.single_observation_space.shape))
@@ -90,6 +94,11 @@ class _TorchNative(TorchVecEnv):
     def reset(self, seed: int | None = None) -> torch.Tensor:
         obs, _ = self.env.reset(seed=seed)
         return self._obs(obs)
+
+    def check(self) -> None:
+        check = getattr(self.env, "check", None)
+        if callable(check):
+            check()
 
     def step(self, actions: torch.Tensor) -> Step:
         obs, rew, term, trunc, info = self.env.step(actions)

@@ -122,6 +122,13 @@ class VectorStockTradingEnv(VectorEnv):
     give undefined results). ``compile=True`` compiles the step with ``torch.compile``
     on the first ``reset``/``step`` (a one-off 10-60 s, again for each new action
     dtype); the numbers are the same as without it (tested to 1e-9).
+    ``host_checks`` (default: ``True`` on the CPU, ``False`` on CUDA): read the step's
+    flag back to the host every step (to raise on a bad action at once, and to skip the
+    autoreset when no episode ended). Without it a step never waits for the device:
+    action checks are read by :meth:`check`, the autoreset runs every step, and random
+    starts are drawn from a device generator seeded from ``seed`` (reproducible, but not
+    the draws of N single envs: the equivalence to single envs then holds for given
+    starts, e.g. ``episode_length=None`` or ``reset(options={"start": ...})``).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -135,6 +142,7 @@ class VectorStockTradingEnv(VectorEnv):
         copy: bool = True,
         validate_actions: bool = True,
         compile: bool = False,
+        host_checks: bool | None = None,
         **env_kwargs: Any,
     ) -> None:
         if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
@@ -149,6 +157,9 @@ class VectorStockTradingEnv(VectorEnv):
         self.copy = bool(copy)
         self.validate_actions = bool(validate_actions)
         self.compiled = bool(compile)
+        self.host_checks = self.device.type != "cuda" if host_checks is None else bool(host_checks)
+        self._bad: torch.Tensor | None = None  # action-check bits not read yet
+        self._device_rng = torch.Generator(device=self.device)
         self.single_observation_space = tpl.observation_space
         self.single_action_space = tpl.action_space
         self.observation_space = batch_space(tpl.observation_space, n)
@@ -267,6 +278,7 @@ class VectorStockTradingEnv(VectorEnv):
         }
         if self._seeded:
             out["rngs"] = [rng.bit_generator.state for rng in self._rngs]
+            out["device_rng"] = self._device_rng.get_state()
             if self._starts_buf is not None:
                 out["starts_buf"] = self._starts_buf.cpu()
                 out["starts_ptr"] = self._starts_ptr.cpu()
@@ -299,6 +311,8 @@ class VectorStockTradingEnv(VectorEnv):
                 rng = np.random.Generator(getattr(np.random, st["bit_generator"])())
                 rng.bit_generator.state = st
                 self._rngs.append(rng)
+            if "device_rng" in state:
+                self._device_rng.set_state(state["device_rng"])
             buf = state.get("starts_buf")
             self._starts_buf = None if buf is None else buf.to(dev)
             if buf is not None:
@@ -326,6 +340,10 @@ class VectorStockTradingEnv(VectorEnv):
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
             self._seeded = True
             self._starts_buf = None  # draws from the old generators are void
+            # without host checks, random starts come from one device generator
+            first = seeds[0] if seeds[0] is not None else np.random.SeedSequence().entropy
+            self._device_rng.manual_seed(int(first) % 2**63)
+        self.check()
         tpl = self.template
         everyone = torch.ones(n, dtype=torch.bool, device=dev)
         if options:
@@ -379,6 +397,11 @@ class VectorStockTradingEnv(VectorEnv):
         if length is None:
             first = torch.full((self.num_envs,), self._first, device=self.device)
             return first, torch.full_like(first, self._last)
+        if not self.host_checks:  # drawn on the device: no host read of the buffer
+            hi = self._last - length + 1
+            n, dev = self.num_envs, self.device
+            start = torch.randint(self._first, hi, (n,), generator=self._device_rng, device=dev)
+            return start, start + length
         if self._starts_buf is None or bool((self._next_start() < 0).any()):
             self._refill_starts()
         start = self._next_start()
@@ -403,6 +426,8 @@ class VectorStockTradingEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         act = self._as_actions(actions)
+        if not self.host_checks:
+            return self._step_on_device(act, hold)
         if self._compiled is not None:
             state, out, flag = self._compiled.step(self._state, act)
         else:
@@ -421,6 +446,37 @@ class VectorStockTradingEnv(VectorEnv):
             obs, info, state = self._autoreset(obs, info, state, out)
         self._state = state
         return obs, out.reward, out.terminated, out.truncated, info
+
+    def _step_on_device(self, act: torch.Tensor, hold: torch.Tensor | None):
+        """:meth:`step` without reading anything back to the host: the action checks
+        are kept on the device until :meth:`check`, buy sizes under a minimum
+        commission are always bisected, and the autoreset runs every step (a no-op for
+        the envs that did not end; ``info["final_obs"]`` is always there, valid where
+        ``info["_final_obs"]``)."""
+        if self._compiled is not None and self.spec.costs.min_commission == 0.0:
+            state, out, flag = self._compiled.step(self._state, act)
+        else:
+            bisect = self.spec.costs.min_commission > 0.0
+            state, out, flag = self._transition(self._state, act, bisect=bisect)
+        bad = flag & (OUT_OF_SPACE | NOT_FINITE)
+        self._bad = bad if self._bad is None else self._bad | bad
+        if hold is not None:
+            state, out = self._held(hold.to(self.device, torch.bool), state, out)
+        obs = self._observe(state.t, out.obs_tail)
+        obs, info, state = self._autoreset(obs, _step_info(state, out), state, out)
+        self._state = state
+        return obs, out.reward, out.terminated, out.truncated, info
+
+    def check(self) -> None:
+        """Raise ``ValueError`` if an action since the last check was outside the action
+        space (one host read). Without host checks (``host_checks=False``, the default
+        on CUDA) this is where a bad action is reported: the envs have already stepped
+        with it (clipped, or NaN), so rerun with ``host_checks=True`` to stop at the
+        step. ``reset`` and the agents (once per update) call it."""
+        if self._bad is not None:
+            code, self._bad = int(self._bad), None
+            if code:
+                self._raise_bad_actions(code)
 
     def _held(self, keep: torch.Tensor, state: VecState, out: StepOut) -> tuple[VecState, StepOut]:
         """``state`` and ``out`` with the envs in ``keep`` as they were before the step."""
