@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sb3.py --json sb3.json       # everything
     OMP_NUM_THREADS=1 python benchmarks/bench_sb3.py --task throughput --backbone lstm
+    OMP_NUM_THREADS=1 python benchmarks/bench_sb3.py --task throughput --compile-env
     OMP_NUM_THREADS=1 python benchmarks/bench_sb3.py --task target --seeds 0 1 2
 
 Every comparison runs in one process, the libraries interleaved (ours, ours in bfloat16,
@@ -150,7 +151,7 @@ def sb3_model(
 
 
 # ------------------------------------------------------------------ throughput
-def sample_env() -> Callable[[], Any]:
+def sample_env(compile_env: bool = False) -> Callable[[], Any]:
     from stockgym.data import DEFAULT_FEATURES, load_prices
     from stockgym.data.splits import split
     from stockgym.envs import VectorStockTradingEnv
@@ -159,12 +160,20 @@ def sample_env() -> Callable[[], Any]:
     train = split(load_prices("AAPL", source="sample")).train
     scaler = fit_scaler(train, list(DEFAULT_FEATURES), "standard")
     return lambda: VectorStockTradingEnv(
-        train, NUM_ENVS, device="cpu", window_size=30, episode_length=100, scaler=scaler
+        train,
+        NUM_ENVS,
+        device="cpu",
+        window_size=30,
+        episode_length=100,
+        scaler=scaler,
+        compile=compile_env,
     )
 
 
-def throughput(backbones: list[str], repeats: int, updates: int, num_steps: int) -> list[dict]:
-    make_env = sample_env()
+def throughput(
+    backbones: list[str], repeats: int, updates: int, num_steps: int, compile_env: bool = False
+) -> list[dict]:
+    make_env = sample_env(compile_env)
     batch = num_steps * NUM_ENVS
     rows = []
     for backbone in backbones:
@@ -397,6 +406,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--budget", type=int, default=40_000)
     p.add_argument("--every", type=int, default=1_024)
+    p.add_argument(
+        "--compile-env",
+        action="store_true",
+        help="throughput on the compiled env step (both libraries; `stockgym train "
+        "--compile-env`, TrainConfig env.compile)",
+    )
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -410,7 +425,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"args": vars(args)}
     if "throughput" in args.task:
-        out["throughput"] = throughput(args.backbone, args.repeats, args.updates, args.num_steps)
+        out["throughput"] = throughput(
+            args.backbone, args.repeats, args.updates, args.num_steps, args.compile_env
+        )
     if "target" in args.task:
         out["target"] = targets(args.backbone, args.seeds, args.margin, args.budget, args.every)
     if args.json:

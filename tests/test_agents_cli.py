@@ -269,6 +269,26 @@ def test_command_line_helps():
     assert build_config(args).agent["threads"] == 2
 
 
+def test_rule_and_compile_flags_reach_the_training_env():
+    """--max-participation / --impact / --board / --price-limit reach the env's rules;
+    --compile-env compiles the training vector env's step (env.compile)."""
+    from stockgym.cli import build_parser
+    from stockgym.cli.train import build_config
+    from stockgym.experiment.train import prepare
+
+    flags = ["--market", "krx", "--max-participation", "0.02", "--impact", "sqrt"]
+    flags += ["--board", "kosdaq", "--price-limit", "off", "--compile-env"]
+    config = build_config(build_parser().parse_args(["train", *SYNTH, *TINY, *flags]))
+    assert config.env.compile is True and config.env.max_participation == 0.02
+    prep = prepare(config)
+    venv, rules = prep["venv"], prep["valid_env"].rules
+    assert venv.compiled and venv.template.rules == rules
+    assert rules.boards == ("kosdaq",) and rules.impact == "sqrt" and not rules.price_limit
+    assert rules.tax_schedule == "krx" and rules.ticks
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", *SYNTH, "--max-participation", "1.5"])
+
+
 def test_unknown_flag_names_the_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["backtest", "--strategy", "buy_and_hold", "--nope"])

@@ -132,6 +132,7 @@ def prepare(
         episode_length=config.env.episode_length,
         scaler=scaler,
         extra_features=extra,
+        compile=config.env.compile,
         **env_kwargs,
     )
     valid_env = StockTradingEnv(
