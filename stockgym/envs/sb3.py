@@ -50,6 +50,7 @@ class SB3VecEnv(VecEnv):
 
     def step_wait(self):
         obs, rew, term, trunc, info = self.venv.step(self._actions)
+        self.venv.check()  # SB3 reads everything back each step anyway
         done = (term | trunc).cpu().numpy()
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if done.any():
