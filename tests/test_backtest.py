@@ -128,7 +128,9 @@ def test_buy_and_hold_trades_once_per_asset(kw):
     res = run_policy("buy_and_hold", {"prices": p, "window_size": 2, **kw})
     filled = res.trades[res.trades["filled"] != 0]
     assert len(filled) == 3
-    assert (filled["date"] == res.record.index[1]).all()
+    # orders are dated by their fill bar: the next open, or the decision bar's close
+    fill_bar = 0 if kw.get("fill") == "close" else 1
+    assert (filled["date"] == res.record.index[fill_bar]).all()
     assert (res.record["trades"].iloc[2:] == 0).all()
     assert res.metrics()["turnover"] < 1.0 + 1e-9
 

@@ -51,7 +51,8 @@ class BacktestResult:
     that bar), ``traded_value`` (sum of filled order values), ``trades`` (filled orders),
     ``exposure`` (gross invested fraction), ``position_<SYMBOL>`` (shares) and
     ``weight_<SYMBOL>``. ``trades``: one row per order (:data:`TRADE_COLUMNS`; unfilled
-    orders too, with their ``status``). ``benchmark``: the benchmark's own result.
+    orders too, with their ``status`` and ``reason``), dated by the bar it filled on (with
+    ``fill="close"``: the decision bar, whose close it filled at). ``benchmark``: the benchmark's own result.
     ``closes``: each symbol's valuation close on the record's dates.
     """
 
@@ -303,10 +304,15 @@ def _period_bounds(env: StockTradingEnv, period: Any) -> tuple[int, int]:
 
 
 class _Recorder:
-    def __init__(self, symbols: list[str]) -> None:
+    """The record and the orders of a run; an order is dated by its fill bar (the
+    info date, or with ``fill="close"`` the bar before it, whose close it filled at)."""
+
+    def __init__(self, symbols: list[str], fill_close: bool = False) -> None:
         self.symbols = symbols
+        self.fill_close = fill_close
         self.rows: list[tuple] = []
         self.trades: list[dict] = []
+        self._last_date = None
 
     def add(self, info: dict) -> None:
         filled = [o for o in info["trades"] if o["filled"]]
@@ -325,8 +331,10 @@ class _Recorder:
                 *w,
             )
         )
+        day = self._last_date if self.fill_close else info["date"]
         for o in info["trades"]:
-            self.trades.append({"date": info["date"], **{k: o[k] for k in TRADE_COLUMNS[1:]}})
+            self.trades.append({"date": day, **{k: o[k] for k in TRADE_COLUMNS[1:]}})
+        self._last_date = info["date"]
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         cols = ["date", "value", "cash", "cost", "traded_value", "trades", "exposure"]
@@ -370,7 +378,7 @@ def run_policy(
     actor, strategy = _as_actor(policy, base)
     s, e = _period_bounds(base, period)
     obs, info = env.reset(options={"start": base.market.dates[s], "end": base.market.dates[e]})
-    rec = _Recorder(list(base.symbols))
+    rec = _Recorder(list(base.symbols), fill_close=base.fill == "close")
     rec.add(info)
     if strategy is not None:
         strategy.reset(MarketView(base, s))
