@@ -295,7 +295,50 @@ def test_episode_stats_log_the_final_portfolio_value():
         stats.update(step, at=len(finals))
     assert len(stats.portfolio) == 0  # nothing read back until drained
     drained = stats.drain()
-    assert [v for _, _, _, values in drained for v in values] == finals
+    assert [v for f in drained for v in f.values] == finals
+    assert sum(f.count for f in drained) == len(finals)
     assert len(stats.portfolio) == len(finals) >= 8
     assert list(stats.portfolio) == finals
     assert all(v != venv.template.initial_cash for v in stats.portfolio)
+
+
+def test_episode_stats_keep_exact_means_and_a_bounded_record():
+    """More envs end on one step than the window keeps: the logged means are over all of
+    them; the first ``window`` (env order) are kept one by one; nothing is lost."""
+    from stockgym.agents.monitor import EpisodeStats
+    from stockgym.agents.vecenv import Step
+
+    n = 250
+    stats = EpisodeStats(n, torch.device("cpu"), window=100)
+    reward = torch.arange(n, dtype=torch.float32)
+    done = torch.arange(n) % 5 != 0  # 200 of 250 end on the second step
+    value = 1e6 + torch.arange(n, dtype=torch.float64)
+    no = torch.zeros(n, dtype=torch.bool)
+    obs = torch.zeros(n, 1)
+    stats.update(Step(obs, reward, no, no, None, {}), at=1)
+    info = {"final_info": {"portfolio_value": value}, "portfolio_value": value * 0}
+    stats.update(Step(obs, reward, done, no, obs, info), at=2)
+    (f,) = stats.drain()
+    ended = torch.nonzero(done).squeeze(1)
+    assert (f.at, f.count) == (2, 200) and stats.episodes == 200
+    assert f.mean_return == pytest.approx(float((2 * reward[ended]).double().mean()))
+    assert f.mean_length == 2.0
+    assert f.mean_value == pytest.approx(float(value[ended].mean()))
+    assert f.returns == (2 * reward[ended[:100]]).double().tolist()
+    assert f.values == value[ended[:100]].tolist() and len(stats.recent) == 100
+    assert stats.drain() == []
+
+
+def test_reinforce_logs_the_value_episodes_ended_with():
+    """REINFORCE's charts/portfolio_value is the final value of its episodes, not the
+    next episode's starting cash (the same-step autoreset has already reset info)."""
+    from stockgym.agents import REINFORCE
+    from stockgym.data import load_prices
+    from stockgym.envs import VectorStockTradingEnv
+
+    prices = load_prices("X", source="synthetic", kind="edge", n_days=300)
+    venv = VectorStockTradingEnv(prices, 4, window_size=5, episode_length=10)
+    agent = REINFORCE(venv, hidden_size=8, seed=0)
+    agent.learn(200)
+    values = list(agent.logger.last and [agent.logger.last["charts/portfolio_value"]])
+    assert values and all(v != venv.template.initial_cash for v in values)

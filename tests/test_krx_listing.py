@@ -108,3 +108,10 @@ def test_konex_listing_warns_and_uses_kospi(fdr_offline, monkeypatch):
     with pytest.warns(UserWarning, match="KONEX"):
         env = StockTradingEnv(prices, window_size=5)
     assert env.rules.boards == ("kospi",)
+
+
+def test_a_code_missing_from_the_listing_warns(fdr_offline, monkeypatch):
+    monkeypatch.setattr(FinanceDataReader, "StockListing", FakeListing(LISTING))
+    with pytest.warns(UserWarning, match=r"\['123456'\] not in the KRX listing"):
+        prices = load_prices(["005930", "123456"], source="fdr")
+    assert prices.attrs["boards"] == {"005930": "KOSPI"}

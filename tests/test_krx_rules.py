@@ -93,8 +93,8 @@ def one(info) -> dict:
 
 # ------------------------------------------------------ 1. sell tax by date
 # The rate is the one in force on the sale's settlement date (T+2): the date of bar
-# t + 2 of the data for a sale filled on bar t, or two business days after the last
-# date (docs/market-rules.md, "Rate chosen by settlement date"). Each row of the law:
+# t + 2 of the data for a sale filled on bar t, or past the last date the next weekdays
+# other than Dec 31 and Jan 1 (docs/market-rules.md, "Rate chosen by settlement date"). Each row of the law:
 TAX_BY_SETTLEMENT = [  # (settlement date, total sell tax on both boards)
     *[(d, 0.0030) for d in ("2015-01-01", "2019-06-02")],  # 06-02: the last day of 0.30 %
     *[(d, 0.0025) for d in ("2019-06-03", "2020-12-31")],
@@ -164,9 +164,10 @@ MAY_2019 = "2019-05-29 2019-05-30 2019-05-31 2019-06-01 2019-06-02 2019-06-03"
         # the data's own calendar, even with weekend bars: Fri 05-31 settles Sun 06-02
         (MAY_2019, 2, 0.0030),
         (MAY_2019, 3, 0.0025),
-        # at the end of the data: two business days after the last date
-        ("2024-12-24 2024-12-26 2024-12-27", 2, 0.0018),  # settles Tue 12-31
-        ("2024-12-26 2024-12-27 2024-12-30", 2, 0.0015),  # settles Wed 2025-01-01
+        # at the end of the data: the next weekdays but Dec 31 and Jan 1 (KRX is shut)
+        ("2024-12-24 2024-12-26 2024-12-27", 2, 0.0015),  # settles Thu 2025-01-02
+        ("2025-12-24 2025-12-26 2025-12-29", 2, 0.0020),  # settles Fri 2026-01-02
+        ("2024-12-26 2024-12-27 2024-12-30", 2, 0.0015),  # settles Fri 2025-01-03
         ("2019-05-29 2019-05-30 2019-05-31", 2, 0.0025),  # settles Mon 06-03, not Sun 06-02
     ],
 )

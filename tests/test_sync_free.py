@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from test_vector_env import KRX_RULES, krx_synth, run_equivalence, synth
+from vector_equivalence import KRX_RULES, krx_synth, run_equivalence, synth
 
 from stockgym.agents import A2C, DQN, PPO
 from stockgym.agents.monitor import EpisodeStats

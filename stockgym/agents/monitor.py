@@ -8,6 +8,7 @@ import math
 import sys
 import time
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,23 +17,40 @@ from tqdm import tqdm
 from stockgym.agents.vecenv import Step
 
 
+class Finished(NamedTuple):
+    """The episodes that ended on one step: ``count`` of them, their mean return, length
+    and final portfolio value (NaN when the env reports none) over all of them, and the
+    first ``window`` of them one by one (env order)."""
+
+    at: int
+    count: int
+    mean_return: float
+    mean_length: float
+    mean_value: float
+    returns: list[float]
+    lengths: list[int]
+    values: list[float]
+
+
 class EpisodeStats:
     """Running episode returns / lengths of N envs, kept on the device. :meth:`update`
-    only does device maths (no host read, so a rollout on a GPU never waits for it);
-    :meth:`drain` reads the episodes that ended since the last drain back in one copy,
-    once per update. ``recent``: the last 100 returns (unscaled rewards); ``portfolio``:
-    final portfolio values of stockgym episodes."""
+    only does device maths (no host read, so a rollout on a GPU never waits for it) and
+    keeps a bounded record per step (sums over the finished episodes, and the first
+    ``window`` of them); :meth:`drain` reads them back in one copy, once per update.
+    ``recent``: the last ``window`` returns (unscaled rewards); ``portfolio``: final
+    portfolio values of stockgym episodes."""
 
     def __init__(self, num_envs: int, device: torch.device, window: int = 100) -> None:
         self.ret = torch.zeros(num_envs, dtype=torch.float64, device=device)
         self.len = torch.zeros(num_envs, dtype=torch.int64, device=device)
+        self.window = window
         self.recent: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
         self.portfolio: deque[float] = deque(maxlen=window)
         self.episodes = 0
         self.last_finished: list[float] = []
         self._pending: list[tuple[int, torch.Tensor]] = []
-        self._ready: list[tuple[int, list[float], list[int], list[float]]] = []
+        self._ready: list[Finished] = []
 
     def update(self, step: Step, at: int = 0) -> None:
         """Add one step, taken when the run reached ``at`` env steps (its log step)."""
@@ -46,35 +64,47 @@ class EpisodeStats:
         final = step.info.get("final_info")
         pv = (final if isinstance(final, dict) else step.info).get("portfolio_value")
         pv = pv.to(self.ret.device, torch.float64) if isinstance(pv, torch.Tensor) else None
-        row = [done.to(torch.float64), self.ret, self.len.to(torch.float64)]
-        row.append(pv if pv is not None else torch.full_like(self.ret, math.nan))
-        self._pending.append((at, torch.stack(row)))
+        rows = torch.stack(
+            [
+                done.to(torch.float64),
+                self.ret,
+                self.len.to(torch.float64),
+                pv if pv is not None else torch.full_like(self.ret, math.nan),
+            ]
+        )  # (4, N)
+        sums = torch.where(done, rows, 0.0).sum(1, keepdim=True)  # count and sums, (4, 1)
+        first = torch.argsort((~done).to(torch.int8), stable=True)[: self.window]
+        self._pending.append((at, torch.cat([sums, rows[:, first]], 1)))  # (4, 1 + window)
         self.ret = torch.where(done, 0.0, self.ret)
         self.len = torch.where(done, 0, self.len)
 
-    def drain(self) -> list[tuple[int, list[float], list[int], list[float]]]:
-        """The episodes that ended since the last drain, as ``(at, returns, lengths,
-        final values)`` per step (one host copy for all of them; values empty for envs
-        that report none); they join ``recent`` and ``portfolio``."""
+    def drain(self) -> list[Finished]:
+        """The steps on which episodes ended since the last drain (one host copy for all
+        of them); their episodes join ``recent`` and ``portfolio``."""
         out, self._ready = self._ready, []
-        if not self._pending:
-            return out
-        rows = torch.stack([r for _, r in self._pending]).cpu().numpy()  # (T, 4, N)
-        for (at, _), (done, ret, length, pv) in zip(self._pending, rows, strict=True):
-            idx = np.flatnonzero(done)
-            if len(idx) == 0:
-                continue
-            finished = ret[idx].tolist()
-            lengths = [int(x) for x in length[idx]]
-            values = [] if np.isnan(pv[idx]).any() else pv[idx].tolist()
-            self.recent.extend(finished)
-            self.recent_lengths.extend(lengths)
-            self.portfolio.extend(values)
-            self.episodes += len(finished)
-            self.last_finished = finished
-            out.append((at, finished, lengths, values))
-        self._pending = []
+        if self._pending:
+            rows = torch.stack([r for _, r in self._pending]).cpu().numpy()
+            for (at, _), row in zip(self._pending, rows, strict=True):
+                count = int(row[0, 0])
+                if count == 0:
+                    continue
+                kept = row[:, 1:][:, row[0, 1:] > 0]
+                values = kept[3].tolist() if not np.isnan(kept[3]).any() else []
+                out.append(
+                    self._record(at, count, row[1:, 0] / count, kept[1].tolist(), kept[2], values)
+                )
+            self._pending = []
         return out
+
+    def _record(self, at, count, means, returns, lengths, values) -> Finished:
+        lengths = [int(x) for x in lengths]
+        self.recent.extend(returns)
+        self.recent_lengths.extend(lengths)
+        self.portfolio.extend(values)
+        self.episodes += count
+        self.last_finished = list(returns)
+        mean_ret, mean_len, mean_value = (float(x) for x in means)
+        return Finished(at, count, mean_ret, mean_len, mean_value, returns, lengths, values)
 
     def add(
         self,
@@ -85,14 +115,11 @@ class EpisodeStats:
     ) -> None:
         """Record whole episodes counted elsewhere (REINFORCE's batches), ended at ``at``
         env steps (returned by the next :meth:`drain`)."""
-        self.recent.extend(returns)
-        self.recent_lengths.extend(lengths)
-        if portfolio is not None:
-            self.portfolio.extend(portfolio)
-        self.episodes += len(returns)
-        self.last_finished = list(returns)
-        if returns:
-            self._ready.append((at, list(returns), list(lengths), list(portfolio or [])))
+        if not returns:
+            return
+        values = list(portfolio or [])
+        means = (np.mean(returns), np.mean(lengths), np.mean(values) if values else math.nan)
+        self._ready.append(self._record(at, len(returns), means, list(returns), lengths, values))
 
     def mean_return(self) -> float:
         return float(np.mean(self.recent)) if self.recent else math.nan
@@ -163,11 +190,11 @@ class Logger:
         """Log the episodes that ended since the last call (:meth:`EpisodeStats.drain`),
         each at the step it ended: mean return, length and final portfolio value (one
         point per step, however many envs finished)."""
-        for step, finished, lengths, values in stats.drain():
-            self.scalar("charts/episodic_return", float(np.mean(finished)), step)
-            self.scalar("charts/episodic_length", float(np.mean(lengths)), step)
-            if values:
-                self.scalar("charts/portfolio_value", float(np.mean(values)), step)
+        for f in stats.drain():
+            self.scalar("charts/episodic_return", f.mean_return, f.at)
+            self.scalar("charts/episodic_length", f.mean_length, f.at)
+            if not math.isnan(f.mean_value):
+                self.scalar("charts/portfolio_value", f.mean_value, f.at)
 
     def progress(self, step: int, sps: float, stats: EpisodeStats) -> None:
         self.scalar("charts/SPS", sps, step)

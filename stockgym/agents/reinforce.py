@@ -181,6 +181,11 @@ class REINFORCE(Agent):
             ep_return += torch.where(alive, step.reward, 0.0)
             pv = step.info.get("portfolio_value")
             if isinstance(pv, torch.Tensor):
+                # where an episode ended, the same-step autoreset has already reset the
+                # top-level info: the value it ended with is in final_info
+                final = step.info.get("final_info")
+                if isinstance(final, dict) and "portfolio_value" in final:
+                    pv = torch.where(step.done, final["portfolio_value"], pv)
                 pv = pv.to(self.device)
                 portfolio = torch.where(done, pv, pv if portfolio is None else portfolio)
             alive = alive & ~done

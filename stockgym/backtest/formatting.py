@@ -95,11 +95,13 @@ def format_unfilled(table: dict[str, dict[str, Any]] | None) -> list[str]:
 
 def format_tax_by_year(table: dict[str, dict[str, Any]] | None) -> list[str]:
     """The report's ``tax`` lines, one per year: tax paid on that year's sales and the
-    effective rate; none for a run without the table."""
+    effective rate; none for a run without the table or without any tax paid."""
     if table is None:
         return []
     if not table:
         return ["tax        none (no orders)"]
+    if not any(row.get("tax") for row in table.values()):
+        return []  # a market without a sell tax: nothing to show year by year
     lines = []
     for k, (year, row) in enumerate(table.items()):
         rate = row.get("rate")

@@ -218,10 +218,15 @@ def _cost_kwargs(env: StockTradingEnv) -> dict[str, Any]:
 
 def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockTradingEnv:
     """A continuous, long-only env with ``env``'s costs, fill rule, cash and share
-    rounding, for buy-and-hold benchmarks: on ``prices`` (another symbol), or by
-    default on ``env``'s own market (same symbols, dates, opens and closes)."""
+    rounding, for buy-and-hold benchmarks: on ``prices`` (another symbol: the costs and
+    the tax, but no price limits, ticks, volume cap or impact, which belong to the
+    stock), or by default on ``env``'s own market (same symbols, dates, bars and rules)."""
+    rules = _cost_kwargs(env)
     if prices is None:
         prices = _market_prices(env)
+    else:  # another instrument (an index...): the costs, not the stock's exchange rules
+        rules.update(board=None, price_limit=False, ticks=False, max_participation=None)
+        rules.update(impact=None)
     index = prices.index
     extra = pd.DataFrame({"one": np.ones(len(index))}, index=index)
     syms = (
@@ -241,7 +246,7 @@ def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockT
         fractional=env.fractional,
         initial_cash=env.initial_cash,
         ruin_floor=env.ruin_floor,
-        **_cost_kwargs(env),
+        **rules,
     )
 
 

@@ -74,4 +74,11 @@ def krx_boards(
                 stacklevel=3,
             )
             return {c: boards[c] for c in codes if c in boards}
+    unknown = [c for c in codes if c not in boards]
+    if unknown:
+        warnings.warn(
+            f"{unknown} not in the KRX listing; they trade under KOSPI's rules unless you "
+            "pass board=",
+            stacklevel=3,
+        )
     return {c: boards[c] for c in codes if c in boards}

@@ -158,7 +158,7 @@ def rebalance(
         comm = _commission(value, costs)
         tax = bar.tax[i] * value
         if value - comm - tax < 0.0:
-            why = "proceeds below the order's costs"
+            why = (why + "; " if why else "") + "proceeds below the order's costs"
             orders.append(
                 _order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic", why)
             )
@@ -177,8 +177,8 @@ def rebalance(
         cash = _borrow_call(
             new_shares, cash, reserve, ref, tradable, costs, fractional, orders, symbols, bar, sold
         )
-        why = "cancelled: cash below the borrow reserve"
-        for i, requested, _, price, _, _ in buys:
+        for i, requested, _, price, _, capped in buys:
+            why = (capped + "; " if capped else "") + "cancelled: cash below the borrow reserve"
             orders.append(
                 _order(symbols[i], requested, 0.0, price, 0.0, 0.0, 0.0, 0.0, "scaled", why)
             )

@@ -101,14 +101,26 @@ def _day(date) -> pd.DatetimeIndex:
 SETTLEMENT_LAG = 2
 
 
+def _next_trading_day(day: pd.Timestamp) -> pd.Timestamp:
+    """The next weekday that is not Dec 31 or Jan 1 (KRX is closed on both every year;
+    other holidays move with the lunar calendar and are not known here)."""
+    day = day + pd.Timedelta(days=1)
+    while day.weekday() >= 5 or (day.month, day.day) in ((12, 31), (1, 1)):
+        day = day + pd.Timedelta(days=1)
+    return day
+
+
 def settlement_dates(dates: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """The settlement date of a trade on each of ``dates``: ``SETTLEMENT_LAG`` trading
     days later in ``dates`` itself (the exchange calendar the data follow; only the
-    dates are read, never a later bar's prices), continued with business days past the
-    last date."""
+    dates are read, never a later bar's prices), continued past the last date with
+    weekdays other than Dec 31 and Jan 1 (so a sale in the last bars of a year still
+    settles in the right year)."""
     d = _naive(dates)
-    tail = pd.DatetimeIndex([d[-1] + pd.offsets.BDay(k) for k in range(1, SETTLEMENT_LAG + 1)])
-    return d[SETTLEMENT_LAG:].append(tail)
+    tail = [d[-1]]
+    for _ in range(SETTLEMENT_LAG):
+        tail.append(_next_trading_day(tail[-1]))
+    return d[SETTLEMENT_LAG:].append(pd.DatetimeIndex(tail[1:]))
 
 
 def sell_tax_rates(dates: pd.DatetimeIndex, board: str) -> np.ndarray:
@@ -149,13 +161,14 @@ TICK_EPS = 1e-9
 def round_to_tick(price: float, table: int, buy: bool) -> float:
     """``price`` rounded to its tick against the trader: up for a buy, down for a sell.
 
-    A sell price below one tick (only possible on back-adjusted prices far below any
-    real KRX quote) is left as it is rather than rounded to zero."""
+    A price below one tick (only on back-adjusted prices far below any real KRX quote)
+    is left as it is, for buys and sells alike: rounding it would move it by up to its
+    own size."""
     tick = tick_size(price, table)
-    if buy:
-        return float(math.ceil(price / tick - TICK_EPS) * tick)
-    down = math.floor(price / tick + TICK_EPS) * tick
-    return float(down) if down > 0 else price
+    x = price / tick
+    if x < 1.0 - TICK_EPS:
+        return price
+    return float((math.ceil(x - TICK_EPS) if buy else math.floor(x + TICK_EPS)) * tick)
 
 
 def coverage_warning(first: pd.Timestamp) -> str | None:

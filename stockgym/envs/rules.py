@@ -105,11 +105,15 @@ def resolve_rules(
     one = None if (board is None or isinstance(board, dict) or board == "auto") else board
     listed = {str(k): _listed_board(v) for k, v in (listed_boards or {}).items()}
     boards = [krx.check_board(given.get(s) or one or listed.get(s) or "kospi") for s in symbols]
+    schedule = "krx" if is_krx and sell_tax is None else None
+    ticks_on = is_krx if ticks is None else bool(ticks)
+    if schedule is None and not ticks_on:
+        boards = []  # a board matters to the KRX tax split and tick tables only
     return MarketRules(
-        tax_schedule="krx" if is_krx and sell_tax is None else None,
+        tax_schedule=schedule,
         boards=tuple(boards),
         price_limit=is_krx if price_limit is None else bool(price_limit),
-        ticks=is_krx if ticks is None else bool(ticks),
+        ticks=ticks_on,
         max_participation=None if max_participation is None else float(max_participation),
         impact=impact,
         impact_coef=DEFAULT_IMPACT_COEF if impact_coef is None else float(impact_coef),

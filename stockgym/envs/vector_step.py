@@ -224,13 +224,13 @@ def round_to_tick(
     price: torch.Tensor, buy: torch.Tensor, table: torch.Tensor, market: MarketTensors
 ) -> torch.Tensor:
     """:func:`stockgym.envs.krx.round_to_tick` for ``(N, A)`` prices: up where ``buy``,
-    down elsewhere (a sell under one tick is left as it is), with tick table ``table``."""
+    down elsewhere (a price under one tick is left as it is), with tick table ``table``."""
     tbl = table.clamp(min=0)
     over = price[..., None] >= market.tick_edges[tbl]
     tick = market.tick_first[tbl] + (over * market.tick_steps[tbl]).sum(-1)
-    up = torch.ceil(price / tick - TICK_EPS) * tick
-    down = torch.floor(price / tick + TICK_EPS) * tick
-    return torch.where(buy, up, torch.where(down > 0.0, down, price))
+    x = price / tick
+    rounded = torch.where(buy, torch.ceil(x - TICK_EPS), torch.floor(x + TICK_EPS)) * tick
+    return torch.where(x < 1.0 - TICK_EPS, price, rounded)
 
 
 def fill_price(
