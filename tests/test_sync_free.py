@@ -13,7 +13,7 @@ import pytest
 import torch
 from vector_equivalence import KRX_RULES, krx_synth, run_equivalence, synth
 
-from stockgym.agents import A2C, DQN, PPO
+from stockgym.agents import A2C, DQN, PPO, REINFORCE
 from stockgym.agents.monitor import EpisodeStats
 from stockgym.data import load_prices
 from stockgym.envs import VectorStockTradingEnv
@@ -124,6 +124,18 @@ def test_a_rollout_reads_nothing_back_per_step(algo):
     # 16 steps, several episode ends: the only host reads are the once-per-rollout
     # drain of finished episodes and the action check (a handful, not per step)
     assert max(reads_per_rollout) <= 4, reads_per_rollout
+
+
+def test_reinforce_collects_a_batch_with_a_handful_of_host_reads():
+    prices = load_prices("X", source="synthetic", kind="edge", n_days=300)
+    env = VectorStockTradingEnv(prices, 8, window_size=5, episode_length=10, host_checks=False)
+    agent = REINFORCE(env, hidden_size=16, seed=0)
+    agent.learn(100)
+    with count_host_reads() as reads:
+        batch = agent._collect(EpisodeStats(8, agent.device))
+    assert batch["obs"].shape[0] == 10  # one episode of 10 steps per env
+    # one "all ended?" read at the horizon, the step count, the episodes: not per step
+    assert len(reads) <= 6, reads
 
 
 @pytest.mark.cuda

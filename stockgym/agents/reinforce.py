@@ -10,7 +10,9 @@ One update:
 1. Reset the vector env and play one episode in each of its ``num_envs`` envs with the
    current policy (an env whose episode has ended keeps stepping until all have ended;
    its later steps are masked out). ``max_episode_steps`` cuts runaway episodes (a cut
-   counts as a truncation).
+   counts as a truncation). Whether all have ended is read from the device only from
+   the longest an episode can last on (a stockgym vector env's episode length, or
+   ``max_episode_steps``), so on a GPU the collection does not wait for it every step.
 2. Returns (:func:`discounted_returns`): ``G_t = r_t + gamma * G_{t+1}`` inside an
    episode; at its last step ``G_T = r_T`` after termination, and ``r_T + gamma * V(final_obs)``
    after truncation when the baseline is a learned value (otherwise ``r_T``).
@@ -41,6 +43,7 @@ from stockgym.agents.networks import (
     policy_and_value,
 )
 from stockgym.core import check_int, check_number
+from stockgym.envs.trading import StockTradingEnv
 
 BASELINES = ("value", "mean", "none")
 
@@ -142,6 +145,21 @@ class REINFORCE(Agent):
             self.nets["actor"], self.nets["critic"], obs, self.config.precision
         )[1]
 
+    def _horizon(self) -> int:
+        """Steps before which some episode is surely still running: the episode length
+        of a stockgym vector env (every episode lasts that long unless ruined) or
+        ``max_episode_steps``, whichever is smaller; 1 when neither is known."""
+        bounds = []
+        env = getattr(self.env, "env", None)
+        template = getattr(env, "template", None)
+        if isinstance(template, StockTradingEnv):
+            last, first = len(template.market.dates) - 1, template.window_size - 1
+            length = template.episode_length
+            bounds.append(length if length is not None else last - first)
+        if self.config.max_episode_steps is not None:
+            bounds.append(self.config.max_episode_steps)
+        return min(bounds) if bounds else 1
+
     def _collect(self, stats: EpisodeStats) -> dict[str, torch.Tensor]:
         """One episode per env: stacked ``(T, N, ...)`` tensors and the ``alive`` mask
         (True on the steps of each env's episode)."""
@@ -155,6 +173,7 @@ class REINFORCE(Agent):
             k: []
             for k in ("obs", "actions", "rewards", "alive", "terminated", "truncated", "final_obs")
         }
+        horizon = self._horizon()
         while True:
             with torch.no_grad():
                 raw, _ = self.nets["actor"].sample(self._params(obs), self.generator)
@@ -190,7 +209,8 @@ class REINFORCE(Agent):
                 portfolio = torch.where(done, pv, pv if portfolio is None else portfolio)
             alive = alive & ~done
             obs = step.obs
-            if not bool(alive.any()):
+            # every episode runs to the horizon unless ruined: no host read before it
+            if len(rows["obs"]) >= horizon and not bool(alive.any()):
                 break
         batch = {k: torch.stack(v) for k, v in rows.items()}
         lengths = batch["alive"].sum(0)
