@@ -112,6 +112,29 @@ def test_interrupt_then_resume_gives_the_exact_step_count(
         resume(run_dir)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "reinforce"])
+def test_interrupt_then_resume_on_cuda(tmp_path, monkeypatch, interrupt_training, algo):
+    """On the GPU (sync-free env: random starts from the device generator, saved in the
+    checkpoint): the resumed run reaches the same step count and the same weights as the
+    uninterrupted one, up to the GPU's float reassociation."""
+    total = 400
+    ref = train(_config(tmp_path / "ref", algo, total, checkpoint_freq=0, device="cuda"))
+    cfg = _config(tmp_path, algo, total, checkpoint_freq=64, device="cuda")
+    interrupt_training(150)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    res = resume(Path(cfg.run_dir))
+    assert res.summary["timesteps"] == ref.summary["timesteps"]
+    assert res.agent.device.type == "cuda"
+    ref_w, res_w = ref.agent.nets.state_dict(), res.agent.nets.state_dict()
+    for k in ref_w:
+        torch.testing.assert_close(res_w[k], ref_w[k], rtol=1e-4, atol=1e-5)
+    _check_files(Path(cfg.run_dir))
+
+
 def test_resume_refuses_changed_data(tmp_path):
     cfg = _config(tmp_path, "ppo", 64, checkpoint_freq=32)
     res = train(cfg)
