@@ -31,6 +31,8 @@ BACKTEST_EXAMPLES = """examples:
       --source sample --start 2010-01-01 --end 2012-12-31 --market us --out runs/sma
   stockgym backtest --strategy equal_weight --symbol 005930 000660 --source fdr \\
       --start 2020-01-01 --market krx --benchmark KS11 --out runs/ew
+  stockgym backtest --strategy sma_cross --symbol 005930 --source fdr --market krx \
+      --max-participation 0.025 --impact sqrt --out runs/krx  (KRX tax by date, limits, ticks)
   stockgym backtest --strategy random --seed 3 --symbol X Y --source synthetic --out runs/r3
   stockgym backtest --strategy forecast_sign --symbol AAPL --source sample \\
       --forecast forecasts.csv --out runs/fc          (CSV: date,forecast)

@@ -30,6 +30,8 @@ TRAIN_EXAMPLES = """examples:
   stockgym train --algo ppo --symbol X --source synthetic --set data.options.kind=\\"edge\\" \\
       --set data.options.edge=0.3 --window-size 10 --run-dir runs/ppo-edge
   stockgym train --config experiment.toml --seed 3            (flags override the file)
+  stockgym train --algo ppo --symbol 005930 --source fdr --max-participation 0.025 \
+      --total-timesteps 2000000 --compile-env         (KRX rules, volume cap, compiled env)
   stockgym train --algo sb3-ppo --symbol AAPL --source sample --backbone lstm \
       --set agent.n_steps=128 --set agent.ent_coef=0.01      (stable-baselines3's PPO)
   stockgym train --algo ppo --symbol AAPL --source sample --forecasts lstm \\
