@@ -49,7 +49,6 @@ does not stop the run.
 from __future__ import annotations
 
 import argparse
-import inspect
 import platform
 import statistics
 import sys
@@ -63,13 +62,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_sb3  # noqa: E402
 from bench_forecast import _timed_model, _train_arrays  # noqa: E402
-from bench_sb3 import HIDDEN  # noqa: E402
 
-from stockgym.data import DEFAULT_FEATURES, load_prices  # noqa: E402
-from stockgym.data.splits import split  # noqa: E402
+from stockgym.data import load_prices  # noqa: E402
 from stockgym.envs import VectorStockTradingEnv  # noqa: E402
-from stockgym.experiment.records import fit_scaler  # noqa: E402
 
 ENV_SIZES = (65_536, 1_024, 16_384)  # the target size first
 QUICK_ENV_SIZES = (64, 256)
@@ -114,13 +111,6 @@ def pick_device(asked: str) -> str:
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def env_kwargs_for_device(device: str) -> dict[str, Any]:
-    """``host_checks=False`` on CUDA where the vector env accepts the keyword (it
-    skips the per-step read back to the host); nothing on older envs or on the CPU."""
-    params = inspect.signature(VectorStockTradingEnv.__init__).parameters
-    return {"host_checks": False} if device == "cuda" and "host_checks" in params else {}
 
 
 class Budget:
@@ -194,9 +184,8 @@ def time_env(env: VectorStockTradingEnv, actions: list[torch.Tensor], steps: int
 
 def env_row(args, prices, n_assets: int, n: int, mode: str, dev_name: str) -> dict:
     """One (assets, N, mode) measurement; see the module doc."""
-    extra = env_kwargs_for_device(args.device)
-    if mode.endswith("host-checks"):
-        extra = {"host_checks": True}
+    # the env's default: no host read per step on CUDA; one mode measures that read
+    extra = {"host_checks": True} if mode.endswith("host-checks") else {}
     env = VectorStockTradingEnv(
         prices,
         n,
@@ -220,7 +209,7 @@ def env_row(args, prices, n_assets: int, n: int, mode: str, dev_name: str) -> di
         "obs_dim": env.obs_layout.size,
         "env_steps_per_s": n * args.steps / statistics.median(secs),
         "warmup_s": warm,
-        "host_checks": extra.get("host_checks"),
+        "host_checks": env.host_checks,
         "device": dev_name,
     }
 
@@ -233,7 +222,7 @@ def bench_env(args, budget: Budget, dev_name: str) -> list[dict]:
     for n in args.env_sizes:  # the target size first: the budget may cut the rest
         for n_assets in args.assets:
             # on CUDA, at the target size: the price of one host read per step
-            more = ["eager host-checks"] if env_kwargs_for_device(args.device) else []
+            more = ["eager host-checks"] if args.device == "cuda" else []
             for mode in modes + (more if (n, n_assets) == (max(args.env_sizes), 1) else []):
                 label = f"env {n_assets} asset(s) N={n:,} {mode}"
                 if not budget.allows(label):
@@ -270,79 +259,16 @@ def print_env(rows: list[dict], dev_name: str) -> None:
 
 
 # ------------------------------------------------------------------ PPO
-def ppo_env_factory(device: str, num_envs: int) -> Callable[[], VectorStockTradingEnv]:
-    """``bench_sb3.sample_env`` on ``device`` with ``num_envs`` envs."""
-    train = split(load_prices("AAPL", source="sample")).train
-    scaler = fit_scaler(train, list(DEFAULT_FEATURES), "standard")
-    extra = env_kwargs_for_device(device)
-    return lambda: VectorStockTradingEnv(
-        train,
-        num_envs,
-        device=device,
-        window_size=WINDOW,
-        episode_length=100,
-        scaler=scaler,
-        **extra,
-    )
-
-
 def ours_model(venv: Any, backbone: str, seed: int, device: str, num_steps: int) -> Any:
-    """``bench_sb3.ours_model`` (float32) on ``device``."""
-    from stockgym.agents import PPO
-
-    return PPO(
-        venv,
-        backbone=backbone,
-        hidden_size=HIDDEN,
-        num_layers=2,
-        kernel_size=3,
-        activation="relu",
-        precision="float32",
-        seed=seed,
-        device=device,
-        num_minibatches=4,
-        update_epochs=4,
-        clip_vloss=False,
-        max_grad_norm=0.5,
-        num_steps=num_steps,
-        learning_rate=3e-4,
+    """``bench_sb3.ours_model`` in float32 on ``device``."""
+    return bench_sb3.ours_model(
+        venv, backbone, "float32", seed, device, num_steps=num_steps, learning_rate=3e-4
     )
 
 
 def sb3_model(venv: Any, backbone: str, seed: int, device: str, num_steps: int) -> Any:
     """``bench_sb3.sb3_model`` on ``device``."""
-    from stable_baselines3 import PPO as SB3PPO
-
-    from stockgym.agents.sb3 import stock_policy_kwargs
-    from stockgym.envs.sb3 import SB3VecEnv
-
-    kwargs = stock_policy_kwargs(
-        venv,
-        backbone=backbone,
-        hidden_size=HIDDEN,
-        num_layers=2,
-        kernel_size=3,
-        net_arch={"pi": [HIDDEN], "vf": [HIDDEN]},
-        activation_fn=torch.nn.Tanh,
-    )
-    return SB3PPO(
-        "MlpPolicy",
-        SB3VecEnv(venv),
-        n_steps=num_steps,
-        batch_size=num_steps * venv.num_envs // 4,
-        n_epochs=4,
-        learning_rate=lambda remaining: remaining * 3e-4,
-        clip_range=0.2,
-        clip_range_vf=None,
-        normalize_advantage=True,
-        ent_coef=0.0,
-        vf_coef=0.5,
-        max_grad_norm=0.5,
-        policy_kwargs=kwargs,
-        seed=seed,
-        device=device,
-        verbose=0,
-    )
+    return bench_sb3.sb3_model(venv, backbone, seed, num_steps, 3e-4, device=device)
 
 
 def time_learn(model: Any, lib: str, batch: int, updates: int, device: str) -> float:
@@ -371,7 +297,7 @@ def bench_ppo(args, budget: Budget, dev_name: str) -> list[dict]:
     except ImportError:
         print("  stable-baselines3 is not installed: ours only", flush=True)
         libs = ["ours"]
-    make_env = ppo_env_factory(args.device, args.ppo_envs)
+    make_env = bench_sb3.sample_env(device=args.device, num_envs=args.ppo_envs)
     rows = []
     for backbone in args.backbones:
         sps: dict[str, list[float]] = {lib: [] for lib in libs}

@@ -63,7 +63,9 @@ NUM_ENVS = 64
 
 
 # ------------------------------------------------------------------ matched models
-def ours_model(venv: Any, backbone: str, precision: str, seed: int, **ppo: Any) -> Any:
+def ours_model(
+    venv: Any, backbone: str, precision: str, seed: int, device: str = "cpu", **ppo: Any
+) -> Any:
     from stockgym.agents import PPO
 
     return PPO(
@@ -75,7 +77,7 @@ def ours_model(venv: Any, backbone: str, precision: str, seed: int, **ppo: Any) 
         activation="relu",
         precision=precision,
         seed=seed,
-        device="cpu",
+        device=device,
         num_minibatches=4,
         update_epochs=4,
         clip_vloss=False,
@@ -111,6 +113,7 @@ def sb3_model(
     gamma: float = 0.99,
     gae_lambda: float = 0.95,
     reward_scale: float = 1.0,
+    device: str = "cpu",
 ) -> Any:
     from stable_baselines3 import PPO as SB3PPO
 
@@ -145,13 +148,15 @@ def sb3_model(
         max_grad_norm=0.5,
         policy_kwargs=kwargs,
         seed=seed,
-        device="cpu",
+        device=device,
         verbose=0,
     )
 
 
 # ------------------------------------------------------------------ throughput
-def sample_env(compile_env: bool = False) -> Callable[[], Any]:
+def sample_env(
+    compile_env: bool = False, device: str = "cpu", num_envs: int = NUM_ENVS
+) -> Callable[[], Any]:
     from stockgym.data import DEFAULT_FEATURES, load_prices
     from stockgym.data.splits import split
     from stockgym.envs import VectorStockTradingEnv
@@ -161,8 +166,8 @@ def sample_env(compile_env: bool = False) -> Callable[[], Any]:
     scaler = fit_scaler(train, list(DEFAULT_FEATURES), "standard")
     return lambda: VectorStockTradingEnv(
         train,
-        NUM_ENVS,
-        device="cpu",
+        num_envs,
+        device=device,
         window_size=30,
         episode_length=100,
         scaler=scaler,
