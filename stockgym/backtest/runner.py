@@ -212,16 +212,12 @@ def _make_env(env_or_config: Any, policy: Any) -> tuple[Any, StockTradingEnv]:
     return env_or_config, base
 
 
-def _cost_kwargs(env: StockTradingEnv) -> dict[str, Any]:
-    return env.cost_kwargs()
-
-
 def hold_env(env: StockTradingEnv, prices: pd.DataFrame | None = None) -> StockTradingEnv:
     """A continuous, long-only env with ``env``'s costs, fill rule, cash and share
     rounding, for buy-and-hold benchmarks: on ``prices`` (another symbol: the costs and
     the tax, but no price limits, ticks, volume cap or impact, which belong to the
     stock), or by default on ``env``'s own market (same symbols, dates, bars and rules)."""
-    rules = _cost_kwargs(env)
+    rules = env.cost_kwargs()
     if prices is None:
         prices = _market_prices(env)
     else:  # another instrument (an index...): the costs, not the stock's exchange rules

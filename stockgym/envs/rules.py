@@ -74,10 +74,6 @@ class MarketRules:
         if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0.0):
             raise ValueError(f"impact_coef must be a finite number >= 0, got {c!r}")
 
-    @property
-    def uses_volume(self) -> bool:
-        return self.max_participation is not None or self.impact is not None
-
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "boards": list(self.boards)}
 

@@ -426,44 +426,31 @@ class VectorStockTradingEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         act = self._as_actions(actions)
-        if not self.host_checks:
-            return self._step_on_device(act, hold)
-        if self._compiled is not None:
+        # without host checks, buy sizes under a minimum commission are always bisected
+        # (there is no flag read to ask for it), which the compiled step leaves out
+        bisect = not self.host_checks and self.spec.costs.min_commission > 0.0
+        if self._compiled is not None and not bisect:
             state, out, flag = self._compiled.step(self._state, act)
         else:
-            state, out, flag = self._transition(self._state, act, bisect=False)
-        code = int(flag)
-        if code & (OUT_OF_SPACE | NOT_FINITE):  # nothing was committed: state unchanged
-            self._raise_bad_actions(code)
-        if code & NEEDS_BISECTION:  # (rare) buy sizes under a minimum commission
-            state, out, flag = self._transition(self._state, act, bisect=True)
+            state, out, flag = self._transition(self._state, act, bisect=bisect)
+        if self.host_checks:
             code = int(flag)
+            if code & (OUT_OF_SPACE | NOT_FINITE):  # nothing was committed: state unchanged
+                self._raise_bad_actions(code)
+            if code & NEEDS_BISECTION:  # (rare) buy sizes under a minimum commission
+                state, out, flag = self._transition(self._state, act, bisect=True)
+                code = int(flag)
+            ended = bool(code & ANY_DONE)
+        else:  # nothing read back: the checks wait for check(), the autoreset always runs
+            bad = flag & (OUT_OF_SPACE | NOT_FINITE)
+            self._bad = bad if self._bad is None else self._bad | bad
+            ended = True
         if hold is not None:
             state, out = self._held(hold.to(self.device, torch.bool), state, out)
         obs = self._observe(state.t, out.obs_tail)
         info = _step_info(state, out)
-        if code & ANY_DONE:
+        if ended:  # a no-op for the envs that did not end
             obs, info, state = self._autoreset(obs, info, state, out)
-        self._state = state
-        return obs, out.reward, out.terminated, out.truncated, info
-
-    def _step_on_device(self, act: torch.Tensor, hold: torch.Tensor | None):
-        """:meth:`step` without reading anything back to the host: the action checks
-        are kept on the device until :meth:`check`, buy sizes under a minimum
-        commission are always bisected, and the autoreset runs every step (a no-op for
-        the envs that did not end; ``info["final_obs"]`` is always there, valid where
-        ``info["_final_obs"]``)."""
-        if self._compiled is not None and self.spec.costs.min_commission == 0.0:
-            state, out, flag = self._compiled.step(self._state, act)
-        else:
-            bisect = self.spec.costs.min_commission > 0.0
-            state, out, flag = self._transition(self._state, act, bisect=bisect)
-        bad = flag & (OUT_OF_SPACE | NOT_FINITE)
-        self._bad = bad if self._bad is None else self._bad | bad
-        if hold is not None:
-            state, out = self._held(hold.to(self.device, torch.bool), state, out)
-        obs = self._observe(state.t, out.obs_tail)
-        obs, info, state = self._autoreset(obs, _step_info(state, out), state, out)
         self._state = state
         return obs, out.reward, out.terminated, out.truncated, info
 
