@@ -70,6 +70,72 @@ def test_rollout_never_copies_to_numpy(prices, monkeypatch):
     assert seen and all(t is torch.Tensor for t in seen)
 
 
+@pytest.mark.parametrize("algo", sorted(AGENTS))
+def test_agents_act_in_inference_mode_and_leave_the_env_usable(algo, prices, monkeypatch):
+    """Acting (the policy and our env's step) runs under ``torch.inference_mode``; the env
+    can still be reset, stepped, saved and restored in normal mode afterwards, and
+    learning goes on from it."""
+    env = venv(prices)
+    modes = []
+    step = env.step
+    monkeypatch.setattr(
+        env, "step", lambda a: modes.append(torch.is_inference_mode_enabled()) or step(a)
+    )
+    agent = make(algo, env)
+    agent.learn(100)
+    assert modes and all(modes)
+    assert not torch.is_inference_mode_enabled()
+    saved = env.state_dict()
+    obs, _ = env.reset(seed=2)
+    obs2, reward, *_ = step(torch.ones(4, dtype=torch.long))
+    assert obs2.shape == obs.shape and torch.isfinite(reward).all()
+    env.load_state_dict(saved)
+    agent.learn(100)
+    assert agent.num_timesteps >= 200
+
+
+class _InPlaceTorchEnv(gym.vector.VectorEnv):
+    """A third-party torch vector env that updates its state in place in ``reset``: legal
+    on tensors it made in normal mode, an error on ones made under inference mode."""
+
+    returns_torch = True
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, n: int = 3) -> None:
+        self.num_envs = n
+        self.single_observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, n)
+        self.t = torch.zeros(n)
+
+    def _obs(self) -> torch.Tensor:
+        return torch.stack([self.t, -self.t], 1)
+
+    def reset(self, seed=None, options=None):
+        self.t.zero_()
+        return self._obs(), {}
+
+    def step(self, actions):
+        self.t = self.t + 1.0  # a new tensor each step
+        done = self.t >= 4
+        final = self._obs()
+        self.t = torch.where(done, 0.0, self.t)
+        reward = actions.float()
+        return self._obs(), reward, done, torch.zeros_like(done), {"final_obs": final}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_another_torch_env_steps_in_normal_mode(algo):
+    env = _InPlaceTorchEnv()
+    agent = ALGOS[algo](env, **{**SMALL[algo], "seed": 0, "device": "cpu", "hidden_size": 8})
+    agent.learn(64)
+    assert not env.t.is_inference()
+    env.reset()  # in place on its own state: fine
+    agent.learn(64)
+    assert agent.num_timesteps >= 128
+
+
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_any_gymnasium_env(algo):
     single = gym.make("CartPole-v1")

@@ -66,7 +66,7 @@ class ActorCriticAgent(Agent):
         episode ends, final observations), logging the episodes that end; returns the
         observation after the last step."""
         env, actor, scale = self.env, self.nets["actor"], self.config.reward_scale
-        with torch.no_grad():
+        with torch.inference_mode():  # acting: no autograd bookkeeping at all
             for t in range(buf.obs.shape[0]):
                 buf.obs[t] = obs
                 params, buf.values[t] = self.policy_and_value(obs)

@@ -232,9 +232,9 @@ class DQN(EpsilonGreedyAgent):
             self.epsilon = linear_schedule(
                 c.start_e, c.end_e, explore_steps, self.num_timesteps - start
             )
-            with torch.no_grad():
+            with torch.inference_mode():  # acting: no autograd bookkeeping at all
                 actions = self._explore(obs, self.epsilon)
-            step = env.step(actions + start_action)
+                step = env.step(actions + start_action)
 
             # 2. store (the final observation where an episode ended)
             real_next = (

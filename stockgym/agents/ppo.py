@@ -151,12 +151,12 @@ def compute_gae(
     termination, ``V(final_obs)`` after truncation, ``V(obs[t+1])`` otherwise);
     ``dones[t]``: the episode ended at step t (no advantage flows back across it).
     """
-    dones = dones.to(values.dtype)
-    advantages = torch.zeros_like(values)
+    deltas = rewards + gamma * next_values - values  # every step's TD error at once
+    decay = gamma * gae_lambda * (1.0 - dones.to(values.dtype))
+    advantages = torch.empty_like(values)
     last = torch.zeros_like(values[0])
     for t in reversed(range(values.shape[0])):
-        delta = rewards[t] + gamma * next_values[t] - values[t]
-        last = delta + gamma * gae_lambda * (1.0 - dones[t]) * last
+        last = deltas[t] + decay[t] * last
         advantages[t] = last
     return advantages, advantages + values
 

@@ -258,8 +258,9 @@ class QLearning(EpsilonGreedyAgent):
             self.epsilon = linear_schedule(
                 c.start_e, c.end_e, explore_steps, self.num_timesteps - start
             )
-            actions = self._explore(obs, self.epsilon)
-            step = env.step(actions + start_action)
+            with torch.inference_mode():  # acting: no autograd bookkeeping at all
+                actions = self._explore(obs, self.epsilon)
+                step = env.step(actions + start_action)
             # the observation that ended the episode where one ended
             real_next = (
                 step.obs

@@ -175,9 +175,9 @@ class REINFORCE(Agent):
         }
         horizon = self._horizon()
         while True:
-            with torch.no_grad():
+            with torch.inference_mode():  # acting: no autograd bookkeeping at all
                 raw, _ = self.nets["actor"].sample(self._params(obs), self.generator)
-            step = env.step(self.dist.to_env(raw))
+                step = env.step(self.dist.to_env(raw))
             terminated, truncated = step.terminated & alive, step.truncated & alive
             if c.max_episode_steps is not None and len(rows["obs"]) + 1 >= c.max_episode_steps:
                 truncated = alive & ~terminated  # cut: counts as a truncation

@@ -87,6 +87,7 @@ class _TorchNative(TorchVecEnv):
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
         self.device = device
+        self._ours = isinstance(env, VectorStockTradingEnv)
 
     def _obs(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.to(self.device, torch.float32).reshape(self.num_envs, -1)
@@ -101,7 +102,13 @@ class _TorchNative(TorchVecEnv):
             check()
 
     def step(self, actions: torch.Tensor) -> Step:
-        obs, rew, term, trunc, info = self.env.step(actions)
+        # The agents act under torch.inference_mode (no version counters or autograd
+        # dispatch: ~15 % of a VectorStockTradingEnv step), so the env's state becomes
+        # inference tensors. Ours only ever replaces its state tensors; another torch env
+        # may update its state in place later (e.g. in reset), which inference tensors
+        # forbid outside that mode, so it steps in normal mode.
+        with torch.inference_mode(self._ours):
+            obs, rew, term, trunc, info = self.env.step(actions)
         final = info.get("final_obs")
         return Step(
             self._obs(obs),
