@@ -194,6 +194,80 @@ def rebalance(
     return new_shares, (cash - borrow) - need, orders, borrow
 
 
+def rebalance_one(
+    shares: float,
+    cash: float,
+    weight: float,
+    ref: float,
+    tradable: bool,
+    tax: float,
+    costs: CostModel,
+    fractional: bool,
+    symbol: str,
+) -> tuple[float, float, list[dict], float] | None:
+    """:func:`rebalance` for one asset on scalars, for the common case of a single-asset
+    env without borrow, minimum commission, price limits, ticks, volume cap or impact
+    (the env decides when it applies). The same arithmetic in the same order, so the
+    results are bit-identical (tested against :func:`rebalance`); returns ``(shares,
+    cash, orders, cost)``, or ``None`` where only :func:`rebalance` decides (cash
+    below zero, or scaled buys that still do not fit and need its bisection)."""
+    if cash < 0.0:
+        return None
+    v_ref = cash + shares * ref
+    desired = weight * v_ref / ref
+    if desired == shares:
+        return shares, cash, [], 0.0
+    buy = desired > shares
+    price = (
+        ref * (1.0 + costs.slippage_bps * 1e-4) if buy else ref * (1.0 - costs.slippage_bps * 1e-4)
+    )
+    target = weight * v_ref / price
+    if not fractional:
+        target = float(math.trunc(target))
+    qty = target - shares
+    if qty == 0.0 or buy != (qty > 0) or abs(qty * ref) <= _NOISE * abs(v_ref):
+        return shares, cash, [], 0.0
+    if not tradable:
+        why = "not tradable (halted) on the fill bar"
+        return (
+            shares,
+            cash,
+            [_order(symbol, qty, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "not_tradable", why)],
+            0.0,
+        )
+    if not buy:
+        value = -qty * price
+        comm = costs.commission * value if value > 0 else 0.0
+        tax_paid = tax * value
+        if value - comm - tax_paid < 0.0:
+            why = "proceeds below the order's costs"
+            order = _order(symbol, qty, 0.0, price, 0.0, 0.0, 0.0, 0.0, "uneconomic", why)
+            return shares, cash, [order], 0.0
+        slippage = -qty * (ref - price)
+        order = _order(symbol, qty, qty, price, value, comm, tax_paid, slippage, "filled")
+        return shares + qty, cash + (value - comm - tax_paid), [order], comm + tax_paid + slippage
+    # one buy, as _execute_buys sizes it (commission: max(c * value, 0) without a minimum)
+    q = qty
+    value = q * price
+    need = value + (costs.commission * value if value > 0 else 0.0)
+    status, why = "filled", ""
+    if need > cash:
+        k = cash / (qty * price * (1.0 + costs.commission)) * _SAFE
+        q = qty * k if fractional else float(math.floor(qty * k))
+        value = q * price
+        need = value + (costs.commission * value if value > 0 else 0.0)
+        if need > cash:
+            return None
+        if k < 1.0:
+            status, why = "scaled", "buys scaled to fit in cash"
+    if q <= 0.0:
+        return shares, cash, [_order(symbol, qty, 0.0, price, 0.0, 0.0, 0.0, 0.0, status, why)], 0.0
+    comm = costs.commission * value if value > 0 else 0.0
+    slippage = q * (price - ref)
+    order = _order(symbol, qty, q, price, value, comm, 0.0, slippage, status, why)
+    return shares + q, (cash - 0.0) - need, [order], comm + 0.0 + slippage
+
+
 def borrow_due(shares: list[float], ref: list[float], daily: float) -> float:
     """One day's borrow ``daily * sum(max(-q, 0) * ref)`` on the short positions."""
     total = 0.0

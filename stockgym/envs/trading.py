@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stockgym.data.errors import DataError
 from stockgym.data.validate import to_timestamp
 from stockgym.envs.costs import resolve_costs, resolve_market
-from stockgym.envs.execution import rebalance
+from stockgym.envs.execution import rebalance, rebalance_one
 from stockgym.envs.market import build_market
 from stockgym.envs.rules import bar_rules, coverage_warnings, resolve_rules, rule_arrays
 
@@ -225,6 +225,21 @@ class StockTradingEnv(gym.Env):
         self._n_assets = n_assets
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
+        # One asset without borrow, minimum commission or exchange rules (the default
+        # single-stock env): the step runs on scalars (execution.rebalance_one), with
+        # bit-identical results; everything else runs rebalance on lists.
+        r = self.rules
+        self._scalar = (
+            n_assets == 1
+            and self.costs.min_commission == 0.0
+            and not (self.allow_short and self.costs.borrow_rate > 0.0)
+            and not (r.price_limit or r.ticks or r.impact)
+            and r.max_participation is None
+        )
+        self._ref1 = [x[0] for x in self._ref]
+        self._mark1 = [x[0] for x in self._mark]
+        self._trad1 = [x[0] for x in self._trad]
+        self._tax1 = [bar.tax[0] for bar in self._bars]
         self._started = False
         self._done = True
 
@@ -352,6 +367,10 @@ class StockTradingEnv(gym.Env):
                 raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
         weights = self.action_to_weights(action)
+        if self._scalar:
+            out = self._step_scalar(weights[0])
+            if out is not None:
+                return out
         s = self._t
         f = s + 1
         b = f if self.fill == "open" else s  # the fill bar
@@ -388,6 +407,43 @@ class StockTradingEnv(gym.Env):
             self._history.append(self._snapshot(orders))
         return obs, reward, terminated, truncated, info
 
+    def _step_scalar(self, weight: float) -> tuple | None:
+        """``step`` for one asset on scalars (see ``_scalar`` in ``__init__``); ``None``
+        (nothing changed) where only the list path decides."""
+        s = self._t
+        f = s + 1
+        if self.fill == "open":
+            b, ref = f, self._ref1[f]
+        else:
+            b, ref = s, self._mark1[s]
+        before = self._shares[0]
+        fills = rebalance_one(
+            before,
+            self._cash,
+            weight,
+            ref,
+            self._trad1[b],
+            self._tax1[b],
+            self.costs,
+            self.fractional,
+            self.symbols[0],
+        )
+        if fills is None:
+            return None
+        q, cash, orders, cost = fills
+        mark_f = self._mark1[f]
+        value = cash + q * mark_f
+        pnl = before * (ref - self._mark1[s]) + q * (mark_f - ref)
+        reward = self._reward(self._value, value)
+        self._shares, self._cash, self._value, self._t = [q], cash, value, f
+        terminated = value < self.ruin_floor
+        truncated = f >= self._end and not terminated
+        self._done = terminated or truncated
+        obs, info = self._observe(cost, pnl, orders)
+        if self._history is not None:
+            self._history.append(self._snapshot(orders))
+        return obs, reward, terminated, truncated, info
+
     def _reward(self, v0: float, v1: float) -> float:
         # V can only reach <= 0 with shorts; the log is then taken of a tiny positive value
         # (the episode terminates on ruin in the same step).
@@ -412,13 +468,17 @@ class StockTradingEnv(gym.Env):
         mark = self._mark[t]
         v = self._value
         shares = self._shares
-        weights = [q * p / v for q, p in zip(shares, mark, strict=False)]
         nf = self._n_feat_obs
         lo = (t - self.window_size + 1) * self._row
         # One slice copy of the padded feature array gives a fresh obs; its tail slots
         # are then overwritten with weights and the cash fraction.
         obs = self._feat_pad[lo : lo + nf + self._n_assets + 1].copy()
-        obs[nf:-1] = weights
+        if self._n_assets == 1:  # (a scalar write costs a third of a list's)
+            weights = [shares[0] * mark[0] / v]
+            obs[nf] = weights[0]
+        else:
+            weights = [q * p / v for q, p in zip(shares, mark, strict=False)]
+            obs[nf:-1] = weights
         obs[-1] = self._cash / v
         info = {
             "date": self._dates[t],
