@@ -2,7 +2,10 @@
 
 Pure Python on lists of floats (one entry per asset): for the handful of assets a
 single env trades this is several times faster than small numpy arrays, and it is
-the reference the vectorized env is tested against. The rules (docs/market-rules.md):
+the reference the vectorized env is tested against. :func:`rebalance_one` is the same
+for one asset on scalars where no borrow, minimum commission or exchange rule applies
+(the default single-stock env; bit-identical, tests/test_env_scalar_path.py). The rules
+(docs/market-rules.md):
 
 1. ``V_ref = cash + sum(shares * ref)`` where ``ref`` is the reference price of each
    asset at fill time (the next open by default; the last close for a halted asset).
