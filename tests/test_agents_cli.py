@@ -289,6 +289,18 @@ def test_rule_and_compile_flags_reach_the_training_env():
         build_parser().parse_args(["train", *SYNTH, "--max-participation", "1.5"])
 
 
+def test_precision_flag_reaches_the_agent(tmp_path, capsys):
+    """--precision bfloat16 trains with autocast (agent.precision, recorded in the run's
+    config); an agent without the option says so in one line."""
+    out = tmp_path / "run"
+    argv = ["train", "--algo", "ppo", *SYNTH, *TINY, "--precision", "bfloat16"]
+    code, _, err = run([*argv, "--run-dir", out], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["agent"]["precision"] == "bfloat16"
+    code, _, err = run(["train", "--algo", "dqn", *SYNTH, *TINY, "--precision", "bfloat16"], capsys)
+    assert code == 2 and "precision" in err and err.strip().count("\n") == 0
+
+
 def test_unknown_flag_names_the_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["backtest", "--strategy", "buy_and_hold", "--nope"])
