@@ -125,6 +125,55 @@ class _InPlaceTorchEnv(gym.vector.VectorEnv):
         return self._obs(), reward, done, torch.zeros_like(done), {"final_obs": final}
 
 
+class _TorchInside(gym.Env):
+    """A numpy-API env that keeps torch state and resets it in place."""
+
+    observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.t = torch.zeros(1)
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t.item(), -self.t.item()], np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t.zero_()
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t = self.t + 1.0
+        return self._obs(), float(action), bool(self.t.item() >= 4), False, {}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_a_numpy_env_with_torch_state_steps_in_normal_mode(algo):
+    env = _TorchInside()
+    agent = ALGOS[algo](env, **{**SMALL[algo], "seed": 0, "device": "cpu", "hidden_size": 8})
+    agent.learn(64)
+    env.reset()  # in place on its own state: fine
+    assert not env.t.is_inference()
+
+
+@pytest.mark.slow
+def test_a_compiled_env_trains_after_steps_in_either_mode(prices):
+    """The compiled step sees one input pattern whatever mode the user stepped it in
+    before (torch.compile's recompile limit is a hard error with fullgraph)."""
+    env = venv(prices, compile=True)
+    env.reset(seed=3)
+    a = torch.tensor([1, 0, 1, 1])
+    with torch.inference_mode():
+        for _ in range(25):
+            env.step(a)
+    for _ in range(25):
+        env.step(a)
+    agent = make("ppo", env)
+    agent.learn(200)
+    agent.learn(200)
+    assert agent.num_timesteps >= 400
+
+
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_another_torch_env_steps_in_normal_mode(algo):
     env = _InPlaceTorchEnv()

@@ -5,6 +5,8 @@ configuration the scalar step serves, the list path everywhere else."""
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,14 +86,25 @@ def assert_same_step(a: tuple, b: tuple) -> None:
     if len(a) == 2:  # reset: (obs, info)
         a, b = (a[0], 0.0, False, False, a[1]), (b[0], 0.0, False, False, b[1])
     (obs_a, r_a, term_a, trunc_a, info_a), (obs_b, r_b, term_b, trunc_b, info_b) = a, b
-    assert obs_a.dtype == obs_b.dtype and np.array_equal(obs_a, obs_b)
-    assert r_a == r_b and term_a == term_b and trunc_a == trunc_b
+    assert obs_a.dtype == obs_b.dtype and obs_a.tobytes() == obs_b.tobytes()
+    assert bits(r_a) == bits(r_b) and term_a == term_b and trunc_a == trunc_b
     assert info_a.keys() == info_b.keys()
     for key in ("position", "weights"):
         assert info_a[key].dtype == info_b[key].dtype
-        assert np.array_equal(info_a[key], info_b[key])
+        assert info_a[key].tobytes() == info_b[key].tobytes()
     for key in ("date", "portfolio_value", "cash", "cost", "pnl", "trades", "step"):
-        assert info_a[key] == info_b[key], key
+        assert bits(info_a[key]) == bits(info_b[key]), key
+
+
+def bits(x):
+    """``x`` with every float as its 8 bytes (so -0.0 differs from 0.0)."""
+    if isinstance(x, float):
+        return struct.pack("<d", x)
+    if isinstance(x, list):
+        return [bits(v) for v in x]
+    if isinstance(x, dict):
+        return {k: bits(v) for k, v in x.items()}
+    return x
 
 
 def rollout_pair(cfg: dict, seed: int) -> set[str]:

@@ -433,7 +433,7 @@ class StockTradingEnv(gym.Env):
         q, cash, orders, cost = fills
         mark_f = self._mark1[f]
         value = cash + q * mark_f
-        pnl = before * (ref - self._mark1[s]) + q * (mark_f - ref)
+        pnl = 0.0 + (before * (ref - self._mark1[s]) + q * (mark_f - ref))  # +0.0, as the list path
         reward = self._reward(self._value, value)
         self._shares, self._cash, self._value, self._t = [q], cash, value, f
         terminated = value < self.ruin_floor
