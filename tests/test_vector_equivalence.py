@@ -286,6 +286,15 @@ def test_compiled_step_validates_actions_and_is_not_recompiled():
     with torch.compiler.set_stance("fail_on_recompile"):  # both dtypes now compiled
         venv.step(as64)
         venv.step(as64.float())
+    # an agent acting under inference mode (inference tensors in, the state made by
+    # them) compiles nothing new either, nor does the normal mode afterwards
+    with torch.inference_mode(), torch.compiler.set_stance("fail_on_recompile"):
+        venv.reset(seed=1)
+        for _ in range(12):
+            venv.step(torch.as_tensor(draw_actions(rng, venv.template, N)))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for _ in range(12):
+            venv.step(draw_actions(rng, venv.template, N))
     assert not venv._compiled.failed
 
 

@@ -53,6 +53,13 @@ class CompiledStep:
         return self._call("restart", state, done, start, end)
 
     def _call(self, name: str, *args):
+        # The compiled functions always see normal tensors in normal mode, whatever mode
+        # the caller is in (an agent acting under torch.inference_mode): torch.compile
+        # guards on both, and every mix would compile again, up to its recompile limit.
+        with torch.inference_mode(False):
+            return self._run(name, *(_normal(a) for a in args))
+
+    def _run(self, name: str, *args):
         if name in self._working:  # compiled and run once: errors from here on are real
             return self._compiled[name](*args)
         if not self.failed:
@@ -69,3 +76,12 @@ class CompiledStep:
                     stacklevel=3,
                 )
         return self._eager[name](*args)
+
+
+def _normal(x):
+    """``x`` (a tensor or a tuple of them) with inference tensors copied to normal ones."""
+    if isinstance(x, torch.Tensor):
+        return x.clone() if x.is_inference() else x
+    if isinstance(x, tuple):
+        return type(x)(*(_normal(v) for v in x)) if hasattr(x, "_fields") else x
+    return x
