@@ -397,15 +397,7 @@ class StockTradingEnv(gym.Env):
         cost = borrow
         for o in orders:
             cost += o["commission"] + o["tax"] + o["slippage"]
-        reward = self._reward(self._value, value)
-        self._shares, self._cash, self._value, self._t = shares, cash, value, f
-        terminated = value < self.ruin_floor
-        truncated = f >= self._end and not terminated
-        self._done = terminated or truncated
-        obs, info = self._observe(cost, pnl, orders)
-        if self._history is not None:
-            self._history.append(self._snapshot(orders))
-        return obs, reward, terminated, truncated, info
+        return self._advance(f, shares, cash, value, cost, pnl, orders)
 
     def _step_scalar(self, weight: float) -> tuple | None:
         """``step`` for one asset on scalars (see ``_scalar`` in ``__init__``); ``None``
@@ -434,8 +426,22 @@ class StockTradingEnv(gym.Env):
         mark_f = self._mark1[f]
         value = cash + q * mark_f
         pnl = 0.0 + (before * (ref - self._mark1[s]) + q * (mark_f - ref))  # +0.0, as the list path
+        return self._advance(f, [q], cash, value, cost, pnl, orders)
+
+    def _advance(
+        self,
+        f: int,
+        shares: list[float],
+        cash: float,
+        value: float,
+        cost: float,
+        pnl: float,
+        orders: list[dict],
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Move to bar ``f`` with the new holdings: the reward, the episode's end, the
+        observation and info (both step paths end here)."""
         reward = self._reward(self._value, value)
-        self._shares, self._cash, self._value, self._t = [q], cash, value, f
+        self._shares, self._cash, self._value, self._t = shares, cash, value, f
         terminated = value < self.ruin_floor
         truncated = f >= self._end and not terminated
         self._done = terminated or truncated
