@@ -53,8 +53,9 @@ class ForecastNet(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        """Size of ``encode(x)``'s second dimension."""
-        raise NotImplementedError
+        """Size of ``encode(x)``'s second dimension: ``hidden_size``, which every model
+        here sets."""
+        return self.hidden_size
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -118,10 +119,6 @@ class MLP(ForecastNet):
             out_dim=out_dim,
         )
 
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return self.body(x.flatten(1))
@@ -182,10 +179,6 @@ class CNN(ForecastNet):
             out_dim=out_dim,
         )
 
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return self.proj(self.convs(x.transpose(1, 2)))
@@ -232,10 +225,6 @@ class _Recurrent(ForecastNet):
             dropout=p,
             out_dim=out_dim,
         )
-
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
@@ -324,10 +313,6 @@ class TCN(ForecastNet):
             dropout=p,
             out_dim=out_dim,
         )
-
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
         """Causal outputs of every step: ``(batch, window, n_features) -> (batch, window,
@@ -425,10 +410,6 @@ class Transformer(ForecastNet):
             dropout=p,
             out_dim=out_dim,
         )
-
-    @property
-    def embed_dim(self) -> int:
-        return self.hidden_size
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, window, n_features) -> (batch, n_tokens, patch_len * n_features)``."""
