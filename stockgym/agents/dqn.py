@@ -34,13 +34,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 from torch import nn
 
 from stockgym.agents.base import Callback, make_adam
 from stockgym.agents.buffers import ReplayBuffer
 from stockgym.agents.config import CommonConfig
-from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent, linear_schedule
+from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import Net
 from stockgym.core import check_int, check_number
@@ -157,15 +156,9 @@ class DQN(EpsilonGreedyAgent):
     """Deep Q-Network (see the module docstring and :class:`DQNConfig`)."""
 
     algo = "dqn"
+    title = "DQN"
     Config = DQNConfig
     config: DQNConfig
-
-    def _check_action_space(self, space: spaces.Space) -> None:
-        if not isinstance(space, spaces.Discrete):
-            raise ValueError(
-                f"DQN needs a Discrete action space, the env has {space}; use PPO "
-                "or REINFORCE for MultiDiscrete and Box actions"
-            )
 
     def _build(self) -> nn.ModuleDict:
         n = int(self.action_space.n)
@@ -223,25 +216,14 @@ class DQN(EpsilonGreedyAgent):
         if self.num_timesteps == start:  # a new call; a resumed one carries its count on
             self._pending = 0
         next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
-        start_action = int(self.action_space.start)
         last = None  # (loss, Q of the actions taken) of the latest update, for logging
         obs = self._reset_env()
 
         while self.num_timesteps - start < total_timesteps:
             # 1. collect: one epsilon-greedy step of every env
-            self.epsilon = linear_schedule(
-                c.start_e, c.end_e, explore_steps, self.num_timesteps - start
-            )
-            with torch.inference_mode():  # acting: no autograd bookkeeping at all
-                actions = self._explore(obs, self.epsilon)
-                step = env.step(actions + start_action)
+            actions, step, real_next = self._collect(obs, explore_steps, start)
 
             # 2. store (the final observation where an episode ended)
-            real_next = (
-                step.obs
-                if step.final_obs is None
-                else torch.where(step.done.unsqueeze(1), step.final_obs, step.obs)
-            )
             rb.add(obs, actions, step.reward * c.reward_scale, real_next, step.terminated)
             obs = self._last_obs = step.obs  # _last_obs: what a checkpoint continues from
             self.num_timesteps += N

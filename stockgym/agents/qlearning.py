@@ -52,12 +52,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from gymnasium import spaces
 from torch import nn
 
 from stockgym.agents.base import Callback
 from stockgym.agents.config import CommonConfig
-from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent, linear_schedule
+from stockgym.agents.epsilon_greedy import EpsilonGreedyAgent
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.core import check_int, check_number
 
@@ -208,15 +207,9 @@ class QLearning(EpsilonGreedyAgent):
     """Tabular Q-learning (see the module docstring and :class:`QLearningConfig`)."""
 
     algo = "qlearning"
+    title = "tabular Q-learning"
     Config = QLearningConfig
     config: QLearningConfig
-
-    def _check_action_space(self, space: spaces.Space) -> None:
-        if not isinstance(space, spaces.Discrete):
-            raise ValueError(
-                f"tabular Q-learning needs a Discrete action space, the env has {space}; "
-                "use PPO, A2C or REINFORCE for MultiDiscrete and Box actions"
-            )
 
     def _build(self) -> nn.ModuleDict:
         self.discretise = Discretiser(self.encoder_spec["layout"], self.config, self.device)
@@ -248,25 +241,13 @@ class QLearning(EpsilonGreedyAgent):
         sps = SPSMeter(self.num_timesteps)
         start = self.schedule["start"]  # this learn call's first step (kept across a resume)
         explore_steps = int(c.exploration_fraction * total_timesteps)
-        start_action = int(self.action_space.start)
         next_log = self.num_timesteps + 1000  # scalars about every 1000 steps
         td_abs: list[float] = []
         obs = self._reset_env()
 
         while self.num_timesteps - start < total_timesteps:
-            # 1. act epsilon-greedily
-            self.epsilon = linear_schedule(
-                c.start_e, c.end_e, explore_steps, self.num_timesteps - start
-            )
-            with torch.inference_mode():  # acting: no autograd bookkeeping at all
-                actions = self._explore(obs, self.epsilon)
-                step = env.step(actions + start_action)
-            # the observation that ended the episode where one ended
-            real_next = (
-                step.obs
-                if step.final_obs is None
-                else torch.where(step.done.unsqueeze(1), step.final_obs, step.obs)
-            )
+            # 1. act epsilon-greedily (real_next: the final observation where one ended)
+            actions, step, real_next = self._collect(obs, explore_steps, start)
             # 2. the Bellman update, one transition per env
             states, next_states = self.discretise(obs), self.discretise(real_next)
             td = q_learning_update(
