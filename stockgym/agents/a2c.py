@@ -38,14 +38,11 @@ from dataclasses import dataclass
 
 import torch
 
-from stockgym.agents.actor_critic import ActorCriticAgent
+from stockgym.agents.actor_critic import ActorCriticAgent, explained_variance
 from stockgym.agents.base import Callback
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
-from stockgym.agents.networks import (
-    PRECISIONS,
-    SQUASH,
-)
+from stockgym.agents.networks import check_policy_options
 from stockgym.core import check_int, check_number
 
 
@@ -80,15 +77,7 @@ class A2CConfig(CommonConfig):
         check_number("gamma", self.gamma, 0.0, 1.0)
         for name in ("ent_coef", "vf_coef"):
             check_number(name, getattr(self, name), 0.0)
-        if self.squash not in SQUASH:
-            raise ValueError(f"squash must be one of {SQUASH}, got {self.squash!r}")
-        check_number("log_std_init", self.log_std_init)
-        if self.shared_encoder not in (None, True, False):
-            raise ValueError(
-                f"shared_encoder must be true, false or None, got {self.shared_encoder!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_policy_options(self)
 
 
 # ------------------------------------------------------------------ the maths
@@ -165,10 +154,7 @@ class A2C(ActorCriticAgent):
             # 4. log: the update's scalars in one host copy
             n = self.num_timesteps
             with torch.no_grad():
-                var_y = b_ret.var()
-                explained = torch.where(
-                    var_y > 0, 1.0 - (b_ret - buf.values.reshape(-1)).var() / var_y, torch.nan
-                )
+                explained = explained_variance(b_ret, buf.values.reshape(-1))
                 vals = torch.stack(
                     [
                         policy_loss.detach(),

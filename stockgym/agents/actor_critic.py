@@ -29,6 +29,13 @@ def bootstrap_values(
     return torch.where(terminated, torch.zeros_like(nxt), nxt)
 
 
+def explained_variance(returns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(returns - values) / Var(returns)``, NaN where the returns do not vary
+    (a 0-dim tensor: logged with the update's other scalars in one host copy)."""
+    var_y = returns.var()
+    return torch.where(var_y > 0, 1.0 - (returns - values).var() / var_y, torch.nan)
+
+
 class ActorCriticAgent(Agent):
     """An :class:`Agent` whose config has ``squash``, ``log_std_init``, ``hidden_size``,
     ``shared_encoder`` and ``precision``."""

@@ -43,6 +43,7 @@ from gymnasium import spaces
 from torch import nn
 
 from stockgym.agents.config import ACTIVATIONS
+from stockgym.core import check_number
 from stockgym.forecasters.models import MLP, MODELS, ForecastNet, build_model
 
 SQUASH = ("clip", "tanh")
@@ -458,6 +459,21 @@ def policy_and_value(
 
 
 PRECISIONS = ("float32", "bfloat16")
+
+
+def check_policy_options(config: Any) -> None:
+    """Check the policy options of PPO's, A2C's and REINFORCE's configs: ``squash``,
+    ``log_std_init``, ``shared_encoder`` and ``precision`` (``ValueError`` naming the
+    bad one)."""
+    if config.squash not in SQUASH:
+        raise ValueError(f"squash must be one of {SQUASH}, got {config.squash!r}")
+    check_number("log_std_init", config.log_std_init)
+    if config.shared_encoder not in (None, True, False):
+        raise ValueError(
+            f"shared_encoder must be true, false or None, got {config.shared_encoder!r}"
+        )
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -44,14 +44,11 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from stockgym.agents.actor_critic import ActorCriticAgent
+from stockgym.agents.actor_critic import ActorCriticAgent, explained_variance
 from stockgym.agents.base import Callback
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
-from stockgym.agents.networks import (
-    PRECISIONS,
-    SQUASH,
-)
+from stockgym.agents.networks import check_policy_options
 from stockgym.core import check_int, check_number
 
 #: Tuned defaults per Gymnasium env id (:meth:`PPOConfig.for_env`). ``CartPole-v1`` (a
@@ -120,15 +117,7 @@ class PPOConfig(CommonConfig):
         check_number("clip_coef", self.clip_coef, 0.0, lo_open=True)
         if self.target_kl is not None:
             check_number("target_kl", self.target_kl, 0.0, lo_open=True)
-        if self.squash not in SQUASH:
-            raise ValueError(f"squash must be one of {SQUASH}, got {self.squash!r}")
-        check_number("log_std_init", self.log_std_init)
-        if self.shared_encoder not in (None, True, False):
-            raise ValueError(
-                f"shared_encoder must be true, false or None, got {self.shared_encoder!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_policy_options(self)
         if self.num_steps * self.num_envs < self.num_minibatches:
             raise ValueError(
                 f"num_steps * num_envs = {self.num_steps * self.num_envs} is "
@@ -286,8 +275,7 @@ class PPO(ActorCriticAgent):
             # 4. log: the update's scalars in one host copy
             step_n = self.num_timesteps
             with torch.no_grad():
-                var_y = b_ret.var()
-                explained = torch.where(var_y > 0, 1.0 - (b_ret - b_val).var() / var_y, torch.nan)
+                explained = explained_variance(b_ret, b_val)
                 vals = torch.stack(
                     [
                         losses.value.detach(),

@@ -35,11 +35,10 @@ from stockgym.agents.base import Agent, Callback
 from stockgym.agents.config import CommonConfig
 from stockgym.agents.monitor import EpisodeStats, SPSMeter
 from stockgym.agents.networks import (
-    PRECISIONS,
-    SQUASH,
     ActionDist,
     autocast,
     build_actor_critic,
+    check_policy_options,
     policy_and_value,
 )
 from stockgym.core import check_int, check_number
@@ -81,15 +80,7 @@ class REINFORCEConfig(CommonConfig):
             check_number(name, getattr(self, name), 0.0)
         if self.max_episode_steps is not None:
             check_int("max_episode_steps", self.max_episode_steps, 1)
-        if self.squash not in SQUASH:
-            raise ValueError(f"squash must be one of {SQUASH}, got {self.squash!r}")
-        check_number("log_std_init", self.log_std_init)
-        if self.shared_encoder not in (None, True, False):
-            raise ValueError(
-                f"shared_encoder must be true, false or None, got {self.shared_encoder!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_policy_options(self)
 
 
 # ------------------------------------------------------------------ the maths
