@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_configs import small_ppo
 
 from stockgym.agents import integrity
 from stockgym.agents.base import Agent, read_checkpoint
 from stockgym.agents.integrity import write_with_digest
 from stockgym.cli import main
-from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, read_record, resume, train
+from stockgym.experiment import read_record, resume, train
 from stockgym.experiment.records import CHECKPOINT, RUN_CHECKPOINT
 
 
@@ -30,23 +31,7 @@ def isolated(tmp_path, monkeypatch):
 def interrupted(tmp_path_factory) -> Path:
     """A PPO run stopped (Ctrl-C) after its first checkpoint."""
     tmp = tmp_path_factory.mktemp("ckpt")
-    cfg = TrainConfig(
-        algo="ppo",
-        total_timesteps=512,
-        seed=0,
-        device="cpu",
-        eval_freq=0,
-        checkpoint_freq=64,
-        tensorboard=False,
-        run_dir=str(tmp / "run"),
-        data=DataSpec(
-            symbols=["X"],
-            source="synthetic",
-            options={"kind": "edge", "edge": 0.3, "n_days": 400, "seed": 0},
-        ),
-        env=EnvSpec(window_size=5, num_envs=4, episode_length=20, market="us"),
-        agent={"hidden_size": 8, "num_steps": 16},
-    )
+    cfg = small_ppo(tmp / "run", total_timesteps=512, checkpoint_freq=64, tensorboard=False)
     original = Agent.learn
 
     def learn(self, total_timesteps, *, callback=None, **kw):

@@ -14,11 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from run_configs import small_ppo
 
 from stockgym.agents import integrity
 from stockgym.agents.integrity import UntrustedFileError, signing_key, write_with_digest
 from stockgym.cli import main
-from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, train
+from stockgym.experiment import train
 
 
 @pytest.fixture(autouse=True)
@@ -53,22 +54,7 @@ def plant_zip(path: Path, marker: Path) -> None:
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ppo")
-    cfg = TrainConfig(
-        algo="ppo",
-        total_timesteps=256,
-        seed=0,
-        device="cpu",
-        eval_freq=0,
-        tensorboard=False,
-        run_dir=str(tmp / "run"),
-        data=DataSpec(
-            symbols=["X"],
-            source="synthetic",
-            options={"kind": "edge", "edge": 0.3, "n_days": 400, "seed": 0},
-        ),
-        env=EnvSpec(window_size=5, num_envs=4, episode_length=20, market="us"),
-        agent={"hidden_size": 8, "num_steps": 16},
-    )
+    cfg = small_ppo(tmp / "run", tensorboard=False)
     return train(cfg).run_dir
 
 

@@ -9,11 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_configs import small_ppo
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 
 from stockgym.agents import integrity
 from stockgym.agents.base import Agent
-from stockgym.experiment import DataSpec, EnvSpec, TrainConfig, resume, train
+from stockgym.experiment import resume, train
 from stockgym.experiment.records import CHECKPOINT
 
 
@@ -35,22 +36,7 @@ def _plugin_steps(tb_dir: Path) -> dict[str, list[int]]:
 def test_killed_and_resumed_run_has_no_duplicate_steps(tmp_path, monkeypatch):
     monkeypatch.setenv(integrity.CONFIG_DIR_ENV, str(tmp_path / "config"))
     total, ckpt_at, killed_at = 768, 64, 400
-    cfg = TrainConfig(
-        algo="ppo",
-        total_timesteps=total,
-        seed=0,
-        device="cpu",
-        eval_freq=128,
-        checkpoint_freq=ckpt_at,
-        run_dir=str(tmp_path / "run"),
-        data=DataSpec(
-            symbols=["X"],
-            source="synthetic",
-            options={"kind": "edge", "edge": 0.3, "n_days": 400, "seed": 0},
-        ),
-        env=EnvSpec(window_size=5, num_envs=4, episode_length=20, market="us"),
-        agent={"hidden_size": 8, "num_steps": 16},
-    )
+    cfg = small_ppo(tmp_path / "run", total_timesteps=total, eval_freq=128, checkpoint_freq=ckpt_at)
     run = Path(cfg.run_dir)
     saved = tmp_path / "first-checkpoint"
     original = Agent.learn
