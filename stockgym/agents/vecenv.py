@@ -87,7 +87,7 @@ class _TorchNative(TorchVecEnv):
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
         self.device = device
-        self._inference = isinstance(env, VectorStockTradingEnv) and not env.compiled
+        self._inference = isinstance(env, VectorStockTradingEnv)
 
     def _obs(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.to(self.device, torch.float32).reshape(self.num_envs, -1)
@@ -104,11 +104,10 @@ class _TorchNative(TorchVecEnv):
     def step(self, actions: torch.Tensor) -> Step:
         # The agents act under torch.inference_mode (no version counters or autograd
         # dispatch: ~15 % of an eager VectorStockTradingEnv step), so the env's state
-        # becomes inference tensors. Our eager env only ever replaces its state tensors;
-        # another torch env may update its state in place later (e.g. in reset), which
-        # inference tensors forbid outside that mode, so it steps in normal mode. So does
-        # our compiled env: its fused kernels gain nothing, and torch.compile would
-        # recompile for each mix of inference and normal tensors in its state.
+        # becomes inference tensors. Our env only ever replaces its state tensors (its
+        # compiled step sees normal ones in any mode: CompiledStep); another torch env
+        # may update its state in place later (e.g. in reset), which inference tensors
+        # forbid outside that mode, so it steps in normal mode.
         with torch.inference_mode(self._inference):
             obs, rew, term, trunc, info = self.env.step(actions)
         final = info.get("final_obs")
