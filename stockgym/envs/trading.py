@@ -236,10 +236,11 @@ class StockTradingEnv(gym.Env):
             and not (r.price_limit or r.ticks or r.impact)
             and r.max_participation is None
         )
-        self._ref1 = [x[0] for x in self._ref]
-        self._mark1 = [x[0] for x in self._mark]
-        self._trad1 = [x[0] for x in self._trad]
-        self._tax1 = [bar.tax[0] for bar in self._bars]
+        if self._scalar:  # the one asset's per-bar values as flat lists
+            self._ref1 = [x[0] for x in self._ref]
+            self._mark1 = [x[0] for x in self._mark]
+            self._trad1 = [x[0] for x in self._trad]
+            self._tax1 = [bar.tax[0] for bar in self._bars]
         self._started = False
         self._done = True
 
