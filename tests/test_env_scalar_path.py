@@ -176,3 +176,24 @@ def test_rebalance_one_declines_negative_cash_and_matches_rebalance_by_hand():
                                             False, ["X"], bar)  # fmt: skip
         assert [q] == q2 and c == c2 and orders == orders2 and borrow == 0.0
         assert cost == sum(o["commission"] + o["tax"] + o["slippage"] for o in orders)
+
+
+@pytest.mark.parametrize("kind", [int, np.int64, np.int32, np.uint8, bool, float, np.array])
+def test_every_form_of_a_discrete_action_steps_alike(kind):
+    """The scalar step's own integer check gives what ``action_to_weights`` gives, for
+    python and numpy integers, bools, integral floats and 0-d arrays."""
+    frame = random_frame()
+    env, ref = make(frame), make(frame)
+    env.reset(seed=0), ref.reset(seed=0)
+    for a in (1, 0, 1, 1, 0):
+        assert_same_step(env.step(kind(a)), ref.step(a))
+
+
+@pytest.mark.parametrize("bad", [2, -1, np.int64(5), 0.5, np.array([0, 1])])
+def test_a_bad_discrete_action_raises_and_changes_nothing(bad):
+    env = make(random_frame())
+    env.reset(seed=0)
+    before = (env._t, env._cash, list(env._shares))
+    with pytest.raises(ValueError, match="action"):
+        env.step(bad)
+    assert (env._t, env._cash, list(env._shares)) == before

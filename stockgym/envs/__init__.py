@@ -7,8 +7,9 @@ target weights). Importing this package does not import torch."""
 import gymnasium as gym
 
 from stockgym.envs.costs import PRESETS, CostModel
+from stockgym.envs.layout import ObsLayout
 from stockgym.envs.rules import MarketRules
-from stockgym.envs.trading import ObsLayout, StockTradingEnv
+from stockgym.envs.trading import StockTradingEnv
 
 ENV_ID = "stockgym/StockTrading-v0"
 PORTFOLIO_ID = "stockgym/Portfolio-v0"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -19,52 +18,15 @@ from stockgym.data.errors import DataError
 from stockgym.data.validate import to_timestamp
 from stockgym.envs.costs import resolve_costs, resolve_market
 from stockgym.envs.execution import rebalance, rebalance_one
+from stockgym.envs.layout import ObsLayout
 from stockgym.envs.market import build_market
 from stockgym.envs.rules import bar_rules, coverage_warnings, resolve_rules, rule_arrays
 
+_INTS = (int, np.integer)
+_empty, _log = np.empty, math.log  # (module-level names: one lookup fewer per step)
 REWARDS = ("log_return", "return", "differential_sharpe")
 ACTION_TYPES = ("discrete", "continuous")
 FILLS = ("open", "close")
-
-
-@dataclass(frozen=True)
-class ObsLayout:
-    """Where things are in the flat observation vector.
-
-    ``obs[features]`` reshapes to ``(window, n_assets, n_features)`` (oldest row first,
-    the row of the decision date last); ``obs[weights]`` holds each asset's weight
-    (signed market value / portfolio value); ``obs[cash]`` the cash fraction.
-    """
-
-    window: int
-    n_assets: int
-    n_features: int
-    symbols: tuple[str, ...]
-    feature_names: tuple[str, ...]
-
-    @property
-    def feature_shape(self) -> tuple[int, int, int]:
-        return (self.window, self.n_assets, self.n_features)
-
-    @property
-    def features(self) -> slice:
-        return slice(0, self.window * self.n_assets * self.n_features)
-
-    @property
-    def weights(self) -> slice:
-        start = self.features.stop
-        return slice(start, start + self.n_assets)
-
-    @property
-    def cash(self) -> slice:
-        return slice(self.weights.stop, self.weights.stop + 1)
-
-    @property
-    def size(self) -> int:
-        return self.cash.stop
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "feature_shape": self.feature_shape, "size": self.size}
 
 
 class StockTradingEnv(gym.Env):
@@ -199,6 +161,7 @@ class StockTradingEnv(gym.Env):
         self.dsr_eta = float(dsr_eta)
         self.initial_cash = float(initial_cash)
         self.ruin_floor = 0.01 * self.initial_cash if ruin_floor is None else float(ruin_floor)
+        self._value_floor = 1e-12 * self.initial_cash  # (see the log_return reward in step)
         self.episode_length = episode_length
         self.clip_actions = bool(clip_actions)
         self.render_mode = render_mode
@@ -218,13 +181,18 @@ class StockTradingEnv(gym.Env):
         self._dates = list(m.dates)
         # Flat features padded with A + 1 slots, so one slice copy makes a whole new obs
         # (window rows, then slots that are overwritten with weights and cash).
-        self._feat_pad = np.concatenate(
-            [m.features.reshape(-1), np.zeros(n_assets + 1, dtype=np.float32)]
-        )
-        self._row = n_assets * n_feat
+        # Flat features padded with A + 1 slots; bar t's observation starts as one copy of
+        # the precomputed view ``_obs_rows[t]`` (its window rows, then slots that are
+        # overwritten with weights and cash). Bars before the first full window: None.
+        row, size = n_assets * n_feat, self.obs_layout.size
+        pad = np.concatenate([m.features.reshape(-1), np.zeros(n_assets + 1, dtype=np.float32)])
+        self._obs_rows = [None] * (self.window_size - 1) + [
+            pad[lo : lo + size] for lo in range(0, (n_bars - self.window_size + 1) * row, row)
+        ]
         self._n_assets = n_assets
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
+        self._log_reward = reward == "log_return"
         # One asset without borrow, minimum commission or exchange rules (the default
         # single-stock env): the step runs on scalars (execution.rebalance_one), with
         # bit-identical results; everything else runs rebalance on lists.
@@ -236,11 +204,21 @@ class StockTradingEnv(gym.Env):
             and not (r.price_limit or r.ticks or r.impact)
             and r.max_participation is None
         )
-        if self._scalar:  # the one asset's per-bar values as flat lists
-            self._ref1 = [x[0] for x in self._ref]
-            self._mark1 = [x[0] for x in self._mark]
-            self._trad1 = [x[0] for x in self._trad]
-            self._tax1 = [bar.tax[0] for bar in self._bars]
+        if self._scalar:
+            # What the scalar step to bar f reads, as one tuple per f: the fill's reference
+            # price, whether the fill bar trades, its sell tax, and the marks of s and f.
+            ref1 = [x[0] for x in (self._ref if fill == "open" else self._mark)]
+            lag = 0 if fill == "open" else 1  # the fill bar: f, or s = f - 1 at the close
+            self._bar1 = [None] + [
+                (
+                    ref1[f - lag],
+                    self._trad[f - lag][0],
+                    self._bars[f - lag].tax[0],
+                    self._mark[f - 1][0],
+                    self._mark[f][0],
+                )
+                for f in range(1, n_bars)
+            ]
         self._started = False
         self._done = True
 
@@ -351,7 +329,7 @@ class StockTradingEnv(gym.Env):
         self._started = True
         self._done = False
         self._history = [self._snapshot([])] if self.record_history else None
-        obs, info = self._observe(0.0, 0.0, [])
+        obs, info = self._observe(start, self._shares, self._cash, self._value, 0.0, 0.0, [])
         return obs, dict(info)
 
     def _index_of(self, when: Any, side: str, default: int) -> int:
@@ -367,23 +345,85 @@ class StockTradingEnv(gym.Env):
             if not self._started:
                 raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
-        weights = self.action_to_weights(action)
-        if self._scalar:
-            out = self._step_scalar(weights[0])
-            if out is not None:
-                return out
-        s = self._t
-        f = s + 1
+        f = self._t + 1
+        fills = None
+        if self._scalar:  # one asset on scalars (see ``_scalar`` in ``__init__``)
+            if (
+                self._fast_discrete
+                and isinstance(action, _INTS)
+                and 0 <= action < len(self.positions)
+            ):
+                weight = self.positions[action]  # (action_to_weights' answer, without a call)
+            else:
+                weight = self.action_to_weights(action)[0]
+            ref, tradable, tax, mark_s, mark_f = self._bar1[f]
+            before = self._shares[0]
+            fills = rebalance_one(
+                before, self._cash, weight, ref, tradable, tax, self.costs, self.fractional,
+                self.symbols[0],
+            )  # fmt: skip
+            if fills is None:  # only the list path decides
+                shares, cash, value, cost, pnl, orders = self._execute(f, [weight])
+            else:
+                q, cash, orders, cost = fills
+                shares = [q]
+                value = cash + q * mark_f
+                pnl = 0.0 + (before * (ref - mark_s) + q * (mark_f - ref))  # +0.0: as _execute
+        else:
+            weights = self.action_to_weights(action)
+            shares, cash, value, cost, pnl, orders = self._execute(f, weights)
+        v0 = self._value
+        if self._log_reward:  # (the default, inline)
+            # V can only reach <= 0 with shorts; the log is then taken of a tiny positive
+            # value (the episode terminates on ruin in the same step).
+            floor = self._value_floor
+            reward = _log((value if value >= floor else floor) / v0)
+        else:
+            reward = self._reward(v0, value)
+        self._shares, self._cash, self._value, self._t = shares, cash, value, f
+        terminated = value < self.ruin_floor
+        truncated = f >= self._end and not terminated
+        self._done = terminated or truncated
+        if fills is None:
+            obs, info = self._observe(f, shares, cash, value, cost, pnl, orders)
+        else:  # _observe for one asset, inline on scalars (bit-identical: tested)
+            obs = self._obs_rows[f].copy()
+            w = q * mark_f / value
+            nf = self._n_feat_obs
+            obs[nf] = w
+            obs[nf + 1] = cash / value
+            position = _empty(1)
+            position[0] = q
+            weights = _empty(1)
+            weights[0] = w
+            self._last_info = info = {
+                "date": self._dates[f],
+                "portfolio_value": value,
+                "cash": cash,
+                "position": position,
+                "weights": weights,
+                "cost": cost,
+                "pnl": pnl,
+                "trades": orders,
+                "step": f - self._start,
+            }
+        if self._history is not None:
+            self._history.append(self._snapshot(orders))
+        return obs, reward, terminated, truncated, info
+
+    def _execute(self, f: int, weights: list[float]) -> tuple:
+        """Trade to target ``weights`` for the step to bar ``f`` on lists (any number of
+        assets, every rule): ``(shares, cash, value, cost, pnl, orders)`` after it."""
+        s = f - 1
         b = f if self.fill == "open" else s  # the fill bar
         ref = self._ref[f] if self.fill == "open" else self._mark[s]
-        trad = self._trad[b]
         before = self._shares
         shares, cash, orders, borrow = rebalance(
             before,
             self._cash,
             weights,
             ref,
-            trad,
+            self._trad[b],
             self.costs,
             self.fractional,
             self.symbols,
@@ -398,65 +438,11 @@ class StockTradingEnv(gym.Env):
         cost = borrow
         for o in orders:
             cost += o["commission"] + o["tax"] + o["slippage"]
-        return self._advance(f, shares, cash, value, cost, pnl, orders)
-
-    def _step_scalar(self, weight: float) -> tuple | None:
-        """``step`` for one asset on scalars (see ``_scalar`` in ``__init__``); ``None``
-        (nothing changed) where only the list path decides."""
-        s = self._t
-        f = s + 1
-        if self.fill == "open":
-            b, ref = f, self._ref1[f]
-        else:
-            b, ref = s, self._mark1[s]
-        before = self._shares[0]
-        fills = rebalance_one(
-            before,
-            self._cash,
-            weight,
-            ref,
-            self._trad1[b],
-            self._tax1[b],
-            self.costs,
-            self.fractional,
-            self.symbols[0],
-        )
-        if fills is None:
-            return None
-        q, cash, orders, cost = fills
-        mark_f = self._mark1[f]
-        value = cash + q * mark_f
-        pnl = 0.0 + (before * (ref - self._mark1[s]) + q * (mark_f - ref))  # +0.0, as the list path
-        return self._advance(f, [q], cash, value, cost, pnl, orders)
-
-    def _advance(
-        self,
-        f: int,
-        shares: list[float],
-        cash: float,
-        value: float,
-        cost: float,
-        pnl: float,
-        orders: list[dict],
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Move to bar ``f`` with the new holdings: the reward, the episode's end, the
-        observation and info (both step paths end here)."""
-        reward = self._reward(self._value, value)
-        self._shares, self._cash, self._value, self._t = shares, cash, value, f
-        terminated = value < self.ruin_floor
-        truncated = f >= self._end and not terminated
-        self._done = terminated or truncated
-        obs, info = self._observe(cost, pnl, orders)
-        if self._history is not None:
-            self._history.append(self._snapshot(orders))
-        return obs, reward, terminated, truncated, info
+        return shares, cash, value, cost, pnl, orders
 
     def _reward(self, v0: float, v1: float) -> float:
-        # V can only reach <= 0 with shorts; the log is then taken of a tiny positive value
-        # (the episode terminates on ruin in the same step).
-        v1c = max(v1, 1e-12 * self.initial_cash)
-        if self.reward_type == "log_return":
-            return math.log(v1c / v0)
+        """The ``"return"`` and ``"differential_sharpe"`` rewards (``step`` computes the
+        default ``"log_return"``)."""
         ret = v1 / v0 - 1.0
         if self.reward_type == "return":
             return ret
@@ -469,30 +455,32 @@ class StockTradingEnv(gym.Env):
         return dsr
 
     # ------------------------------------------------------------- obs & info
-    def _observe(self, cost: float, pnl: float, orders: list) -> tuple[np.ndarray, dict]:
-        """A new observation array and the info dict, as of the close of bar ``self._t``."""
-        t = self._t
-        mark = self._mark[t]
-        v = self._value
-        shares = self._shares
+    def _observe(
+        self,
+        t: int,
+        shares: list[float],
+        cash: float,
+        v: float,
+        cost: float,
+        pnl: float,
+        orders: list,
+    ) -> tuple[np.ndarray, dict]:
+        """A new observation array and the info dict, as of the close of bar ``t`` with
+        ``shares``, ``cash`` and portfolio value ``v`` (the env's state after a reset or
+        a step; passed in, not read back, as it is on the hot path)."""
         nf = self._n_feat_obs
-        lo = (t - self.window_size + 1) * self._row
-        # One slice copy of the padded feature array gives a fresh obs; its tail slots
-        # are then overwritten with weights and the cash fraction.
-        obs = self._feat_pad[lo : lo + nf + self._n_assets + 1].copy()
-        if self._n_assets == 1:  # (a scalar write costs a third of a list's)
-            weights = [shares[0] * mark[0] / v]
-            obs[nf] = weights[0]
-        else:
-            weights = [q * p / v for q, p in zip(shares, mark, strict=False)]
-            obs[nf:-1] = weights
-        obs[-1] = self._cash / v
+        obs = self._obs_rows[t].copy()  # window rows, then slots for weights and cash
+        wl = [q * p / v for q, p in zip(shares, self._mark[t], strict=False)]
+        obs[nf:-1] = wl
+        position = np.array(shares)
+        weights = np.array(wl)
+        obs[-1] = cash / v
         info = {
             "date": self._dates[t],
             "portfolio_value": v,
-            "cash": self._cash,
-            "position": np.array(shares),
-            "weights": np.array(weights),
+            "cash": cash,
+            "position": position,
+            "weights": weights,
             "cost": cost,
             "pnl": pnl,
             "trades": orders,
