@@ -396,17 +396,7 @@ class StockTradingEnv(gym.Env):
             position[0] = q
             weights = _empty(1)
             weights[0] = w
-            self._last_info = info = {
-                "date": self._dates[f],
-                "portfolio_value": value,
-                "cash": cash,
-                "position": position,
-                "weights": weights,
-                "cost": cost,
-                "pnl": pnl,
-                "trades": orders,
-                "step": f - self._start,
-            }
+            info = self._info(f, value, cash, position, weights, cost, pnl, orders)
         if self._history is not None:
             self._history.append(self._snapshot(orders))
         return obs, reward, terminated, truncated, info
@@ -475,7 +465,21 @@ class StockTradingEnv(gym.Env):
         position = np.array(shares)
         weights = np.array(wl)
         obs[-1] = cash / v
-        info = {
+        return obs, self._info(t, v, cash, position, weights, cost, pnl, orders)
+
+    def _info(
+        self,
+        t: int,
+        v: float,
+        cash: float,
+        position: np.ndarray,
+        weights: np.ndarray,
+        cost: float,
+        pnl: float,
+        orders: list,
+    ) -> dict[str, Any]:
+        """The info dict as of the close of bar ``t`` (kept for ``render("ansi")``)."""
+        self._last_info = info = {
             "date": self._dates[t],
             "portfolio_value": v,
             "cash": cash,
@@ -486,8 +490,7 @@ class StockTradingEnv(gym.Env):
             "trades": orders,
             "step": t - self._start,
         }
-        self._last_info = info
-        return obs, info
+        return info
 
     @property
     def portfolio_value(self) -> float:
