@@ -197,3 +197,18 @@ def test_a_bad_discrete_action_raises_and_changes_nothing(bad):
     with pytest.raises(ValueError, match="action"):
         env.step(bad)
     assert (env._t, env._cash, list(env._shares)) == before
+
+
+@pytest.mark.parametrize("cfg", [{}, {"action_type": "continuous"}, *NOT_SERVED[:3]])
+def test_the_inline_one_asset_observation_equals_observe(cfg):
+    """A one-asset step builds its observation and info inline on scalars; ``_observe``
+    (reset, several assets) must give the same bits from the same state."""
+    env = make(random_frame(), **cfg)
+    env.reset(seed=0)
+    for action in actions(env, np.random.default_rng(0))[:150]:
+        obs, reward, term, trunc, info = env.step(action)
+        again = env._observe(env._t, env._shares, env._cash, env._value, info["cost"],
+                             info["pnl"], info["trades"])  # fmt: skip
+        assert_same_step((obs, info), again)
+        if term or trunc:
+            break

@@ -190,8 +190,11 @@ class StockTradingEnv(gym.Env):
             pad[lo : lo + size] for lo in range(0, (n_bars - self.window_size + 1) * row, row)
         ]
         self._n_assets = n_assets
+        self._one_asset = n_assets == 1
+        self._symbol = self.symbols[0]  # (the scalar step's)
         self._n_feat_obs = self.obs_layout.features.stop
         self._fast_discrete = action_type == "discrete" and n_assets == 1
+        self._n_positions = len(self.positions) if self.positions else 0
         self._log_reward = reward == "log_return"
         # One asset without borrow, minimum commission or exchange rules (the default
         # single-stock env): the step runs on scalars (execution.rebalance_one), with
@@ -346,12 +349,11 @@ class StockTradingEnv(gym.Env):
                 raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
         f = self._t + 1
-        fills = None
         if self._scalar:  # one asset on scalars (see ``_scalar`` in ``__init__``)
             if (
                 self._fast_discrete
                 and isinstance(action, _INTS)
-                and 0 <= action < len(self.positions)
+                and 0 <= action < self._n_positions
             ):
                 weight = self.positions[action]  # (action_to_weights' answer, without a call)
             else:
@@ -360,7 +362,7 @@ class StockTradingEnv(gym.Env):
             before = self._shares[0]
             fills = rebalance_one(
                 before, self._cash, weight, ref, tradable, tax, self.costs, self.fractional,
-                self.symbols[0],
+                self._symbol,
             )  # fmt: skip
             if fills is None:  # only the list path decides
                 shares, cash, value, cost, pnl, orders = self._execute(f, [weight])
@@ -372,6 +374,7 @@ class StockTradingEnv(gym.Env):
         else:
             weights = self.action_to_weights(action)
             shares, cash, value, cost, pnl, orders = self._execute(f, weights)
+            mark_f = self._mark[f][0]  # (the one-asset observation below reads it)
         v0 = self._value
         if self._log_reward:  # (the default, inline)
             # V can only reach <= 0 with shorts; the log is then taken of a tiny positive
@@ -384,9 +387,8 @@ class StockTradingEnv(gym.Env):
         terminated = value < self.ruin_floor
         truncated = f >= self._end and not terminated
         self._done = terminated or truncated
-        if fills is None:
-            obs, info = self._observe(f, shares, cash, value, cost, pnl, orders)
-        else:  # _observe for one asset, inline on scalars (bit-identical: tested)
+        if self._one_asset:  # _observe for one asset, inline on scalars (same bits: tested)
+            q = shares[0]
             obs = self._obs_rows[f].copy()
             w = q * mark_f / value
             nf = self._n_feat_obs
@@ -397,6 +399,8 @@ class StockTradingEnv(gym.Env):
             weights = _empty(1)
             weights[0] = w
             info = self._info(f, value, cash, position, weights, cost, pnl, orders)
+        else:
+            obs, info = self._observe(f, shares, cash, value, cost, pnl, orders)
         if self._history is not None:
             self._history.append(self._snapshot(orders))
         return obs, reward, terminated, truncated, info
