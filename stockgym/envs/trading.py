@@ -179,8 +179,6 @@ class StockTradingEnv(gym.Env):
         self._mark = m.mark.tolist()
         self._trad = m.tradable.tolist()
         self._dates = list(m.dates)
-        # Flat features padded with A + 1 slots, so one slice copy makes a whole new obs
-        # (window rows, then slots that are overwritten with weights and cash).
         # Flat features padded with A + 1 slots; bar t's observation starts as one copy of
         # the precomputed view ``_obs_rows[t]`` (its window rows, then slots that are
         # overwritten with weights and cash). Bars before the first full window: None.
@@ -461,7 +459,7 @@ class StockTradingEnv(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         """A new observation array and the info dict, as of the close of bar ``t`` with
         ``shares``, ``cash`` and portfolio value ``v`` (the env's state after a reset or
-        a step; passed in, not read back, as it is on the hot path)."""
+        a step). A one-asset step builds the same inline, on scalars (``step``)."""
         nf = self._n_feat_obs
         obs = self._obs_rows[t].copy()  # window rows, then slots for weights and cash
         wl = [q * p / v for q, p in zip(shares, self._mark[t], strict=False)]
