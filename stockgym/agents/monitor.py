@@ -201,13 +201,14 @@ class Logger:
         if self.bar is not None:
             self.bar.update(step - self._base - self._shown)
             self._shown = step - self._base
-            self.bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{stats.mean_return():.4g}")
+            self.bar.set_postfix(SPS=f"{sps:,.0f}", ret=_recent(stats.mean_return()))
         elif self._lines and self._total:
             done = (step - self._base) / self._total
             if done >= self._next_line:
-                print(f"{self._desc}: {step - self._base:,}/{self._total:,} steps ({done:.0%}), "
-                      f"{sps:,.0f} steps/s, recent return {stats.mean_return():.4g}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                line = progress_line(
+                    self._desc, step - self._base, self._total, sps, stats.mean_return()
+                )
+                print(line, file=sys.stderr, flush=True)
                 while self._next_line <= done:
                     self._next_line += 0.1
 
@@ -221,6 +222,21 @@ class Logger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def progress_line(desc: str, step: int, total: int, sps: float, recent: float) -> str:
+    """One redirected-output progress line. The last rollout may overshoot the budget
+    (whole rollouts are collected), so the true step count is shown with the percent
+    capped at 100 % (rounded down, so 100 % means the budget is spent); ``recent`` is NaN
+    until an episode has finished (shown as n/a)."""
+    pct = min(100 * step // total, 100) if total > 0 else 100
+    ret = _recent(recent)
+    return f"{desc}: {step:,}/{total:,} steps ({pct}%), {sps:,.0f} steps/s, recent return {ret}"
+
+
+def _recent(mean_return: float) -> str:
+    """The recent mean return for people: ``n/a`` before any episode has finished."""
+    return f"{mean_return:.4g}" if math.isfinite(mean_return) else "n/a"
 
 
 class SPSMeter:

@@ -55,6 +55,7 @@ interrupted run can still be backtested).
 from __future__ import annotations
 
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,12 @@ try:
     from stable_baselines3.common.vec_env import VecEnvWrapper
 except ModuleNotFoundError as exc:  # pragma: no cover - the [sb3] extra is missing
     raise ModuleNotFoundError(
-        "stable-baselines3 is not installed: pip install 'stockgym[sb3]' "
-        "(needed by stockgym.agents.sb3 and the sb3-* algorithms)"
+        "stable-baselines3 is not installed: pip install 'stockgym[sb3]' (from a checkout: "
+        "pip install -e '.[sb3]'); needed by stockgym.agents.sb3 and the sb3-* algorithms"
     ) from exc
 
 from stockgym.agents.integrity import check_fields, read_verified, write_with_digest
-from stockgym.agents.monitor import Logger
+from stockgym.agents.monitor import EpisodeStats, Logger, SPSMeter
 from stockgym.agents.networks import Encoder, encoder_spec, pretrained_spec
 from stockgym.agents.sb3_config import SB3_ALGOS, SB3Config, algo_class
 from stockgym.agents.spaces import describe_space, layout_of
@@ -288,9 +289,12 @@ class SB3Agent:
         purge_step: int | None = None,
     ) -> SB3Agent:
         """SB3's ``learn`` with our agents' face: ``callback(agent, step)`` after every
-        env step (returning ``False`` stops), ``charts/episodic_return`` /
-        ``charts/episodic_length`` and the callback's ``agent.logger.scalar`` into
-        TensorBoard at ``log_dir`` beside SB3's own scalars, a progress bar."""
+        env step (returning ``False`` stops); ``charts/episodic_return``,
+        ``charts/episodic_length``, ``charts/portfolio_value`` (the mean over the envs
+        whose episode ended on that step of its final value, before the autoreset),
+        ``charts/SPS`` and the callback's ``agent.logger.scalar`` into TensorBoard at
+        ``log_dir`` beside SB3's own scalars; progress as our agents show it (a bar on a
+        terminal, a line every 10 % of the budget otherwise, after each rollout)."""
         if resume:
             raise ValueError(
                 "stable-baselines3 runs cannot resume (no optimizer, RNG or env state is saved)"
@@ -309,30 +313,37 @@ class SB3Agent:
             self.model.set_logger(SB3Logger(str(log_dir), [fmt]))
         else:
             self.model.set_logger(SB3Logger(None, []))
-        start = self.num_timesteps
-        t0 = time.perf_counter()
+        stats = EpisodeStats(1, torch.device("cpu"))
+        sps = SPSMeter(0)  # SB3's learn counts its steps from 0 (reset_num_timesteps)
+        shown = [-math.inf]
 
         def on_step(infos: list[dict[str, Any]], step: int) -> bool:
-            done = [info["episode"] for info in infos if info.get("episode") is not None]
-            if done:
-                self.logger.scalar(
-                    "charts/episodic_return", float(np.mean([float(ep["r"]) for ep in done])), step
+            ended = [info for info in infos if info.get("episode") is not None]
+            if ended:
+                values = [info["portfolio_value"] for info in ended if "portfolio_value" in info]
+                stats.add(
+                    [float(info["episode"]["r"]) for info in ended],
+                    [int(info["episode"]["l"]) for info in ended],
+                    [float(v) for v in values] if len(values) == len(ended) else None,
+                    at=step,
                 )
-                self.logger.scalar(
-                    "charts/episodic_length", float(np.mean([float(ep["l"]) for ep in done])), step
-                )
-            if self.logger.bar is not None:
-                self.logger.bar.n = step - start
-                self.logger.bar.refresh()
-            if step - start > 0:
-                self.logger.scalar("charts/SPS", (step - start) / (time.perf_counter() - t0), step)
+                self.logger.episodes(stats)
+            # a terminal bar moves between rollouts too (PPO's can take seconds); at most
+            # once a second, so the bar's redraws and SPS points stay few
+            if self.logger.bar is not None and time.perf_counter() - shown[0] >= 1.0:
+                show(step)
             return callback is None or callback(self, step) is not False
+
+        def show(step: int) -> None:
+            shown[0] = time.perf_counter()
+            if step > 0:
+                self.logger.progress(step, sps(step), stats)
 
         try:
             with torch_threads(self.config.threads):
                 self.model.learn(
                     total_timesteps,
-                    callback=_StepCallback(on_step),
+                    callback=_StepCallback(on_step, show),
                 )
         finally:
             self.logger.close()
@@ -468,14 +479,19 @@ class SB3Agent:
 
 
 class _StepCallback(BaseCallback):
-    """Calls ``fn(infos, num_timesteps)`` after every env step; ``False`` stops."""
+    """Calls ``fn(infos, num_timesteps)`` after every env step (``False`` stops) and
+    ``rollout_end(num_timesteps)`` after every rollout."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Any, rollout_end: Any) -> None:
         super().__init__(verbose=0)
         self.fn = fn
+        self.rollout_end = rollout_end
 
     def _on_step(self) -> bool:
         return self.fn(self.locals.get("infos") or [], int(self.model.num_timesteps))
+
+    def _on_rollout_end(self) -> None:
+        self.rollout_end(int(self.model.num_timesteps))
 
 
 def sb3_model_file(path: str | Path) -> Path | None:

@@ -17,8 +17,8 @@ try:
     import stable_baselines3
 except ModuleNotFoundError as exc:  # pragma: no cover - the [sb3] extra is missing
     raise ModuleNotFoundError(
-        "stable-baselines3 is not installed: pip install 'stockgym[sb3]' "
-        "(needed by the sb3-* algorithms)"
+        "stable-baselines3 is not installed: pip install 'stockgym[sb3]' (from a checkout: "
+        "pip install -e '.[sb3]'); needed by the sb3-* algorithms"
     ) from exc
 
 from stockgym.agents.config import BACKBONES

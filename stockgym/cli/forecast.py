@@ -230,7 +230,11 @@ def _add_output(p: argparse.ArgumentParser, tensorboard: bool = True) -> None:
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     if tensorboard:
         g.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (a bar on a terminal, otherwise a line per epoch or per 10%% of epochs)",
+    )
 
 
 _MODEL_FIELDS = (

@@ -4,8 +4,10 @@ numpy in, numpy out (SB3's convention): observations ``(N, D)`` float32, rewards
 ``(N,)`` float32, dones ``(N,)`` bool and one info dict per env. When env i's episode
 ends, its info carries ``terminal_observation`` (the observation that ended it; the
 returned observation is already the next episode's first), ``TimeLimit.truncated``
-(True when the episode was cut by the end of data rather than ruin) and ``episode``
-(``r``, ``l``, ``t``) so SB3's logger reports episode returns.
+(True when the episode was cut by the end of data rather than ruin), ``episode``
+(``r``, ``l``, ``t``) so SB3's logger reports episode returns, and ``portfolio_value``:
+the value the episode ended with (from the vector env's ``final_info``; after the
+same-step autoreset the env itself already holds the next episode's initial cash).
 
     from stable_baselines3 import PPO
     from stockgym.envs import VectorStockTradingEnv
@@ -58,12 +60,14 @@ class SB3VecEnv(VecEnv):
             trunc_np = trunc.cpu().numpy()
             ep_r = info["episode"]["r"].cpu().numpy()
             ep_l = info["episode"]["l"].cpu().numpy()
+            value = info["final_info"]["portfolio_value"].double().cpu().numpy()
             elapsed = round(time.time() - self._t0, 6)
             for i in np.flatnonzero(done):
                 infos[i] = {
                     "terminal_observation": final[i],
                     "TimeLimit.truncated": bool(trunc_np[i]),
                     "episode": {"r": float(ep_r[i]), "l": int(ep_l[i]), "t": elapsed},
+                    "portfolio_value": float(value[i]),
                 }
         return obs.cpu().numpy(), rew.cpu().numpy().astype(np.float32), done, infos
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from stockgym.core import resolve_device
 from stockgym.data import DataError, FeatureScaler, load_prices, split
@@ -61,6 +63,8 @@ from stockgym.forecasters.forecaster import Forecaster
 from stockgym.forecasters.models import MODELS, ForecastNet, build_model
 
 OPTIMIZERS = ("adam", "adamw")
+#: the ForecastConfig fields that must be integers >= 1
+_COUNTS = "window epochs batch_size patience hidden_size num_layers kernel_size n_heads patch_len"
 
 
 def check_int(name: str, value: Any, least: int = 1, *, optional: bool = False) -> None:
@@ -126,7 +130,8 @@ class ForecastConfig(DictConfig):
     ``eval_windows``: rolling-origin windows the test period is cut into for the metrics.
 
     Output: ``run_dir`` (``None``: a new ``runs/forecast/<time>-<model>-<symbol>``),
-    ``progress`` (tqdm bar), ``plots``, ``tensorboard``.
+    ``progress`` (a bar on a terminal, a line per epoch, or per 10 % of ``epochs``, when
+    stderr is redirected), ``plots``, ``tensorboard``.
     """
 
     symbol: str | None = None
@@ -179,17 +184,7 @@ class ForecastConfig(DictConfig):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         check_target(self.target, self.horizon)
-        for name in (
-            "window",
-            "epochs",
-            "batch_size",
-            "patience",
-            "hidden_size",
-            "num_layers",
-            "kernel_size",
-            "n_heads",
-            "patch_len",
-        ):
+        for name in _COUNTS.split():
             check_int(name, getattr(self, name))
         if self.model == "transformer" and self.hidden_size % self.n_heads:
             raise ValueError(
@@ -326,28 +321,33 @@ def fit(
     n, bs = len(xt), config.batch_size
     history: list[dict[str, float]] = []
     best_epoch, bad, stopped = 0, 0, False
-    from tqdm.auto import tqdm
+    # tqdm only where stderr is a terminal: in a file its \r frames pile up unread, so
+    # redirected output gets plain lines (as the agents' monitor does)
+    lines = config.progress and not sys.stderr.isatty()
+    bar_on = config.progress and not lines
+    name, every = type(model).__name__, max(1, config.epochs // 10)
+    bar = tqdm(total=config.epochs, desc=name, unit="epoch", disable=not bar_on, leave=False)
 
-    bar = tqdm(
-        range(1, config.epochs + 1),
-        desc=f"{type(model).__name__}",
-        unit="epoch",
-        disable=not config.progress,
-        leave=False,
-    )
-
-    def record(epoch: int, train_loss: float, val_loss: float) -> None:
+    def record(epoch: int, train_loss: float, val_loss: float, stop: bool = False) -> None:
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if writer is not None:
             writer.add_scalar("forecast/train_loss", train_loss, epoch)
             writer.add_scalar("forecast/val_loss", val_loss, epoch)
+        if epoch == 0:
+            return
+        bar.update()  # by hand, redrawn every epoch: tqdm skips redraws within 0.1 s
+        bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+        if lines and (epoch % every == 0 or epoch == config.epochs or stop):
+            end = ", stopped early" if stop else ""
+            line = f"{name}: epoch {epoch}/{config.epochs}, train loss {train_loss:.4g}"
+            print(f"{line}, valid loss {val_loss:.4g}{end}", file=sys.stderr, flush=True)
 
     with seeded(config.seed, device, config.threads):
         # epoch 0: the untrained model (the naive forecast, see models.py) is the first best
         best = _mean_loss(model, xv, yv, loss_fn)
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         record(0, _mean_loss(model, xt, yt, loss_fn), best)
-        for epoch in bar:
+        for epoch in range(1, config.epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=order).to(device)
             total = torch.zeros((), dtype=torch.float64, device=device)
@@ -367,16 +367,15 @@ def fit(
                     f"training diverged at epoch {epoch} (train loss {train_loss}, validation "
                     f"loss {val_loss}); lower the lr"
                 )
-            record(epoch, train_loss, val_loss)
-            bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
             if val_loss < best - config.tol:
                 best, best_epoch, bad = val_loss, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= config.patience:
-                    stopped = True
-                    break
+            stopped = bad >= config.patience
+            record(epoch, train_loss, val_loss, stopped)
+            if stopped:
+                break
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
