@@ -2,10 +2,10 @@
 the one question answered honestly: does an agent that sees a neural forecast beat
 buy-and-hold out of sample, by more than luck?
 
-Offline and on CPU, in a few minutes: one symbol of the bundled real data (default
-AAPL) goes through every part of the project, each step through the same code path as
-its own command, and every step's outputs (with their resolved configs) land in one
-directory:
+Offline and on CPU, in about 1.5 minutes on 2 CPU cores: one symbol of the bundled real
+data (default AAPL) goes through every part of the project, each step through the same
+code path as its own command, and every step's outputs (with their resolved configs)
+land in one directory:
 
 1. **data** - ``load_prices(symbol, source="sample")``, the default date split and the
    trailing-window features. ``data/summary.json``.
@@ -33,7 +33,7 @@ t, orders filled at the open of day t+1 (plus slippage), commission and taxes ch
 whole shares, nothing computed from data after t. Each test window is touched only by
 its backtests, never for training or selection.
 
-Budgets: ``"default"`` (about 3-5 minutes on 2 CPU cores) and ``"small"`` (under a minute;
+Budgets: ``"default"`` (about 1.5 minutes on 2 CPU cores) and ``"small"`` (under a minute;
 for tests and a first look - the agents learn almost nothing in it).
 """
 
@@ -53,7 +53,7 @@ from typing import Any
 from stockgym.core import torch_threads
 
 QUICKSTART_EXAMPLES = """examples:
-  stockgym quickstart                              (AAPL, about 3-5 minutes on 2 CPU cores)
+  stockgym quickstart                              (AAPL, about 1.5 minutes on 2 CPU cores)
   stockgym quickstart --symbol MSFT --seed 1 --out runs/qs-msft
   stockgym quickstart --budget small               (under a minute; the agents learn almost nothing)
   stockgym quickstart --ppo-steps 60000            (longer training per window)

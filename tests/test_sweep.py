@@ -1,8 +1,9 @@
 """`stockgym sweep`: a 4-trial sweep (2 seeds x 2 learning rates, tiny budget, synthetic
 data) through the real CLI on a local Ray writes 4 ordinary run dirs, the tables, a
-runnable best.toml and the test backtest, and nothing in the home dir; `--resume`
-reruns nothing; bad search-space entries fail with a clear error before Ray starts;
-the expansion, the tables and the trial's read-back are checked without Ray.
+runnable best.toml and the test backtest, and nothing in the home dir, printing only
+stockgym's own lines (Ray's too with --verbose); `--resume` reruns nothing; bad
+search-space entries fail with a clear error before Ray starts; the expansion, the
+tables and the trial's read-back are checked without Ray.
 
 Ray's unix socket paths allow ~107 characters, so a sweep dir under pytest's long
 tmp_path makes the sweep put Ray's temp dir under /tmp (a short `sgray-*` dir that is
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -312,16 +314,45 @@ def test_trial_reads_back_a_finished_run_and_restarts_a_partial_one(tmp_path):
 
 
 # ---------------------------------------------------------------- the real thing, on Ray
-def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeypatch):
+# Ray Tune's console output that a sweep shows only with --verbose
+RAY_CHATTER = [
+    "Configuration for experiment",
+    "View detailed results here",
+    "To visualize your results with TensorBoard",
+]
+# the first word of each line stockgym's sweep prints (see stockgym/cli/sweep.py)
+OWN_HEADS = {"sweep", "dir", "ray", "trial", "results", "rank", "trials", "best", "wrote"}
+OWN_HEADS |= {"next", "test", "run", "mean", "failed", "1", "2"}
+
+
+def _foreign_lines(text: str) -> list[str]:
+    """The non-blank lines of ``text`` that stockgym's sweep does not print."""
+    return [
+        ln
+        for ln in text.splitlines()
+        if ln.strip()
+        and ln.split()[0] not in OWN_HEADS
+        and not re.fullmatch(r"c\d{3}-s\d+", ln.split()[0])
+    ]
+
+
+def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capfd, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # Ray and its workers must write nothing here
     monkeypatch.setenv("STOCKGYM_CONFIG_DIR", str(tmp_path / "config"))
     cfg = _write(tmp_path, GOOD)
     out = tmp_path / "a-sweep-dir-whose-path-is-too-long-for-ray-sockets"
+    output_switch = os.environ.get("RAY_AIR_NEW_OUTPUT")
     code = main(["sweep", str(cfg), "--out", str(out), "--no-plots"])
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # fd-level: Ray's processes and Tune's prints included
     assert code == 0, captured.err[-3000:]
+    # quiet unless --verbose: only stockgym's own lines, none of Tune's banners or hints
+    for ray_text in RAY_CHATTER:
+        assert ray_text not in captured.out + captured.err, captured.out[-3000:]
+    assert "trial      [4/4, " in captured.out
+    assert _foreign_lines(captured.out + captured.err) == []
+    assert os.environ.get("RAY_AIR_NEW_OUTPUT") == output_switch  # set for the sweep only
 
     # 4 ordinary run dirs, each with its own seed and learning rate
     names = sorted(p.name for p in (out / "runs").iterdir())
@@ -367,14 +398,15 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
     assert (out / "tune").is_dir()
     assert sorted(p.name for p in home.rglob("*")) == []
     assert main(["compare", *(r["backtest_dir"] for r in test["runs"])]) == 0
-    capsys.readouterr()
+    capfd.readouterr()
 
-    # --resume: nothing is rerun, nothing rewritten
+    # --resume (--verbose): nothing is rerun, nothing rewritten; Ray may speak
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     test_stamp = (out / "best" / "test.json").stat().st_mtime_ns
-    code = main(["sweep", str(cfg), "--out", str(out), "--resume", "--no-plots"])
-    captured = capsys.readouterr()
+    code = main(["sweep", str(cfg), "--out", str(out), "--resume", "--no-plots", "--verbose"])
+    captured = capfd.readouterr()
     assert code == 0, captured.err[-3000:]
+    assert _foreign_lines(captured.out + captured.err) != []  # Ray's own output is shown
     assert "this invocation trained 0 run(s)" in captured.out
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == stamps
     assert (out / "best" / "test.json").stat().st_mtime_ns == test_stamp
@@ -383,10 +415,10 @@ def test_sweep_on_local_ray_then_resume_reruns_nothing(tmp_path, capsys, monkeyp
 
     # a new sweep into the same dir, or a changed file with --resume, is refused
     assert main(["sweep", str(cfg), "--out", str(out)]) == 2
-    assert "--resume continues" in capsys.readouterr().err
+    assert "--resume continues" in capfd.readouterr().err
     changed = _write(tmp_path, GOOD.replace("3e-3", "5e-3"), "changed.toml")
     assert main(["sweep", str(changed), "--out", str(out), "--resume"]) == 2
-    assert "changed since the sweep" in capsys.readouterr().err
+    assert "changed since the sweep" in capfd.readouterr().err
 
 
 def test_an_interrupted_trial_run_is_resumed_not_retrained(

@@ -31,7 +31,7 @@ BACKTEST_EXAMPLES = """examples:
       --source sample --start 2010-01-01 --end 2012-12-31 --market us --out runs/sma
   stockgym backtest --strategy equal_weight --symbol 005930 000660 --source fdr \\
       --start 2020-01-01 --market krx --benchmark KS11 --out runs/ew
-  stockgym backtest --strategy sma_cross --symbol 005930 --source fdr --market krx \
+  stockgym backtest --strategy sma_cross --symbol 005930 --source fdr --market krx \\
       --max-participation 0.025 --impact sqrt --out runs/krx  (KRX tax by date, limits, ticks)
   stockgym backtest --strategy random --seed 3 --symbol X Y --source synthetic --out runs/r3
   stockgym backtest --strategy forecast_sign --symbol AAPL --source sample \\
@@ -39,9 +39,10 @@ BACKTEST_EXAMPLES = """examples:
   stockgym backtest --strategy buy_and_hold --symbol AAPL --source sample --period test \\
       --market none --out runs/bh-test                (default 64/16/20 split; test part)
 
-outputs in --out DIR: metrics.json, equity.csv, trades.csv, config.json, equity.png,
-drawdown.png, trades.png (see docs/backtest.md). DIR must not exist or be empty
-(--force replaces it); nothing is left behind if the run fails.
+outputs in --out DIR: metrics.json, equity.csv, trades.csv, config.json, and (unless
+--no-plots) equity.png, drawdown.png, trades.png and report.html (one self-contained
+page; see docs/backtest.md). DIR must not exist or be empty (--force replaces it);
+nothing is left behind if the run fails.
 """
 
 COMPARE_EXAMPLES = """examples:
@@ -49,8 +50,8 @@ COMPARE_EXAMPLES = """examples:
   stockgym compare runs/r1 runs/r2 runs/r3 --out runs/cmp   (mean ± std over the seeds)
 
 Dirs whose config.json differs only in the seed form a group with a mean ± std column.
-With --out DIR: compare.csv, compare.md and equity.png (all runs overlaid) are written
-there; without it only the table is printed.
+With --out DIR: compare.csv, compare.md, equity.png (all runs overlaid) and report.html
+(one self-contained page) are written there; without it only the table is printed.
 """
 
 # Flags that only apply to some strategies: flag dest -> (strategy, parameter name).
@@ -345,7 +346,13 @@ def _command(args, out: Path) -> str:
 # ---------------------------------------------------------------- compare
 def cmd_compare(args: argparse.Namespace) -> None:
     """Handler of ``stockgym compare``."""
-    from stockgym.backtest.compare import compare_frame, load_runs, text_table, write_compare
+    from stockgym.backtest.compare import (
+        COMPARE_FILES,
+        compare_frame,
+        load_runs,
+        text_table,
+        write_compare,
+    )
     from stockgym.backtest.report import atomic_dir
 
     if args.out:
@@ -359,9 +366,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.out:
         with atomic_dir(args.out, args.force) as tmp:
             write_compare(runs, tmp)
-        print(f"\nwrote {args.out}/ (compare.csv compare.md equity.png)")
+        print(f"\nwrote {args.out}/ ({' '.join(COMPARE_FILES)})")
     else:
         print(
-            "\n(add --out DIR to write compare.csv, compare.md and an overlaid equity plot)",
+            "\n(add --out DIR to write compare.csv, compare.md, an overlaid equity plot "
+            "and report.html)",
             file=sys.stderr,
         )

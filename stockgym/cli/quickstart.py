@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--budget",
         choices=list(BUDGETS),
         default="default",
-        help="compute budget: default (about 2-4 min on 2 CPU cores) or small "
+        help="compute budget: default (about 1.5 minutes on 2 CPU cores) or small "
         "(under a minute, for tests; the agents learn almost nothing)",
     )
     qs.add_argument(

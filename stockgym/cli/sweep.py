@@ -105,7 +105,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "set; torch's own default collapses when trials share cores)",
     )
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")
-    p.add_argument("--verbose", action="store_true", help="also Ray Tune's progress tables")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also Ray's log lines and Ray Tune's banner, progress tables and hints",
+    )
     p.set_defaults(func=cmd_sweep)
 
 

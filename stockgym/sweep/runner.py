@@ -328,7 +328,13 @@ def run_trials(
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-    grid = tuner.fit()
+    # RunConfig(verbose=0) silences Tune's progress tables, but Tune's default ("new")
+    # console output still prints its "Configuration for experiment" box and its results-dir
+    # and TensorBoard hints; the documented RAY_AIR_NEW_OUTPUT=0 selects Tune's legacy
+    # console output, for which verbose=0 prints nothing. Set for this fit only.
+    quiet = {} if verbose >= 2 else {"RAY_AIR_NEW_OUTPUT": "0"}
+    with _environ(quiet):
+        grid = tuner.fit()
     sign_tune_state(sweep_dir)
     seconds = time.perf_counter() - t0
     reports = [_report(result, plan) for result in grid]
