@@ -18,13 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockgym.backtest.formatting import fmt_value
-from stockgym.backtest.html_report import images_html, table_html
+from stockgym import core
+from stockgym.backtest.html_report import fmt_metric, page, png_tag, policy_sections, table_html
 from stockgym.backtest.metrics import METRIC_KEYS
 from stockgym.backtest.plots import new_figure
+from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
 
 #: Files ``stockgym compare --out DIR`` writes.
-COMPARE_FILES = ("compare.csv", "compare.md", "equity.png")
+COMPARE_FILES = ("compare.csv", "compare.md", "equity.png", "report.html")
+#: Every metric of compare.csv and report.html (the terminal and Markdown tables keep
+#: :data:`METRIC_KEYS`).
+ALL_KEYS: tuple[str, ...] = (*METRIC_KEYS, *RISK_KEYS, *RELATIVE_KEYS)
+PRICE_NOTE = ("<p>The price line is the close while a position is held, recovered from "
+              "equity.csv (gaps while flat); fills are drawn at their prices.</p>")  # fmt: skip
 
 
 @dataclass
@@ -36,12 +42,17 @@ class Run:
     metrics: dict[str, Any]
     config: dict[str, Any]
     equity: pd.DataFrame
+    trades: pd.DataFrame | None = None  # trades.csv; None where the dir has none
 
     @property
     def strategy(self) -> str:
         return self.config.get("strategy", {}).get("description") or self.config.get(
             "strategy", {}
         ).get("name", "?")
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return list(self.config.get("env", {}).get("symbols", []))
 
     @property
     def symbols(self) -> str:
@@ -87,7 +98,13 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         equity = pd.read_csv(p / "equity.csv", index_col="date", parse_dates=["date"])
     except (FileNotFoundError, ValueError, pd.errors.ParserError) as exc:
         raise ValueError(f"cannot read {p / 'equity.csv'}: {exc}") from exc
-    return Run(label or p.name, p, docs["metrics.json"], docs["config.json"], equity)
+    trades = None
+    if (p / "trades.csv").is_file():
+        try:
+            trades = pd.read_csv(p / "trades.csv")
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise ValueError(f"cannot read {p / 'trades.csv'}: {exc}") from exc
+    return Run(label or p.name, p, docs["metrics.json"], docs["config.json"], equity, trades)
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
@@ -135,14 +152,14 @@ def compare_frame(runs: list[Run]) -> pd.DataFrame:
     for g in groups(runs):
         if len(g) < 2:
             continue
-        vals = np.array([[_number(r.metrics.get(k)) for k in METRIC_KEYS] for r in g])
+        vals = np.array([[_number(r.metrics.get(k)) for k in ALL_KEYS] for r in g])
         label = f"{g[0].group_label} [{len(g)} seeds]"
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-nan metric columns
             mean = np.nanmean(vals, axis=0)
             std = np.nanstd(vals, axis=0, ddof=1)
-        rows.append(_row(label, "mean", g[0], len(g), dict(zip(METRIC_KEYS, mean, strict=True))))
-        rows.append(_row(label, "std", g[0], len(g), dict(zip(METRIC_KEYS, std, strict=True))))
+        rows.append(_row(label, "mean", g[0], len(g), dict(zip(ALL_KEYS, mean, strict=True))))
+        rows.append(_row(label, "std", g[0], len(g), dict(zip(ALL_KEYS, std, strict=True))))
     return pd.DataFrame(rows, dtype=object)
 
 
@@ -175,23 +192,25 @@ def _row(label: str, kind: str, run: Run, n: int, metrics: dict) -> dict[str, An
         "seed": run.seed if kind == "run" else None,
         "n": n,
         "dir": str(run.path) if kind == "run" else None,
-        **{k: _number(metrics.get(k)) for k in METRIC_KEYS},
+        **{k: _number(metrics.get(k)) for k in ALL_KEYS},
     }
 
 
-def display_columns(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """(header, formatted values per metric) for each run, benchmark and group."""
+def display_columns(
+    frame: pd.DataFrame, keys: tuple[str, ...] = METRIC_KEYS
+) -> list[tuple[str, list[str]]]:
+    """(header, formatted values of ``keys``) for each run, benchmark and group."""
     cols = []
     for _, row in frame[frame["kind"].isin(["run", "benchmark"])].iterrows():
-        cols.append((row["label"], [fmt_value(k, row[k]) for k in METRIC_KEYS]))
+        cols.append((row["label"], [fmt_metric(k, row[k]) for k in keys]))
     means = frame[frame["kind"] == "mean"]
     stds = frame[frame["kind"] == "std"]
     for (_, m), (_, s) in zip(means.iterrows(), stds.iterrows(), strict=True):
         vals = [
-            f"{fmt_value(k, m[k])} ± {fmt_value(k, s[k]).replace(' d', '')}"
+            f"{fmt_metric(k, m[k])} ± {fmt_metric(k, s[k]).replace(' d', '')}"
             if math.isfinite(float(m[k]))
             else "n/a"
-            for k in METRIC_KEYS
+            for k in keys
         ]
         cols.append((f"{m['label']} mean ± std", vals))
     return cols
@@ -227,33 +246,75 @@ def plot_equity(runs: list[Run], path: str | Path) -> None:
     """Every run's value over its start value (growth of 1), benchmarks dashed."""
     fig, (ax,) = new_figure(width=10, height=5)
     seen = set()
+    names = policy_names(runs)
     for i, r in enumerate(runs):
         v = r.equity["value"]
-        ax.plot(v.index, v / v.iloc[0], lw=1.1, color=f"C{i % 10}", label=r.label)
+        ax.plot(v.index, v / v.iloc[0], lw=1.1, color=f"C{i % 10}", label=names[i])
         b = r.equity.get("benchmark")
         key = (r.benchmark_label, tuple(r.equity.index[[0, -1]]))
         if b is not None and b.notna().all() and key not in seen:
             seen.add(key)
             ax.plot(b.index, b / b.iloc[0], lw=0.9, ls="--", color="0.4", label=r.benchmark_label)
     ax.set_ylabel("growth of 1")
+    ax.set_title("Growth of 1: " + ", ".join(dict.fromkeys(names)))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
+def policy_names(runs: list[Run]) -> list[str]:
+    """Each run's strategy description, with its label where descriptions repeat."""
+    names = [r.strategy for r in runs]
+    return [
+        n if names.count(n) == 1 else f"{n} ({r.label})" for n, r in zip(names, runs, strict=True)
+    ]
+
+
+def prices_from_equity(equity: pd.DataFrame, symbols: list[str]) -> pd.DataFrame | None:
+    """The close of a single symbol while a position is held, ``(value - cash) /
+    position`` from ``equity.csv`` (NaN while flat); ``None`` for several symbols, whose
+    closes equity.csv does not separate (their fills are drawn at their prices)."""
+    if len(symbols) != 1 or not {"value", "cash", "position"} <= set(equity.columns):
+        return None
+    q = equity["position"].to_numpy(np.float64)
+    held = (equity["value"] - equity["cash"]).to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        close = np.where(q != 0, held / q, np.nan)
+    return pd.DataFrame({symbols[0]: close}, index=equity.index)
+
+
+def report_html(runs: list[Run], frame: pd.DataFrame, equity_png: bytes) -> str:
+    """The comparison page: every metric of every run, benchmark and group, every run's
+    growth of 1, then one block per run (equity against its benchmark, drawdowns with
+    their table, monthly returns, rolling Sharpe ratio, trades on the price); every
+    title names the run's strategy."""
+    cols = display_columns(frame, ALL_KEYS)
+    names = policy_names(runs)  # the run columns come first, in the order of runs
+    cols = [(names[i] if i < len(runs) else h, v) for i, (h, v) in enumerate(cols)]
+    table = pd.DataFrame({h: vals for h, vals in cols}, index=list(ALL_KEYS))
+    sections = [("Metrics", table_html(table)), ("Growth of 1, every run", png_tag(equity_png))]
+    for name, r in zip(names, runs, strict=True):
+        bench = r.equity.get("benchmark")
+        if bench is not None and not bench.notna().all():
+            bench = None
+        prices = prices_from_equity(r.equity, r.symbol_list) if r.trades is not None else None
+        block = policy_sections(name, r.equity["value"], bench, prices, r.trades,
+                                r.symbol_list, prefix=f"{name}: ")  # fmt: skip
+        if r.trades is not None:
+            heading, body = block[-1]
+            block[-1] = (heading, PRICE_NOTE + body)
+        sections += block
+    return page("Comparison: " + ", ".join(names), sections)
+
+
 def write_compare(runs: list[Run], out_dir: str | Path) -> pd.DataFrame:
     """Write compare.csv, compare.md, equity.png and report.html into ``out_dir``."""
     out_dir = Path(out_dir)
     frame = compare_frame(runs)
-    frame.to_csv(out_dir / "compare.csv", index=False)
-    (out_dir / "compare.md").write_text(markdown_table(frame))
+    core.write_text(out_dir / "compare.csv", frame.to_csv(index=False))
+    core.write_text(out_dir / "compare.md", markdown_table(frame))
     plot_equity(runs, out_dir / "equity.png")
-    table = pd.DataFrame({h: vals for h, vals in display_columns(frame)}, index=list(METRIC_KEYS))
-    page = images_html(
-        "Comparison: " + ", ".join(r.label for r in runs),
-        [("Metrics", table_html(table))],
-        [out_dir / "equity.png"],
-    )
-    (out_dir / "report.html").write_text(page)
+    core.write_text(out_dir / "report.html",
+                    report_html(runs, frame, (out_dir / "equity.png").read_bytes()))  # fmt: skip
     return frame

@@ -4,7 +4,10 @@ files or scripts) per backtest, comparison and evaluation.
 A backtest's page holds the metrics table beside the benchmark's, the orders not filled in
 full by status, the tax paid by year, equity against the benchmark, drawdowns with a
 table of the worst ones, a monthly-returns heatmap, the rolling Sharpe ratio and the
-trades on the price; every figure's title names the policy.
+trades on the price; every figure's title names the policy. Those per-policy sections
+are built from plain series by :func:`policy_sections`, which ``stockgym compare``
+(:mod:`stockgym.backtest.compare`) and ``stockgym evaluate``
+(:mod:`stockgym.experiment.evaluate_report`) reuse for each run / policy.
 """
 
 from __future__ import annotations
@@ -13,18 +16,18 @@ import base64
 import html
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from stockgym.backtest.formatting import fmt_value
-from stockgym.backtest.plots import new_figure, plot_trades
+from stockgym.backtest.plots import _closes, new_figure, plot_trades
 from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
 from stockgym.backtest.runner import BacktestResult
 
 ROLLING_DAYS = 63  # a quarter of trading days for the rolling Sharpe ratio
+NOT_RECOVERED = "not recovered"  # the drawdown table's recovery date of an open drawdown
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
        "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,"
@@ -35,8 +38,12 @@ def figure_tag(fig: Any) -> str:
     """An ``<img>`` holding ``fig`` as an embedded PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}">'
+    return png_tag(buf.getvalue())
+
+
+def png_tag(png: bytes) -> str:
+    """An ``<img>`` holding PNG bytes as a base64 data URI (the page stays self-contained)."""
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -55,12 +62,16 @@ def metrics_html(metrics: dict[str, Any]) -> str:
     """Every metric of the policy beside the benchmark's."""
     bench = metrics.get("benchmark") or {}
     keys = [k for k in metrics if k != "benchmark" and not isinstance(metrics[k], dict)]
-    rows = {k: [_fmt(k, metrics.get(k)), _fmt(k, bench.get(k)) if bench else ""] for k in keys}
+    rows = {
+        k: [fmt_metric(k, metrics.get(k)), fmt_metric(k, bench.get(k)) if bench else ""]
+        for k in keys
+    }
     return table_html(pd.DataFrame.from_dict(rows, orient="index",
                                              columns=["policy", "benchmark"]))  # fmt: skip
 
 
-def _fmt(key: str, value: Any) -> str:
+def fmt_metric(key: str, value: Any) -> str:
+    """A metric as shown in the pages (risk keys included; ``n/a`` when undefined)."""
     if key in RISK_KEYS or key in RELATIVE_KEYS:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return "n/a"
@@ -108,8 +119,9 @@ def _rate(value: Any) -> str:
 
 
 def drawdown_table(values: pd.Series, top: int = 5) -> pd.DataFrame:
-    """The ``top`` worst drawdowns: peak, trough and recovery dates (``None`` if not
-    recovered), depth and length in trading days."""
+    """The ``top`` worst drawdowns: peak, trough and recovery dates ("not recovered" when
+    the series ends below the peak), depth ``V_trough / V_peak - 1`` and length in
+    trading days (peak to recovery, or to the last day)."""
     v = values.to_numpy(np.float64)
     peak = np.maximum.accumulate(v)
     dd = v / peak - 1.0
@@ -123,7 +135,7 @@ def drawdown_table(values: pd.Series, top: int = 5) -> pd.DataFrame:
             trough = start + 1 + int(np.argmin(dd[start + 1 : end]))
             rows.append({
                 "peak": values.index[start].date(), "trough": values.index[trough].date(),
-                "recovery": values.index[end].date() if end < n else None,
+                "recovery": values.index[end].date() if end < n else NOT_RECOVERED,
                 "depth": float(dd[trough]), "days": (end if end < n else n - 1) - start,
             })  # fmt: skip
             t = end
@@ -160,6 +172,102 @@ def _heatmap(table: pd.DataFrame, policy: str) -> Any:
     return fig
 
 
+# ------------------------------------------------------------ sections of one policy
+# Each takes plain series (a value series indexed by date, an optional benchmark value
+# series on the same dates) and the policy's label, which every figure title carries.
+def equity_section(values: pd.Series, bench: pd.Series | None, policy: str,
+                   bench_label: str = "buy-and-hold (benchmark)") -> str:  # fmt: skip
+    """Portfolio value against the benchmark's."""
+    fig, (ax,) = new_figure()
+    ax.plot(values.index, values, color="C0", lw=1.2, label=policy)
+    if bench is not None:
+        ax.plot(bench.index, bench, color="0.4", lw=1.0, ls="--", label=bench_label)
+    ax.set_title(f"{policy}: portfolio value against buy-and-hold")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_tag(fig)
+
+
+def drawdown_section(values: pd.Series, bench: pd.Series | None, policy: str) -> str:
+    """Drawdown ``V_t / max(V_0..V_t) - 1`` of the policy (and benchmark), and the table
+    of the worst ones (:func:`drawdown_table`)."""
+    fig, (ax,) = new_figure(height=3.2)
+    dd = (values / values.cummax() - 1) * 100
+    ax.fill_between(values.index, dd, 0, color="C3", alpha=0.35, label=policy)
+    if bench is not None:
+        ax.plot(bench.index, (bench / bench.cummax() - 1) * 100, color="0.4", ls="--", lw=0.9,
+                label="buy-and-hold")  # fmt: skip
+    ax.set_title(f"{policy}: drawdown from the running peak (%)")
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_tag(fig) + table_html(drawdown_table(values))
+
+
+def monthly_section(values: pd.Series, policy: str) -> str:
+    """The monthly-returns heatmap (:func:`monthly_returns`)."""
+    return figure_tag(_heatmap(monthly_returns(values), policy))
+
+
+def rolling_sharpe_section(values: pd.Series, bench: pd.Series | None, policy: str) -> str:
+    """Rolling Sharpe ratio of daily returns, ``mean / std * sqrt(252)`` over
+    :data:`ROLLING_DAYS` days; a note when the series is too short."""
+    r = values.pct_change().iloc[1:]
+    if len(r) <= ROLLING_DAYS:
+        return f"<p>{html.escape(policy)}: fewer than {ROLLING_DAYS + 1} days of returns.</p>"
+    roll = r.rolling(ROLLING_DAYS)
+    sharpe = roll.mean() / roll.std() * math.sqrt(252)
+    fig, (ax,) = new_figure(height=3.2)
+    ax.plot(sharpe.index, sharpe, color="C0", lw=1.0, label=policy)
+    if bench is not None:
+        br = bench.pct_change().iloc[1:].rolling(ROLLING_DAYS)
+        ax.plot(sharpe.index, br.mean() / br.std() * math.sqrt(252), color="0.4",
+                ls="--", lw=0.9, label="buy-and-hold")  # fmt: skip
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_title(f"{policy}: rolling Sharpe ratio ({ROLLING_DAYS} days, annualised)")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_tag(fig)
+
+
+def trades_section(prices: pd.DataFrame | None, trades: pd.DataFrame, symbols: list[str],
+                   policy: str) -> str:  # fmt: skip
+    """Each symbol's price (``prices``: a column per symbol, NaN where unknown) with the
+    buy and sell fills of ``trades`` (columns ``date, symbol, side, filled, price``), drawn
+    by :func:`~stockgym.backtest.plots.plot_trades`."""
+    trades = trades.assign(date=pd.to_datetime(trades["date"]))
+    if prices is None:
+        prices = pd.DataFrame(index=pd.DatetimeIndex(sorted(trades["date"].unique())),
+                              columns=symbols, dtype=np.float64)  # fmt: skip
+    shell = BacktestResult(record=pd.DataFrame(index=prices.index), trades=trades,
+                           symbols=list(symbols), policy=policy, env_config={},
+                           closes=prices)  # fmt: skip
+    buf = io.BytesIO()
+    plot_trades(shell, buf, title=f"{policy}: fills on the price")
+    return png_tag(buf.getvalue())
+
+
+def policy_sections(policy: str, values: pd.Series, bench: pd.Series | None,
+                    prices: pd.DataFrame | None, trades: pd.DataFrame | None,
+                    symbols: list[str], prefix: str = "") -> list[tuple[str, str]]:  # fmt: skip
+    """Equity, drawdowns, monthly returns, rolling Sharpe ratio and trades of one policy
+    (headings start with ``prefix``; no trades: a note in their place)."""
+    out = [
+        (f"{prefix}Equity", equity_section(values, bench, policy)),
+        (f"{prefix}Drawdowns", drawdown_section(values, bench, policy)),
+        (f"{prefix}Monthly returns", monthly_section(values, policy)),
+        (f"{prefix}Rolling Sharpe ratio", rolling_sharpe_section(values, bench, policy)),
+    ]
+    if trades is None:
+        body = f"<p>{html.escape(policy)}: no trades recorded for this run.</p>"
+    else:
+        body = trades_section(prices, trades, symbols, policy)
+    out.append((f"{prefix}Trades", body))
+    return out
+
+
 def backtest_html(result: BacktestResult, metrics: dict[str, Any], config: dict[str, Any]) -> str:
     """The ``report.html`` of one backtest."""
     policy = config.get("strategy", {}).get("description") or result.policy
@@ -169,62 +277,12 @@ def backtest_html(result: BacktestResult, metrics: dict[str, Any], config: dict[
         sections.append(("Unfilled orders", unfilled_html(metrics["unfilled_orders"])))
     if "tax_by_year" in metrics:
         sections.append(("Tax by year", tax_html(metrics["tax_by_year"])))
-    fig, (ax,) = new_figure()
-    ax.plot(rec.index, rec["value"], color="C0", lw=1.2, label=policy)
-    if "benchmark" in rec:
-        ax.plot(rec.index, rec["benchmark"], color="0.4", lw=1.0, ls="--",
-                label="buy-and-hold (benchmark)")  # fmt: skip
-    ax.set_title(f"{policy}: portfolio value against buy-and-hold")
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    sections.append(("Equity", figure_tag(fig)))
-    fig, (ax,) = new_figure(height=3.2)
-    v = rec["value"]
-    ax.fill_between(rec.index, (v / v.cummax() - 1) * 100, 0, color="C3", alpha=0.35, label=policy)
-    if "benchmark" in rec:
-        b = rec["benchmark"]
-        ax.plot(rec.index, (b / b.cummax() - 1) * 100, color="0.4", ls="--", lw=0.9,
-                label="buy-and-hold")  # fmt: skip
-    ax.set_title(f"{policy}: drawdown from the running peak (%)")
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    sections.append(("Drawdowns", figure_tag(fig) + table_html(drawdown_table(v))))
-    sections.append(("Monthly returns", figure_tag(_heatmap(monthly_returns(v), policy))))
-    r = result.returns
-    if len(r) > ROLLING_DAYS:
-        roll = r.rolling(ROLLING_DAYS)
-        sharpe = roll.mean() / roll.std() * math.sqrt(252)
-        fig, (ax,) = new_figure(height=3.2)
-        ax.plot(sharpe.index, sharpe, color="C0", lw=1.0, label=policy)
-        if result.benchmark is not None:
-            br = result.benchmark.returns.rolling(ROLLING_DAYS)
-            ax.plot(sharpe.index, br.mean() / br.std() * math.sqrt(252), color="0.4",
-                    ls="--", lw=0.9, label="buy-and-hold")  # fmt: skip
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(f"{policy}: rolling Sharpe ratio ({ROLLING_DAYS} days, annualised)")
-        ax.legend(loc="best")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        sections.append(("Rolling Sharpe ratio", figure_tag(fig)))
-    buf = io.BytesIO()
-    plot_trades(result, buf, title=f"{policy}: fills on the price")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    sections.append(("Trades", f'<img src="data:image/png;base64,{data}">'))
+    bench = rec["benchmark"] if "benchmark" in rec else None
+    sections += policy_sections(policy, rec["value"], bench, _closes(result), result.trades,
+                                result.symbols)  # fmt: skip
     bt = config.get("backtest", {})
     title = f"{policy} on {', '.join(result.symbols)}, {bt.get('first')}..{bt.get('last')}"
     if result.terminated:
         sections.insert(0, ("Stopped early", "<p>The portfolio fell below the ruin floor: "
                             "the backtest ended there.</p>"))  # fmt: skip
-    return page(title, sections)
-
-
-def images_html(title: str, tables: list[tuple[str, str]], images: list[Path]) -> str:
-    """A page of ready tables (HTML) and PNG files (embedded) - for compare/evaluate."""
-    sections = list(tables)
-    for path in images:
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        sections.append((Path(path).stem.replace("_", " "),
-                         f'<img src="data:image/png;base64,{data}">'))  # fmt: skip
     return page(title, sections)

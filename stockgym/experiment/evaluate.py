@@ -28,6 +28,7 @@ import pandas as pd
 
 from stockgym import core
 from stockgym.backtest import make_strategy, run_policy
+from stockgym.backtest.report import trades_frame
 from stockgym.core import check_int, check_number
 from stockgym.experiment.config import TrainConfig
 from stockgym.experiment.forecasts import ForecastSpec, forecast_features
@@ -207,6 +208,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         kwargs = {**tc.env.env_kwargs(), "action_type": "continuous", "positions": None}
         env = StockTradingEnv(upto, extra_features=extra, **kwargs)
         bt = run_policy(make_strategy(policy, **params), env, period, benchmark=True)
+    core.write_text(out / "trades.csv", trades_frame(bt).to_csv(index=False))  # (report.html)
     result = _result(job, window, bt, actions)
     core.write_json(out / "result.json", result)
     return result

@@ -13,8 +13,10 @@ is reported separately (``per_seed``). Formulas and sources: ``docs/evaluate.md`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,21 @@ import numpy as np
 import pandas as pd
 
 from stockgym import core
+from stockgym.backtest import metrics as bm
+from stockgym.backtest.html_report import fmt_metric, page, png_tag, policy_sections, table_html
+from stockgym.backtest.risk import risk_metrics
 from stockgym.experiment import stats
-from stockgym.experiment.records import json_ready
+from stockgym.experiment.records import json_ready, load_data
 
 AGENTS = ("agent", "agent_no_forecasts")
 UNIT_BOOTSTRAP_FROM = 10  # units (symbol x window) from which the bootstrap is over units
 COLLAPSE = 0.95  # share of days long and return correlation that count as buy-and-hold
+#: How the pages name the baselines (the agents' names come from the config: display_name).
+BASELINE_NAMES = {"buy_and_hold": "buy-and-hold", "sma_cross": "SMA 20/50 cross",
+                  "forecast_sign": "forecast > 0", "random": "random"}  # fmt: skip
+#: The metrics of each policy's chained out-of-sample returns in report.html.
+RETURN_METRICS = ("total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown",
+                  "max_drawdown_duration", "calmar", "days")  # fmt: skip
 
 
 def _units(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
@@ -195,24 +206,7 @@ def write_report(config: Any, windows: list[Any], results: list[dict[str, Any]],
               + "; see docs/evaluate.md.", ""]  # fmt: skip
     core.write_text(out / "report.md", "\n".join(lines))
     _plots(summary, results, out)
-    from stockgym.backtest.html_report import images_html
-
-    verdicts = "".join(
-        f"<li>{sentence(n, s, summary)}</li>" for n, s in summary["policies"].items()
-    )
-    frame = pd.DataFrame(
-        {n: {"excess log return / yr": f"{s['excess_log_return']['mean']:+.2%}",
-             "95 % CI": "{:+.2%} .. {:+.2%}".format(*s["excess_log_return"]["ci95"]),
-             "Sharpe": f"{s['sharpe']['mean']:.2f}",
-             "Sharpe 95 % CI": "{:.2f} .. {:.2f}".format(*s["sharpe"]["ci95"]),
-             "PSR": _f(s["psr"]), "deflated Sharpe": _f(s["deflated_sharpe"]),
-             "windows won": f"{s['win_rate_windows']:.0%}", "verdict": s["verdict"]}
-         for n, s in summary["policies"].items()}
-    ).T  # fmt: skip
-    page = images_html("stockgym evaluate", [("Policies", frame.to_html(border=0)),
-                                             ("Verdicts", f"<ul>{verdicts}</ul>")],
-                       [out / "excess_by_window.png", out / "equity.png"])  # fmt: skip
-    core.write_text(out / "report.html", page)
+    core.write_text(out / "report.html", report_html(config, windows, summary, results, out))
     return summary
 
 
@@ -272,3 +266,151 @@ def _plots(summary: dict[str, Any], results: list[dict[str, Any]], out: Path) ->
     fig.tight_layout()
     fig.savefig(out / "equity.png", dpi=100)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ report.html
+def display_name(policy: str, config: Any) -> str:
+    """The name a person reads: ``PPO + LSTM forecasts``, ``PPO without forecasts``,
+    ``buy-and-hold``... (the agent's algorithm and forecaster from ``[train]``)."""
+    if policy not in AGENTS:
+        return BASELINE_NAMES.get(policy, policy)
+    tc = config.train_config()
+    algo = str(tc.algo).upper()
+    fc = tc.env.forecasts
+    if policy == "agent_no_forecasts":
+        return f"{algo} without forecasts"
+    if not fc:
+        return algo
+    model = fc.get("model") if isinstance(fc, dict) else None
+    return f"{algo} + {str(model or 'pretrained').upper()} forecasts"
+
+
+def _symbol_prices(config: Any, symbols: list[str]) -> dict[str, pd.DataFrame | None]:
+    """The evaluated data of each symbol (None where it cannot be loaded)."""
+    tc, out = config.train_config(), {}
+    for symbol in symbols:
+        try:
+            out[symbol] = load_data(dataclasses.replace(tc.data, symbols=[symbol]))
+        except (OSError, ValueError):
+            out[symbol] = None
+    return out
+
+
+def _window_dates(windows: list[Any], prices: dict[str, pd.DataFrame | None]) -> dict:
+    """Each window's trading dates from ``start`` (the close the first decision is made
+    at) to ``last``; business days where the data cannot be loaded."""
+    out = {}
+    for w in windows:
+        frame = prices.get(w.symbol)
+        if frame is None:
+            out[(w.symbol, w.k)] = pd.bdate_range(w.start, w.last)
+        else:
+            idx = frame.index
+            out[(w.symbol, w.k)] = idx[
+                (idx >= pd.Timestamp(w.start)) & (idx <= pd.Timestamp(w.last))
+            ]
+    return out
+
+
+def _chained(rows: list[dict[str, Any]], dates: dict) -> tuple[pd.Series, pd.Series]:
+    """The growth of 1 of ``rows`` (one run per window, in window order) and of
+    buy-and-hold, compounded across the consecutive windows: ``V_t = prod(1 + r_s)``."""
+    idx, r, b = [], [], []
+    for row in rows:
+        d = dates[(row["symbol"], row["window"])]
+        n = min(len(row["returns"]), len(d) - 1)
+        idx += list(d[1 : n + 1]) if idx else list(d[: n + 1])
+        r += list(row["returns"][:n])
+        b += list(row["bench_returns"][:n])
+    first = pd.DatetimeIndex(idx)
+    v = pd.Series(np.concatenate([[1.0], np.cumprod(1 + np.asarray(r))]), index=first)
+    bh = pd.Series(np.concatenate([[1.0], np.cumprod(1 + np.asarray(b))]), index=first)
+    return v, bh
+
+
+def returns_metrics(values: pd.Series, bench: pd.Series | None) -> dict[str, Any]:
+    """:data:`RETURN_METRICS` and the risk metrics (relative ones against ``bench``) of a
+    value series' daily returns."""
+    r = bm.returns_from_values(values.to_numpy(np.float64))
+    b = None if bench is None else bm.returns_from_values(bench.to_numpy(np.float64))
+    out: dict[str, Any] = {k: getattr(bm, k)(r) for k in RETURN_METRICS if k != "days"}
+    out["days"] = len(r)
+    return {**out, **risk_metrics(r, b)}
+
+
+def report_html(config: Any, windows: list[Any], summary: dict[str, Any],
+                results: list[dict[str, Any]], out: Path) -> str:  # fmt: skip
+    """The evaluation page: the statistics and verdicts of every policy (by display
+    name), the per-window excess plot, the metrics of each policy's chained out-of-sample
+    curve beside buy-and-hold's, then one block per policy (module text: which runs)."""
+    names = {p: display_name(p, config) for p in summary["policies"]}
+    symbol = summary["symbols"][0]
+    prices = _symbol_prices(config, [symbol])
+    dates = _window_dates([w for w in windows if w.symbol == symbol], prices)
+    seed0 = summary["seeds"][0] if summary["seeds"] else None
+    blocks, columns, bench_metrics = [], {}, None
+    for p, name in names.items():
+        seeds = {r["seed"] for r in results if r["policy"] == p}
+        seed = seed0 if seed0 in seeds else None
+        rows = sorted((r for r in results if r["policy"] == p and r["symbol"] == symbol
+                       and r["seed"] == seed), key=lambda r: r["window"])  # fmt: skip
+        if not rows:
+            continue
+        values, bench = _chained(rows, dates)
+        columns[name] = returns_metrics(values, bench)
+        bench_metrics = bench_metrics or returns_metrics(bench, None)
+        last = rows[-1]
+        tag = p if seed is None else f"{p}-s{seed}"
+        trades_csv = out / "runs" / symbol / f"w{last['window']}" / tag / "trades.csv"
+        trades = pd.read_csv(trades_csv) if trades_csv.is_file() else None
+        d = dates[(symbol, last["window"])]
+        closes = None
+        if prices[symbol] is not None:
+            closes = pd.DataFrame({symbol: prices[symbol]["close"].reindex(d)}, index=d)
+        which = f"seed {seed}" if seed is not None else "no seed"
+        label = f"{name} ({which}, {symbol})"
+        blocks += policy_sections(label, values, bench, closes, trades, [symbol],
+                                  prefix=f"{name}: ")  # fmt: skip
+        if trades is None:
+            blocks[-1] = (blocks[-1][0], f"<p>{html_escape(name)}: the trades of window "
+                          f"{last['window']} were not recorded (its run dir has no "
+                          "trades.csv).</p>")  # fmt: skip
+        else:
+            blocks[-1] = (blocks[-1][0], f"<p>Window {last['window']} ({d[0].date()}.."
+                          f"{d[-1].date()}), the last test window.</p>" + blocks[-1][1])  # fmt: skip
+    keys = list(RETURN_METRICS) + [k for k in next(iter(columns.values()), {})
+                                   if k not in RETURN_METRICS]  # fmt: skip
+    table = pd.DataFrame(
+        {**{n: [fmt_metric(k, m.get(k)) for k in keys] for n, m in columns.items()},
+         "buy-and-hold": [fmt_metric(k, (bench_metrics or {}).get(k)) for k in keys]},
+        index=keys,
+    )  # fmt: skip
+    verdicts = "".join(
+        f"<li>{html_escape(sentence(names[n], s, summary))}</li>"
+        for n, s in summary["policies"].items()
+    )
+    stats_table = pd.DataFrame(
+        {names[n]: {"excess log return / yr": f"{s['excess_log_return']['mean']:+.2%}",
+                    "95 % CI": "{:+.2%} .. {:+.2%}".format(*s["excess_log_return"]["ci95"]),
+                    "Sharpe": f"{s['sharpe']['mean']:.2f}",
+                    "Sharpe 95 % CI": "{:.2f} .. {:.2f}".format(*s["sharpe"]["ci95"]),
+                    "PSR": _f(s["psr"]), "deflated Sharpe": _f(s["deflated_sharpe"]),
+                    "windows won": f"{s['win_rate_windows']:.0%}", "verdict": s["verdict"]}
+         for n, s in summary["policies"].items()}
+    ).T  # fmt: skip
+    how = (f"<p>Each policy's curve chains its test windows on {html_escape(symbol)} in "
+           f"order (window k starts at the close where window k-1 ends, so every day is out "
+           f"of sample; agents are retrained before each window): the first seed "
+           f"({seed0}) for agents and the random policy, the one run of each other baseline. "
+           "Metrics are those of that chained curve; buy-and-hold is chained the same way. "
+           "Trades are drawn for the last window's run. The statistics above pool every "
+           "seed, window and symbol (docs/evaluate.md).</p>")  # fmt: skip
+    sections = [
+        ("Policies", table_html(stats_table)),
+        ("Verdicts", f"<ul>{verdicts}</ul>"),
+        ("Excess return per window", png_tag((out / "excess_by_window.png").read_bytes())),
+        ("Every run, per window", png_tag((out / "equity.png").read_bytes())),
+        ("Metrics of the chained out-of-sample curves", how + table_html(table)),
+        *blocks,
+    ]
+    return page("stockgym evaluate: " + ", ".join(names.values()), sections)
