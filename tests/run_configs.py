@@ -1,5 +1,6 @@
-"""A small PPO run on a synthetic edge market (4 envs, window 5, 8 hidden units), for
-tests that need a real run dir: checkpoints, resumes, signed files."""
+"""Small runs on a synthetic edge market shared by tests: a PPO ``TrainConfig`` for tests
+that need a real run dir (checkpoints, resumes, signed files), the CLI's data flags, and
+the ``[train]`` table of a tiny evaluation."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ def small_ppo(run_dir: Path, **kw: Any) -> TrainConfig:
         agent={"hidden_size": 8, "num_steps": 16},
     )
     return TrainConfig(**{**base, **kw})
+
+
+def synthetic_args(n_days: int = 400) -> list[str]:
+    """``stockgym train`` flags for one synthetic symbol ``X`` with an edge."""
+    return ["--symbol", "X", "--source", "synthetic", "--set", 'data.options.kind="edge"',
+            "--set", f"data.options.n_days={n_days}"]  # fmt: skip
+
+
+#: The ``[train]`` table of a tiny evaluation (PPO with walk-forward MLP forecasts).
+EVAL_TRAIN: dict[str, Any] = {
+    "algo": "ppo", "total_timesteps": 512, "device": "cpu",
+    "data": {"symbols": ["X"], "source": "synthetic", "options": {"kind": "edge", "n_days": 420}},
+    "env": {"window_size": 5, "num_envs": 8, "episode_length": 20,
+            "forecasts": {"model": "mlp", "min_train": 100, "epochs": 2, "window": 10}},
+    "agent": {"hidden_size": 16},
+}  # fmt: skip

@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_configs import synthetic_args
 
 from stockgym.cli import main
 
 SYNTH = [
-    "--symbol",
-    "X",
-    "--source",
-    "synthetic",
-    "--set",
-    'data.options.kind="edge"',
-    "--set",
-    "data.options.n_days=400",
+    *synthetic_args(400),
 ]
 TINY = [
     "--window-size",

@@ -9,19 +9,14 @@ import math
 
 import numpy as np
 import pytest
+from run_configs import EVAL_TRAIN
 
 from stockgym.cli import main
 from stockgym.experiment import stats
 from stockgym.experiment.evaluate import evaluate
 from stockgym.experiment.evaluate_report import diagnostics
 
-TRAIN = {
-    "algo": "ppo", "total_timesteps": 512, "device": "cpu",
-    "data": {"symbols": ["X"], "source": "synthetic", "options": {"kind": "edge", "n_days": 420}},
-    "env": {"window_size": 5, "num_envs": 8, "episode_length": 20,
-            "forecasts": {"model": "mlp", "min_train": 100, "epochs": 2, "window": 10}},
-    "agent": {"hidden_size": 16},
-}  # fmt: skip
+TRAIN = EVAL_TRAIN
 EVAL = {"windows": 2, "window_days": 50, "seeds": [0, 1], "n_boot": 200}
 
 

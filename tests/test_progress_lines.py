@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from run_configs import synthetic_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stockgym.agents.monitor import EpisodeStats, Logger, progress_line
@@ -23,15 +24,9 @@ LINE = re.compile(
     r"^(?P<desc>[\w-]+): (?P<step>[\d,]+)/(?P<total>[\d,]+) steps \((?P<pct>\d+)%\), "
     r"[\d,]+ steps/s, recent return (?P<ret>n/a|-?[\d.e+-]+)$"
 )
+
 SB3_RUN = [
-    "--symbol",
-    "X",
-    "--source",
-    "synthetic",
-    "--set",
-    'data.options.kind="edge"',
-    "--set",
-    "data.options.n_days=300",
+    *synthetic_args(300),
     "--window-size",
     "5",
     "--num-envs",

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from run_configs import EVAL_TRAIN
 
 from stockgym.backtest import html_report
 from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
@@ -94,13 +95,7 @@ def test_open_drawdown_says_not_recovered():
     assert "not recovered" in body and "None" not in body
 
 
-TRAIN = {
-    "algo": "ppo", "total_timesteps": 512, "device": "cpu",
-    "data": {"symbols": ["X"], "source": "synthetic", "options": {"kind": "edge", "n_days": 420}},
-    "env": {"window_size": 5, "num_envs": 8, "episode_length": 20,
-            "forecasts": {"model": "mlp", "min_train": 100, "epochs": 2, "window": 10}},
-    "agent": {"hidden_size": 16},
-}  # fmt: skip
+TRAIN = EVAL_TRAIN
 
 
 def test_evaluate_page_names_policies_and_has_every_section(tmp_path, titles):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_configs import synthetic_args
 from stable_baselines3 import DQN, PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -187,14 +188,7 @@ def test_saved_sb3_model_rebuilds_the_extractor(prices, tmp_path):
 
 # ------------------------------------------------------------------ stockgym train
 SYNTH = [
-    "--symbol",
-    "X",
-    "--source",
-    "synthetic",
-    "--set",
-    'data.options.kind="edge"',
-    "--set",
-    "data.options.n_days=400",
+    *synthetic_args(400),
     "--market",
     "us",
 ]
