@@ -245,7 +245,11 @@ def format_report(config: dict[str, Any], metrics: dict[str, Any], out: Path) ->
     env, bt, b = config["env"], config["backtest"], config["benchmark"]
     rules = env.get("rules")
     fill = "next open" if env["fill"] == "open" else "same close"
-    plots = " equity.png drawdown.png trades.png report.html" if (Path(out) / "equity.png").exists() else ""
+    plots = (
+        " equity.png drawdown.png trades.png report.html"
+        if (Path(out) / "equity.png").exists()
+        else ""
+    )
     ruin = []
     if metrics.get("stopped_by_ruin"):
         floor = env.get("ruin_floor")
