@@ -35,18 +35,18 @@ def isolated(tmp_path, monkeypatch):
 def titles(monkeypatch):
     """Every figure title the pages draw (the real figures are still embedded)."""
     seen: list[str] = []
-    real_tag, real_trades = html_report.figure_tag, html_report.plot_trades
+    real_tag, real_fills = html_report.figure_tag, html_report.plot_fills
 
     def tag(fig):
         seen.append(fig.axes[0].get_title())
         return real_tag(fig)
 
-    def trades(result, path, max_symbols=8, title=None):
+    def fills(prices, trades, symbols, path, title, max_symbols=8):
         seen.append(title)
-        return real_trades(result, path, max_symbols=max_symbols, title=title)
+        return real_fills(prices, trades, symbols, path, title, max_symbols)
 
     monkeypatch.setattr(html_report, "figure_tag", tag)
-    monkeypatch.setattr(html_report, "plot_trades", trades)
+    monkeypatch.setattr(html_report, "plot_fills", fills)
     return seen
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from stockgym import core
 from stockgym.backtest.html_report import fmt_metric, page, png_tag, policy_sections, table_html
 from stockgym.backtest.metrics import METRIC_KEYS
-from stockgym.backtest.plots import new_figure
+from stockgym.backtest.plots import held_price, new_figure
 from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
 
 #: Files ``stockgym compare --out DIR`` writes.
@@ -273,14 +273,13 @@ def policy_names(runs: list[Run]) -> list[str]:
 
 def prices_from_equity(equity: pd.DataFrame, symbols: list[str]) -> pd.DataFrame | None:
     """The close of a single symbol while a position is held, ``(value - cash) /
-    position`` from ``equity.csv`` (NaN while flat); ``None`` for several symbols, whose
-    closes equity.csv does not separate (their fills are drawn at their prices)."""
+    position`` from ``equity.csv`` (:func:`held_price`: NaN while flat); ``None`` for
+    several symbols, whose closes equity.csv does not separate (their fills are drawn at
+    their prices)."""
     if len(symbols) != 1 or not {"value", "cash", "position"} <= set(equity.columns):
         return None
-    q = equity["position"].to_numpy(np.float64)
     held = (equity["value"] - equity["cash"]).to_numpy(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        close = np.where(q != 0, held / q, np.nan)
+    close = held_price(held, equity["position"].to_numpy(np.float64))
     return pd.DataFrame({symbols[0]: close}, index=equity.index)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from stockgym.backtest.formatting import fmt_value
-from stockgym.backtest.plots import _closes, new_figure, plot_trades
+from stockgym.backtest.plots import closes, new_figure, plot_fills
 from stockgym.backtest.risk import RELATIVE_KEYS, RISK_KEYS
 from stockgym.backtest.runner import BacktestResult
 
@@ -236,16 +236,13 @@ def trades_section(prices: pd.DataFrame | None, trades: pd.DataFrame, symbols: l
                    policy: str) -> str:  # fmt: skip
     """Each symbol's price (``prices``: a column per symbol, NaN where unknown) with the
     buy and sell fills of ``trades`` (columns ``date, symbol, side, filled, price``), drawn
-    by :func:`~stockgym.backtest.plots.plot_trades`."""
+    by :func:`~stockgym.backtest.plots.plot_fills`."""
     trades = trades.assign(date=pd.to_datetime(trades["date"]))
     if prices is None:
         prices = pd.DataFrame(index=pd.DatetimeIndex(sorted(trades["date"].unique())),
                               columns=symbols, dtype=np.float64)  # fmt: skip
-    shell = BacktestResult(record=pd.DataFrame(index=prices.index), trades=trades,
-                           symbols=list(symbols), policy=policy, env_config={},
-                           closes=prices)  # fmt: skip
     buf = io.BytesIO()
-    plot_trades(shell, buf, title=f"{policy}: fills on the price")
+    plot_fills(prices, trades, list(symbols), buf, f"{policy}: fills on the price")
     return png_tag(buf.getvalue())
 
 
@@ -278,7 +275,7 @@ def backtest_html(result: BacktestResult, metrics: dict[str, Any], config: dict[
     if "tax_by_year" in metrics:
         sections.append(("Tax by year", tax_html(metrics["tax_by_year"])))
     bench = rec["benchmark"] if "benchmark" in rec else None
-    sections += policy_sections(policy, rec["value"], bench, _closes(result), result.trades,
+    sections += policy_sections(policy, rec["value"], bench, closes(result), result.trades,
                                 result.symbols)  # fmt: skip
     bt = config.get("backtest", {})
     title = f"{policy} on {', '.join(result.symbols)}, {bt.get('first')}..{bt.get('last')}"

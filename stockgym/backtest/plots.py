@@ -68,13 +68,26 @@ def plot_trades(
     max_symbols: int = 8,
     title: str | None = None,
 ) -> None:
-    """Each symbol's price over the period with buy (^) and sell (v) fills (``path``: a
-    file or a binary stream; ``title`` default names the policy)."""
-    symbols = result.symbols[:max_symbols]
-    fig, axes = new_figure(height=2.6 * len(symbols) + 0.6, rows=len(symbols))
-    prices = _closes(result)
-    filled = result.trades[result.trades["filled"] != 0]
-    for ax, sym in zip(axes, symbols, strict=True):
+    """A backtest's :func:`plot_fills` (``title`` default names the policy)."""
+    title = title or f"{result.policy}: fills on the price chart"
+    plot_fills(closes(result), result.trades, result.symbols, path, title, max_symbols)
+
+
+def plot_fills(
+    prices: pd.DataFrame,
+    trades: pd.DataFrame,
+    symbols: list[str],
+    path: str | Path | IO[bytes],
+    title: str,
+    max_symbols: int = 8,
+) -> None:
+    """Each symbol's price (``prices``: a column per symbol, NaN where unknown) with the
+    buy (^) and sell (v) fills of ``trades`` (columns ``date, symbol, side, filled,
+    price``); ``path``: a file or a binary stream."""
+    shown = symbols[:max_symbols]
+    fig, axes = new_figure(height=2.6 * len(shown) + 0.6, rows=len(shown))
+    filled = trades[trades["filled"] != 0]
+    for ax, sym in zip(axes, shown, strict=True):
         ax.plot(prices.index, prices[sym], color="0.2", lw=0.9)
         mine = filled[filled["symbol"] == sym]
         for side, marker, color in (("buy", "^", "g"), ("sell", "v", "r")):
@@ -91,21 +104,27 @@ def plot_trades(
         ax.set_ylabel(sym)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    more = f" (first {max_symbols} symbols)" if len(result.symbols) > max_symbols else ""
-    axes[0].set_title((title or f"{result.policy}: fills on the price chart") + more)
+    more = f" (first {max_symbols} symbols)" if len(symbols) > max_symbols else ""
+    axes[0].set_title(title + more)
     fig.tight_layout()
     fig.savefig(path, format="png")
 
 
-def _closes(result: BacktestResult) -> pd.DataFrame:
+def closes(result: BacktestResult) -> pd.DataFrame:
+    """A backtest's closes per symbol: those it kept, else recovered from its held
+    positions (:func:`held_price`; gaps while flat)."""
     if result.closes is not None:
         return result.closes
-    # no closes kept: recover them from held positions (gaps while flat)
     rec = result.record
-    out = {}
-    for s in result.symbols:
-        q = rec[f"position_{s}"].to_numpy()
-        w = rec[f"weight_{s}"].to_numpy() * rec["value"].to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[s] = np.where(q != 0, w / q, np.nan)
+    value = rec["value"].to_numpy()
+    out = {
+        s: held_price(rec[f"weight_{s}"].to_numpy() * value, rec[f"position_{s}"].to_numpy())
+        for s in result.symbols
+    }
     return pd.DataFrame(out, index=rec.index)
+
+
+def held_price(market_value: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The price of a held position, ``market_value / position``; NaN while flat."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(position != 0, market_value / position, np.nan)
