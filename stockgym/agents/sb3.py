@@ -315,7 +315,7 @@ class SB3Agent:
             self.model.set_logger(SB3Logger(None, []))
         stats = EpisodeStats(1, torch.device("cpu"))
         sps = SPSMeter(0)  # SB3's learn counts its steps from 0 (reset_num_timesteps)
-        shown = [-math.inf]
+        shown_at = -math.inf  # when show() last ran
 
         def on_step(infos: list[dict[str, Any]], step: int) -> bool:
             ended = [info for info in infos if info.get("episode") is not None]
@@ -330,12 +330,13 @@ class SB3Agent:
                 self.logger.episodes(stats)
             # a terminal bar moves between rollouts too (PPO's can take seconds); at most
             # once a second, so the bar's redraws and SPS points stay few
-            if self.logger.bar is not None and time.perf_counter() - shown[0] >= 1.0:
+            if self.logger.bar is not None and time.perf_counter() - shown_at >= 1.0:
                 show(step)
             return callback is None or callback(self, step) is not False
 
         def show(step: int) -> None:
-            shown[0] = time.perf_counter()
+            nonlocal shown_at
+            shown_at = time.perf_counter()
             if step > 0:
                 self.logger.progress(step, sps(step), stats)
 
