@@ -126,14 +126,6 @@ FORECASTER = {
 #: Cost preset of the bundled sample (US listings).
 MARKET = "us"
 STEPS = ("data", "forecaster", "evaluate", "signal")
-LABELS = {
-    "agent": "PPO + LSTM forecasts",
-    "agent_no_forecasts": "PPO without forecasts",
-    "buy_and_hold": "buy-and-hold",
-    "sma_cross": "SMA 20/50 cross",
-    "forecast_sign": "forecast > 0",
-    "random": "random",
-}
 
 
 @dataclass
@@ -362,8 +354,8 @@ def _step_evaluate(cfg: QuickstartConfig, budget: Budget, out: Path) -> dict[str
     import tomli_w
 
     from stockgym.core import write_text
-    from stockgym.experiment.evaluate import evaluate
-    from stockgym.experiment.evaluate_report import sentence, table
+    from stockgym.experiment.evaluate import EvaluateConfig, evaluate
+    from stockgym.experiment.evaluate_report import display_name, sentence, table
 
     tree = evaluate_tree(cfg, budget)
     summary = evaluate(
@@ -371,10 +363,12 @@ def _step_evaluate(cfg: QuickstartConfig, budget: Budget, out: Path) -> dict[str
     )
     write_text(out / "evaluate" / "evaluate.toml", tomli_w.dumps(tree))
     text = table(summary)
-    for key, label in LABELS.items():
+    config = EvaluateConfig.from_dict(tree)
+    labels = {k: display_name(k, config) for k in summary["policies"]}  # "PPO + LSTM forecasts"
+    for key, label in labels.items():
         text = text.replace(f"| {key} |", f"| {label} |")
     print(text)
-    verdicts = {k: sentence(LABELS[k], s, summary) for k, s in summary["policies"].items()}
+    verdicts = {k: sentence(labels[k], s, summary) for k, s in summary["policies"].items()}
     for v in verdicts.values():
         print(v)
     return {"summary": summary, "table": text, "verdicts": verdicts}
